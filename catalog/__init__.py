@@ -1,0 +1,1 @@
+"""Marina's catalog: packages, environments, actions and tasks."""

@@ -1,0 +1,1 @@
+"""Marina's gateway agent: HAProxy kept in step with routes in etcd."""

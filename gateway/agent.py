@@ -1,0 +1,310 @@
+"""The gateway agent: keeps HAProxy in step with the routes in etcd.
+
+Changes are applied on the leading edge: the first change after a quiet
+period goes out at once, and changes that arrive while one is being applied
+are gathered until `quiet` passes without another one or `max_delay` since
+the first, so a burst of thousands of routes becomes one configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from gateway.errors import EtcdUnavailable, GatewayError, HAProxyError
+from gateway.etcd import EtcdClient
+from gateway.haproxy import HAProxy, bound_ports_failing
+from gateway.metrics import Metrics, serve_metrics
+from gateway.planning import Layout, build_layout, plan_changes
+from gateway.rendering import RenderContext, render_config, render_map
+from gateway.routes import Route, Skipped, routes_prefix, select_routes, status_key
+from gateway.settings import Settings
+from gateway.watching import Item, Listed, Unreachable, follow_routes
+
+log = logging.getLogger(__name__)
+
+BIND_RETRIES = 5
+BUSY_RETRY = 30.0
+
+
+class Agent:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.prefix = routes_prefix(settings.cluster).encode()
+        self.etcd = EtcdClient(settings.etcd)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.haproxy = HAProxy(settings.state_dir, binary=settings.haproxy)
+        self.metrics = Metrics()
+        self.raw: dict[str, bytes] = {}
+        self.revision = 0
+        self.known = False
+        self.layout: Layout | None = None
+        self.skipped: list[Skipped] = []
+        # Ports another process holds: port -> (service, reason, when found).
+        self.busy_ports: dict[int, tuple[str, str, float]] = {}
+        self.held: dict[str, Route] = {}
+        self.held_since: float | None = None
+        self.last_error: str | None = None
+        self.last_apply = 0.0
+        self.status_changed = asyncio.Event()
+        self.applied = asyncio.Event()
+
+    # -- the main loop ---------------------------------------------------
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        runner = None
+        if self.settings.metrics_port:
+            runner = await serve_metrics(
+                self.metrics, host=self.settings.address, port=self.settings.metrics_port
+            )
+        self.haproxy.adopt()
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        tasks = [
+            asyncio.create_task(self._watch(queue)),
+            asyncio.create_task(self._report()),
+            asyncio.create_task(self._consume(queue)),
+        ]
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stopper.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._withdraw_status()
+            await self.haproxy.stop()
+            await self.etcd.close()
+            if runner is not None:
+                await runner.cleanup()
+
+    async def _watch(self, queue: asyncio.Queue[Item]) -> None:
+        async for item in follow_routes(self.etcd, self.prefix):
+            queue.put_nowait(item)
+
+    def _take(self, item: Item) -> bool:
+        """Fold one watch item into the known routes; True if routes may change."""
+        if isinstance(item, Unreachable):
+            self.metrics.etcd_errors += 1
+            if self.last_error != item.error:
+                self.last_error = item.error
+                log.warning("%s; serving the last applied configuration", item.error)
+            return False
+        if isinstance(item, Listed):
+            self.raw = {
+                k[len(self.prefix) :].decode(errors="replace"): v for k, v in item.values.items()
+            }
+            self.revision = item.revision
+            self.known = True
+            return True
+        event = item.event
+        service = event.key[len(self.prefix) :].decode(errors="replace")
+        if event.value is None:
+            self.raw.pop(service, None)
+        else:
+            self.raw[service] = event.value
+        self.revision = max(self.revision, event.revision)
+        return True
+
+    async def _consume(self, queue: asyncio.Queue[Item]) -> None:
+        if not self.haproxy.running():
+            with contextlib.suppress(HAProxyError):
+                if await self.haproxy.start_last_good():
+                    log.info("serving the last good configuration until etcd answers")
+        while True:
+            timeout = self._next_wakeup()
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                await self.reconcile()
+                continue
+            dirty = self._take(item)
+            first = time.monotonic()
+            # Leading edge: a change after a quiet spell goes out at once;
+            # otherwise wait for the burst to settle, up to max_delay.
+            if first - self.last_apply < self.settings.quiet:
+                while True:
+                    remaining = first + self.settings.max_delay - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(
+                            queue.get(), min(self.settings.quiet, remaining)
+                        )
+                    except TimeoutError:
+                        break
+                    dirty = self._take(item) or dirty
+            while not queue.empty():
+                dirty = self._take(queue.get_nowait()) or dirty
+            if dirty and self.known:
+                await self.reconcile()
+            self.status_changed.set()
+
+    def _next_wakeup(self) -> float | None:
+        """Seconds until a held wipe or a busy port is due for another look."""
+        due = [t + BUSY_RETRY for _, _, t in self.busy_ports.values()]
+        if self.held_since is not None:
+            due.append(self.held_since + self.settings.wipe_hold)
+        return max(0.0, min(due) - time.monotonic()) if due else None
+
+    # -- applying ---------------------------------------------------------
+
+    def _desired(self) -> dict[str, Route]:
+        routes, skipped = select_routes(self.raw, reserved_ports=self.settings.blocked_ports)
+        now = time.monotonic()
+        self.busy_ports = {
+            port: entry
+            for port, entry in self.busy_ports.items()
+            if now - entry[2] < BUSY_RETRY and entry[0] in routes and routes[entry[0]].port == port
+        }
+        for service, reason, _ in self.busy_ports.values():
+            del routes[service]
+            skipped.append(Skipped(service, reason))
+        self.skipped = skipped
+        served = self.layout.routes() if self.layout else {}
+        removed = set(served) - set(routes)
+        wipe = (
+            bool(served)
+            and bool(removed)
+            and (not routes or len(removed) / len(served) > self.settings.wipe_share)
+        )
+        if wipe:
+            self.held_since = self.held_since or now
+            if now - self.held_since < self.settings.wipe_hold:
+                self.held = {s: served[s] for s in removed}
+                for service, route in self.held.items():
+                    if all(r.port != route.port for r in routes.values()):
+                        routes[service] = route
+                return routes
+        self.held_since = None
+        self.held = {}
+        return routes
+
+    async def reconcile(self) -> None:
+        """Bring HAProxy to the known routes; never raises for a bad change."""
+        try:
+            await self._reconcile()
+            self.last_error = None
+        except GatewayError as exc:
+            self.last_error = str(exc)
+            log.error("could not apply revision %d: %s", self.revision, exc)
+        finally:
+            self.last_apply = time.monotonic()
+            self.metrics.applied_revision = (
+                self.revision if not self.last_error else (self.metrics.applied_revision)
+            )
+            self.metrics.skipped_routes = len(self.skipped)
+            self.metrics.held_routes = len(self.held)
+            self.metrics.routes = len(self.layout.routes()) if self.layout else 0
+            self.status_changed.set()
+            self.applied.set()
+
+    async def _reconcile(self) -> None:
+        desired = self._desired()
+        if self.layout is not None and self.haproxy.running():
+            plan = plan_changes(self.layout, desired, map_path=str(self.haproxy.map_path))
+            if plan.reload is None:
+                if plan.commands:
+                    try:
+                        await self.haproxy.run_commands(plan.commands)
+                        self.metrics.runtime_updates += 1
+                        self.layout = plan.layout
+                        return
+                    except HAProxyError as exc:
+                        log.warning("runtime update failed, reloading instead: %s", exc)
+                else:
+                    self.layout = plan.layout
+                    return
+            else:
+                log.info("reload: %s", plan.reload)
+        for _ in range(BIND_RETRIES):
+            try:
+                await self._reload(desired)
+                return
+            except HAProxyError as exc:
+                self.metrics.reload_failures += 1
+                busy = bound_ports_failing(exc.detail)
+                owners = {r.port: s for s, r in desired.items() if r.port in busy}
+                if not owners:
+                    raise
+                for port, service in owners.items():
+                    reason = f"port {port} could not be bound on {self.settings.address}"
+                    self.busy_ports[port] = (service, reason, time.monotonic())
+                    del desired[service]
+                    self.skipped.append(Skipped(service, reason))
+
+    async def _reload(self, desired: dict[str, Route]) -> None:
+        started = time.perf_counter()
+        layout = build_layout(desired, port_range=self.settings.port_range)
+        context = RenderContext(
+            gateway_id=self.settings.ident,
+            address=self.settings.address,
+            socket=str(self.haproxy.socket_path),
+            map_path=str(self.haproxy.map_path),
+            revision=self.revision,
+        )
+        config = render_config(layout, context)
+        port_map = render_map(layout)
+        self.metrics.render_seconds_sum += time.perf_counter() - started
+        self.metrics.render_count += 1
+        seconds = await self.haproxy.apply(config, port_map)
+        self.metrics.reloads += 1
+        self.metrics.reload_seconds_sum += seconds
+        self.layout = layout
+
+    # -- status -----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "address": self.settings.address,
+            "applied_revision": self.metrics.applied_revision,
+            "routes": self.metrics.routes,
+            "last_error": self.last_error,
+            "skipped": [{"service": s.service, "reason": s.reason} for s in self.skipped],
+            "held": sorted(self.held),
+            "reloads": self.metrics.reloads,
+            "runtime_updates": self.metrics.runtime_updates,
+        }
+
+    async def _report(self) -> None:
+        """Keep the status key current and alive under its lease."""
+        lease: int | None = None
+        key = status_key(self.settings.ident).encode()
+        ttl = self.settings.status_ttl
+        written: dict[str, Any] | None = None
+        refreshed = 0.0
+        while True:
+            try:
+                if lease is None:
+                    lease = await self.etcd.grant_lease(ttl)
+                    written, refreshed = None, time.monotonic()
+                status = self.status()
+                if status != written:
+                    await self.etcd.put(key, json.dumps(status).encode(), lease=lease)
+                    written = status
+                if time.monotonic() - refreshed >= ttl / 3:
+                    refreshed = time.monotonic()
+                    if not await self.etcd.keep_alive(lease):
+                        lease = None
+                        continue
+            except EtcdUnavailable as exc:
+                log.debug("status not reported: %s", exc)
+                lease = None
+            self.status_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.status_changed.wait(), ttl / 3)
+            if lease is not None and self.status_changed.is_set():
+                # Several changes in a row cost one write, not one each.
+                await asyncio.sleep(0.05)
+
+    async def _withdraw_status(self) -> None:
+        with contextlib.suppress(EtcdUnavailable):
+            await self.etcd.delete(status_key(self.settings.ident).encode())

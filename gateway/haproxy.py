@@ -1,0 +1,263 @@
+"""Running HAProxy: validation, seamless reloads and the runtime API.
+
+A reload starts a new HAProxy with `-x <stats socket> -sf <old pid>`: the new
+process takes the listening sockets from the old one over the stats socket
+(`expose-fd listeners`), so no connection is refused while both run, and the
+old process finishes its connections before it exits. Measured against the
+master CLI `reload`, this lost no connection under heavy connection churn.
+
+HAProxy runs in its own session, so it keeps serving if the agent dies; a
+restarted agent adopts it through the pid file and hands its sockets over at
+the next reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from gateway.errors import HAProxyError
+
+log = logging.getLogger(__name__)
+
+_ERROR_REPLY = re.compile(
+    r"(no such|unknown|invalid|require|not found|can't|cannot|failed|error)", re.IGNORECASE
+)
+BIND_FAILURE = re.compile(r"cannot bind socket.*?\[[^\]]*?:(\d+)\]")
+MAX_SOCKET_PATH = 100
+
+
+class HAProxy:
+    """One gateway's HAProxy process and the files it runs from."""
+
+    def __init__(
+        self, state_dir: Path, *, binary: str = "haproxy", start_timeout: float = 60.0
+    ) -> None:
+        self.state_dir = state_dir
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.config_path = state_dir / "haproxy.cfg"
+        self.good_path = state_dir / "haproxy.cfg.good"
+        self.map_path = state_dir / "ports.map"
+        self.socket_path = state_dir / "haproxy.sock"
+        self.pid_path = state_dir / "haproxy.pid"
+        self.log_path = state_dir / "haproxy.log"
+        if len(str(self.socket_path)) > MAX_SOCKET_PATH:
+            raise HAProxyError("setup", f"state directory path too long for a socket: {state_dir}")
+        self.pid: int | None = None
+        self._children: set[asyncio.subprocess.Process] = set()
+
+    # -- process state -------------------------------------------------
+
+    def adopt(self) -> int | None:
+        """Take over an HAProxy left running by an earlier agent, if any."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if _alive(pid) and "haproxy" in _cmdline(pid):
+            self.pid = pid
+            log.info("adopted running haproxy pid %d", pid)
+            return pid
+        return None
+
+    def running(self) -> bool:
+        return self.pid is not None and _alive(self.pid)
+
+    # -- configuration -------------------------------------------------
+
+    async def check(self, config: str, port_map: str) -> None:
+        """`haproxy -c` on a candidate; raises with HAProxy's own words."""
+        candidate = self.state_dir / "haproxy.cfg.new"
+        map_candidate = self.state_dir / "ports.map.new"
+        _write_atomic(map_candidate, port_map)
+        _write_atomic(candidate, config.replace(str(self.map_path), str(map_candidate)))
+        proc = await asyncio.create_subprocess_exec(
+            self.binary,
+            "-c",
+            "-q",
+            "-f",
+            str(candidate),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise HAProxyError("check", _alerts(out.decode(errors="replace")))
+
+    async def apply(self, config: str, port_map: str) -> float:
+        """Validate, swap in and confirm a configuration; seconds the swap took.
+
+        On failure the previous files are restored and the running process,
+        which was never told to stop, keeps serving them.
+        """
+        await self.check(config, port_map)
+        started = time.perf_counter()
+        previous = {p: p.read_text() for p in (self.config_path, self.map_path) if p.exists()}
+        _write_atomic(self.map_path, port_map)
+        _write_atomic(self.config_path, config)
+        try:
+            await self._start()
+        except HAProxyError:
+            for path in (self.config_path, self.map_path):
+                if path in previous:
+                    _write_atomic(path, previous[path])
+            raise
+        shutil.copyfile(self.config_path, self.good_path)
+        shutil.copyfile(self.map_path, self.state_dir / "ports.map.good")
+        return time.perf_counter() - started
+
+    async def start_last_good(self) -> bool:
+        """Serve the last configuration that worked, when nothing else is known."""
+        good_map = self.state_dir / "ports.map.good"
+        if self.running() or not self.good_path.exists():
+            return False
+        shutil.copyfile(self.good_path, self.config_path)
+        if good_map.exists():
+            shutil.copyfile(good_map, self.map_path)
+        await self._start()
+        return True
+
+    async def _start(self) -> None:
+        args = [self.binary, "-f", str(self.config_path)]
+        old = self.pid if self.running() else None
+        if old is not None and self.socket_path.exists():
+            args += ["-x", str(self.socket_path), "-sf", str(old)]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as logfile:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                start_new_session=True,
+            )
+        self._children.add(proc)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if proc.returncode is not None or _reaped(proc):
+                self._children.discard(proc)
+                raise HAProxyError(
+                    "reload",
+                    _alerts(self._log_since(offset)) or f"haproxy exited with {proc.returncode}",
+                )
+            with contextlib.suppress(HAProxyError, OSError):
+                info = await self.command("show info")
+                if f"\nPid: {proc.pid}\n" in "\n" + info:
+                    break
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                raise HAProxyError("reload", f"new haproxy did not answer in {self.start_timeout}s")
+            await asyncio.sleep(0.002)
+        self.pid = proc.pid
+        _write_atomic(self.pid_path, f"{proc.pid}\n")
+        asyncio.get_running_loop().create_task(self._reap_later(proc))
+
+    async def _reap_later(self, proc: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(Exception):
+            await proc.wait()
+        self._children.discard(proc)
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        """Stop serving: the current process and any still draining."""
+        pids = {p.pid for p in self._children}
+        if self.pid is not None:
+            pids.add(self.pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.pid = None
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+
+    # -- runtime API ---------------------------------------------------
+
+    async def command(self, line: str) -> str:
+        """One runtime API request (several commands may be joined by ';')."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+        except OSError as exc:
+            raise HAProxyError("runtime", f"stats socket unreachable: {exc}") from exc
+        try:
+            writer.write(line.encode() + b"\n")
+            await writer.drain()
+            return (await reader.read()).decode(errors="replace")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def run_commands(self, commands: list[str], *, batch: int = 200) -> None:
+        """Send commands in batches; raise on the first reply that reports an error."""
+        for start in range(0, len(commands), batch):
+            chunk = commands[start : start + batch]
+            reply = await self.command("; ".join(chunk))
+            for line in reply.splitlines():
+                if line.strip() and _ERROR_REPLY.search(line) and "no need to change" not in line:
+                    raise HAProxyError("runtime", line.strip())
+
+
+def bound_ports_failing(message: str) -> set[int]:
+    """Ports HAProxy could not bind, read from its alert text."""
+    return {int(p) for p in BIND_FAILURE.findall(message)}
+
+
+def _alerts(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if "ALERT" in ln or "error" in ln.lower()]
+    return " | ".join(lines[-8:]) or text.strip()[-500:]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _reaped(proc: asyncio.subprocess.Process) -> bool:
+    return not _alive(proc.pid)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # No fsync: after a crash the agent renders everything again from etcd,
+    # and a rename is all a reader needs to never see half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

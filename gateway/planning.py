@@ -1,0 +1,211 @@
+"""Planning what HAProxy must change: a runtime update or a reload.
+
+A layout is what one HAProxy process serves: a frontend per route port
+outside the pre-bound port range, and for ports inside the range one shared
+frontend that picks a backend by destination port from a runtime map. Every
+backend has a fixed number of server slots, the unused ones in maintenance.
+A change that fits the running layout (backends moved, added or removed
+within the slots; a range route appearing or going away while a spare pool
+backend of its kind is left) becomes runtime API commands. Anything else, a
+port outside the range, a changed balance, too few slots, a host name, is
+applied by rendering a new layout and reloading.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from dataclasses import dataclass, field
+
+from gateway.routes import Backend, Route
+
+PLACEHOLDER = Backend("127.0.0.1", 1)
+MIN_SLOTS = 4
+MIN_SPARES = {"http": 16, "tcp": 4}
+SPARE_SHARE = 0.25
+
+
+def slots_for(count: int) -> int:
+    """Room to double the replicas without a reload."""
+    slots = MIN_SLOTS
+    while slots < 2 * count:
+        slots *= 2
+    return slots
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class BackendSlot:
+    """One HAProxy backend and the route it serves, if any."""
+
+    name: str
+    mode: str
+    balance: str
+    check: bool
+    slots: int
+    servers: tuple[Backend, ...] = ()
+    route: Route | None = None
+
+    @property
+    def signature(self) -> tuple[str, str, bool]:
+        return (self.mode, self.balance, self.check)
+
+
+@dataclass
+class Layout:
+    port_range: tuple[int, int] | None
+    static: dict[str, BackendSlot] = field(default_factory=dict)
+    pool: list[BackendSlot] = field(default_factory=list)
+
+    def in_range(self, port: int) -> bool:
+        return self.port_range is not None and self.port_range[0] <= port <= self.port_range[1]
+
+    def routes(self) -> dict[str, Route]:
+        served = {s: b.route for s, b in self.static.items() if b.route}
+        served.update({b.route.service: b.route for b in self.pool if b.route})
+        return served
+
+    def port_map(self) -> dict[int, str]:
+        return {b.route.port: b.name for b in self.pool if b.route}
+
+    def server_count(self) -> int:
+        return sum(b.slots for b in self.static.values()) + sum(b.slots for b in self.pool)
+
+
+def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None) -> Layout:
+    """A fresh layout for `routes`, with spare pool backends for routes to come."""
+    layout = Layout(port_range)
+    counts = {"http": 0, "tcp": 0}
+    for service in sorted(routes):
+        route = routes[service]
+        slot = BackendSlot(
+            name="",
+            mode=route.mode,
+            balance=route.balance,
+            check=route.check,
+            slots=slots_for(len(route.backends)),
+            servers=route.backends,
+            route=route,
+        )
+        if layout.in_range(route.port):
+            slot.name = f"pool_{len(layout.pool) + 1}"
+            layout.pool.append(slot)
+            counts[route.mode] += 1
+        else:
+            slot.name = f"be_{service}"
+            layout.static[service] = slot
+    if port_range is not None:
+        for mode, minimum in MIN_SPARES.items():
+            for _ in range(max(minimum, int(counts[mode] * SPARE_SHARE))):
+                layout.pool.append(
+                    BackendSlot(
+                        name=f"pool_{len(layout.pool) + 1}",
+                        mode=mode,
+                        balance="roundrobin",
+                        check=True,
+                        slots=MIN_SLOTS,
+                    )
+                )
+    return layout
+
+
+@dataclass
+class Plan:
+    """Runtime commands that take the running layout to the desired routes,
+    or `reload` with the reason a reload is needed."""
+
+    commands: list[str]
+    layout: Layout
+    reload: str | None = None
+
+
+def _server_commands(slot: BackendSlot, new: tuple[Backend, ...]) -> list[str]:
+    commands: list[str] = []
+    old = slot.servers
+    for index in range(slot.slots):
+        server = f"{slot.name}/s{index + 1}"
+        if index < len(new):
+            if index >= len(old) or old[index] != new[index]:
+                host, port = new[index].host, new[index].port
+                commands.append(f"set server {server} addr {host} port {port}")
+                commands.append(f"set server {server} state ready")
+        elif index < len(old):
+            commands.append(f"set server {server} state maint")
+    return commands
+
+
+def _release(slot: BackendSlot, map_path: str) -> list[str]:
+    assert slot.route is not None
+    commands = [f"del map {map_path} {slot.route.port}", *_server_commands(slot, ())]
+    slot.servers, slot.route = (), None
+    return commands
+
+
+def _fits(slot: BackendSlot, route: Route) -> bool:
+    return (
+        slot.route is not None
+        and slot.route.port == route.port
+        and slot.signature == (route.mode, route.balance, route.check)
+        and slot.slots >= len(route.backends)
+    )
+
+
+def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -> Plan:
+    """Commands for what fits the running layout, else the reason to reload.
+
+    Pool backends are released before any is assigned, so a port that one
+    route frees can be taken by another in the same change.
+    """
+    layout = copy.deepcopy(current)
+    commands: list[str] = []
+    served = layout.routes()
+    for service, slot in layout.static.items():
+        route = desired.get(service)
+        if route is None:
+            return Plan([], current, f"route {service} on port {served[service].port} removed")
+        if not _fits(slot, route):
+            return Plan([], current, f"route {service} changed beyond its listener or slots")
+    for slot in layout.pool:
+        if slot.route is None:
+            continue
+        route = desired.get(slot.route.service)
+        if route is None or not _fits(slot, route):
+            commands += _release(slot, map_path)
+    pool_by_service = {b.route.service: b for b in layout.pool if b.route}
+    for service in sorted(desired):
+        route = desired[service]
+        if served.get(service) == route:
+            continue
+        if any(not is_ip(b.host) for b in route.backends):
+            return Plan([], current, f"route {service} names a host to resolve")
+        found = layout.static.get(service) or pool_by_service.get(service)
+        if found is not None:
+            slot = found
+            commands += _server_commands(slot, route.backends)
+        else:
+            if not layout.in_range(route.port):
+                return Plan([], current, f"route {service} needs a listener on port {route.port}")
+            spare = next(
+                (
+                    b
+                    for b in layout.pool
+                    if b.route is None
+                    and b.signature == (route.mode, route.balance, route.check)
+                    and b.slots >= len(route.backends)
+                ),
+                None,
+            )
+            if spare is None:
+                return Plan([], current, f"no spare {route.mode} backend left for {service}")
+            slot = spare
+            commands += _server_commands(slot, route.backends)
+            commands.append(f"add map {map_path} {route.port} {slot.name}")
+        slot.servers, slot.route = route.backends, route
+    return Plan(commands, layout)

@@ -1,0 +1,173 @@
+"""Gateway routes: the public etcd contract and the rules a route must pass.
+
+Key `/marina/gateway/routes/<cluster>/<service>`, value
+`{"port": 8080, "mode": "http"|"tcp", "backends": [{"host": ..., "port": ...}]}`
+with optional `scope`, `balance` and `check`. Every value is checked here
+before it can reach a template: a rejected route is reported with its reason
+and never rendered, so no value can inject configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import NotRequired, TypedDict
+
+ROUTES_PREFIX = "/marina/gateway/routes/"
+STATUS_PREFIX = "/marina/gateway/status/"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+MODES = ("http", "tcp")
+BALANCES = ("roundrobin", "leastconn", "source", "first")
+SCOPES = ("public", "cloud", "internal", "host")
+MAX_BACKENDS = 256
+
+
+class BackendDoc(TypedDict):
+    host: str
+    port: int
+
+
+class RouteDoc(TypedDict):
+    port: int
+    mode: str
+    backends: list[BackendDoc]
+    scope: NotRequired[str]
+    balance: NotRequired[str]
+    check: NotRequired[bool]
+
+
+@dataclass(frozen=True)
+class Backend:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Route:
+    service: str
+    port: int
+    mode: str
+    backends: tuple[Backend, ...]
+    balance: str = "roundrobin"
+    check: bool = True
+
+
+@dataclass(frozen=True)
+class Skipped:
+    service: str
+    reason: str
+
+
+def routes_prefix(cluster: str) -> str:
+    return f"{ROUTES_PREFIX}{cluster}/"
+
+
+def status_key(gateway_id: str) -> str:
+    return f"{STATUS_PREFIX}{gateway_id}"
+
+
+def _valid_host(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(HOSTNAME_RE.match(host))
+
+
+def _valid_port(port: object) -> bool:
+    return isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535
+
+
+def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> Route | Skipped:
+    """Turn one etcd value into a `Route`, or say every rule it breaks."""
+    problems: list[str] = []
+    if not NAME_RE.match(service):
+        shown = service.encode("unicode_escape").decode("ascii")[:80]
+        problems.append(
+            f"service name {shown!r} must be 1-63 characters of letters, digits, '.', '_' or '-'"
+        )
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        return Skipped(service, f"value is not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Skipped(service, "value must be a JSON object")
+    port = doc.get("port")
+    if not _valid_port(port):
+        problems.append(f"port {port!r} must be an integer from 1 to 65535")
+    elif port in reserved_ports:
+        problems.append(f"port {port} is reserved for the gateway or etcd")
+    mode = doc.get("mode", "http")
+    if mode not in MODES:
+        problems.append(f"mode {mode!r} must be one of {', '.join(MODES)}")
+    balance = doc.get("balance", "roundrobin")
+    if balance not in BALANCES:
+        problems.append(f"balance {balance!r} must be one of {', '.join(BALANCES)}")
+    scope = doc.get("scope", "public")
+    if scope not in SCOPES:
+        problems.append(f"scope {scope!r} must be one of {', '.join(SCOPES)}")
+    check = doc.get("check", True)
+    if not isinstance(check, bool):
+        problems.append(f"check {check!r} must be true or false")
+    backends_raw = doc.get("backends")
+    backends: list[Backend] = []
+    if not isinstance(backends_raw, list):
+        problems.append("backends must be a list of {host, port}")
+    elif len(backends_raw) > MAX_BACKENDS:
+        problems.append(f"backends has {len(backends_raw)} entries; at most {MAX_BACKENDS}")
+    else:
+        for index, entry in enumerate(backends_raw):
+            if not isinstance(entry, dict):
+                problems.append(f"backends[{index}] must be an object with host and port")
+                continue
+            host, bport = entry.get("host"), entry.get("port")
+            if not _valid_host(host):
+                shown = str(host).encode("unicode_escape").decode("ascii")[:80]
+                problems.append(
+                    f"backends[{index}].host {shown!r} must be an IP address or a host name"
+                )
+            if not _valid_port(bport):
+                problems.append(f"backends[{index}].port {bport!r} must be from 1 to 65535")
+            if _valid_host(host) and _valid_port(bport):
+                assert isinstance(host, str) and isinstance(bport, int)
+                backends.append(Backend(host, bport))
+    if problems:
+        return Skipped(service, "; ".join(problems))
+    assert isinstance(port, int)
+    unique = tuple(dict.fromkeys(backends))
+    return Route(service, port, str(mode), unique, str(balance), bool(check))
+
+
+def select_routes(
+    raw: dict[str, bytes], *, reserved_ports: frozenset[int]
+) -> tuple[dict[str, Route], list[Skipped]]:
+    """Valid routes by service, and the skipped ones with reasons.
+
+    Two routes that claim one port: the first by service name keeps it.
+    """
+    routes: dict[str, Route] = {}
+    skipped: list[Skipped] = []
+    owners: dict[int, str] = {}
+    for service in sorted(raw):
+        parsed = parse_route(service, raw[service], reserved_ports=reserved_ports)
+        if isinstance(parsed, Skipped):
+            skipped.append(parsed)
+        elif parsed.port in owners:
+            skipped.append(
+                Skipped(
+                    service, f"port {parsed.port} is already served for {owners[parsed.port]!r}"
+                )
+            )
+        else:
+            owners[parsed.port] = service
+            routes[service] = parsed
+    return routes, skipped

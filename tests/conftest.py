@@ -1,0 +1,71 @@
+"""Fixtures that start real servers on loopback."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Backend, Etcd, Gateway, fresh_address
+
+_clusters = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    """One etcd for the session; tests keep apart by cluster name."""
+    server = Etcd(tmp_path_factory.mktemp("etcd") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[Etcd]:
+    """An etcd of this test's own, for tests that stop or compact it."""
+    server = Etcd(tmp_path / "etcd-data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster() -> str:
+    return f"c{next(_clusters)}"
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[[str], Backend]]:
+    started: list[Backend] = []
+
+    def make(name: str) -> Backend:
+        backend = Backend(name)
+        started.append(backend)
+        return backend
+
+    yield make
+    for backend in started:
+        backend.stop()
+
+
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    started: list[Gateway] = []
+
+    def make(etcd_url: str, cluster: str, *extra: str, address: str | None = None) -> Gateway:
+        address = address or fresh_address()
+        gw = Gateway(
+            etcd_url,
+            cluster,
+            address,
+            tmp_path / f"gw-{address}",
+            "--port-range",
+            "30000-30063",
+            *extra,
+        )
+        started.append(gw)
+        return gw.start()
+
+    yield make
+    for gw in started:
+        gw.stop()

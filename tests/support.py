@@ -1,0 +1,276 @@
+"""Real servers for tests and benchmarks: etcd, HTTP back ends, gateway agents."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_addresses = itertools.count(2)
+
+
+def fresh_address() -> str:
+    """A loopback address no other test in this process uses (127.77.x.y)."""
+    n = next(_addresses) + (os.getpid() % 50) * 1000
+    return f"127.77.{(n // 250) % 250 + 1}.{n % 250 + 2}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # a probe that fails is retried until the deadline
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Etcd:
+    """An etcd server on loopback with its data in `data_dir`."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.peer_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Etcd:
+        binary = shutil.which("etcd")
+        assert binary, "etcd is not installed (Debian package etcd-server)"
+        with open(self.data_dir.parent / "etcd.log", "ab") as logfile:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    "--name",
+                    "test",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen-client-urls",
+                    self.url,
+                    "--advertise-client-urls",
+                    self.url,
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{self.peer_port}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{self.peer_port}",
+                    "--initial-cluster",
+                    f"test=http://127.0.0.1:{self.peer_port}",
+                    "--log-level",
+                    "error",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=logfile,
+            )
+        wait_for(self.healthy, timeout=20, what="etcd to start")
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                return bool(json.loads(r.read()).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            result: dict[str, Any] = json.loads(r.read())
+            return result
+
+    def put(self, key: str, value: str | dict[str, Any]) -> int:
+        import base64
+
+        text = value if isinstance(value, str) else json.dumps(value)
+        reply = self.call(
+            "/v3/kv/put",
+            {
+                "key": base64.b64encode(key.encode()).decode(),
+                "value": base64.b64encode(text.encode()).decode(),
+            },
+        )
+        return int(reply["header"]["revision"])
+
+    def put_many(self, items: list[tuple[str, str]]) -> int:
+        """Write many keys in transactions of at most 128 operations."""
+        import base64
+
+        revision = 0
+        for start in range(0, len(items), 128):
+            ops = [
+                {
+                    "request_put": {
+                        "key": base64.b64encode(k.encode()).decode(),
+                        "value": base64.b64encode(v.encode()).decode(),
+                    }
+                }
+                for k, v in items[start : start + 128]
+            ]
+            reply = self.call("/v3/kv/txn", {"success": ops})
+            revision = int(reply["header"]["revision"])
+        return revision
+
+    def delete(self, key: str, *, prefix: bool = False) -> int:
+        import base64
+
+        body = {"key": base64.b64encode(key.encode()).decode()}
+        if prefix:
+            from gateway.etcd import prefix_end
+
+            body["range_end"] = base64.b64encode(prefix_end(key.encode())).decode()
+        return int(self.call("/v3/kv/deleterange", body)["header"]["revision"])
+
+    def get(self, key: str) -> Any:
+        import base64
+
+        reply = self.call("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        kvs = reply.get("kvs", [])
+        return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
+
+    def compact(self) -> None:
+        revision = int(self.call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+        self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
+
+class Backend:
+    """An HTTP server on loopback that answers with its own name."""
+
+    def __init__(self, name: str, host: str = "127.0.0.1") -> None:
+        self.name = name
+        body = name.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # health checks connect and hang up; that is not an error
+
+        self.server = Server((host, 0), Handler)
+        self.host = host
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def http_get(url: str, *, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+class Gateway:
+    """A `marina-gateway` process."""
+
+    def __init__(
+        self, etcd_url: str, cluster: str, address: str, state_dir: Path, *extra: str
+    ) -> None:
+        self.cluster = cluster
+        self.address = address
+        self.state_dir = state_dir
+        self.ident = f"{cluster}-{address}"
+        self.args = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "--etcd",
+            etcd_url,
+            "--cluster",
+            cluster,
+            "--address",
+            address,
+            "--state-dir",
+            str(state_dir),
+            *extra,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = state_dir.parent / f"gateway-{address}.log"
+
+    def start(self) -> Gateway:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as logfile:
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=logfile)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # An agent killed earlier leaves its HAProxy serving; end it too.
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.state_dir / "haproxy.pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+
+    def url(self, port: int) -> str:
+        return f"http://{self.address}:{port}/"
