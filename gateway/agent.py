@@ -20,7 +20,7 @@ from gateway.etcd import EtcdClient
 from gateway.haproxy import HAProxy, bound_ports_failing
 from gateway.metrics import Metrics, serve_metrics
 from gateway.planning import Layout, build_layout, plan_changes
-from gateway.rendering import RenderContext, render_config, render_map
+from gateway.rendering import RenderContext, fd_limit, plan_budget, render_config, render_map
 from gateway.routes import Route, Skipped, routes_prefix, select_routes, status_key
 from gateway.settings import Settings
 from gateway.watching import Item, Listed, Unreachable, follow_routes
@@ -50,6 +50,7 @@ class Agent:
         self.held_since: float | None = None
         self.last_error: str | None = None
         self.last_apply = 0.0
+        self.unchecked = 0
         self.status_changed = asyncio.Event()
         self.applied = asyncio.Event()
 
@@ -251,7 +252,8 @@ class Agent:
             map_path=str(self.haproxy.map_path),
             revision=self.revision,
         )
-        config = render_config(layout, context)
+        budget = plan_budget(layout, limit=fd_limit())
+        config = render_config(layout, context, budget)
         port_map = render_map(layout)
         self.metrics.render_seconds_sum += time.perf_counter() - started
         self.metrics.render_count += 1
@@ -259,6 +261,7 @@ class Agent:
         self.metrics.reloads += 1
         self.metrics.reload_seconds_sum += seconds
         self.layout = layout
+        self.unchecked = budget.unchecked_servers
 
     # -- status -----------------------------------------------------------
 
@@ -270,6 +273,7 @@ class Agent:
             "last_error": self.last_error,
             "skipped": [{"service": s.service, "reason": s.reason} for s in self.skipped],
             "held": sorted(self.held),
+            "unchecked_backends": self.unchecked,
             "reloads": self.metrics.reloads,
             "runtime_updates": self.metrics.runtime_updates,
         }

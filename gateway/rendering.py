@@ -36,9 +36,10 @@ def _addr(host: str) -> str:
 
 _ENV.filters["addr"] = _addr
 
-# Sockets HAProxy keeps besides listeners, servers and connections.
+# Sockets HAProxy keeps besides listeners, checks and connections.
 FD_MARGIN = 256
 MAX_MAXCONN = 8000
+MIN_MAXCONN = 256
 
 
 @dataclass(frozen=True)
@@ -51,30 +52,60 @@ class RenderContext:
     hard_stop_after: str = "30s"
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How the open-file limit is shared between connections and health checks.
+
+    HAProxy reserves one descriptor per listener and per server that has
+    `check`, and two per connection. With thousands of routes the limit cannot
+    hold a check for every slot, so checks go first to servers that carry
+    traffic, then to one slot more per backend, then to the rest; servers
+    left without a check are counted and reported.
+    """
+
+    maxconn: int
+    checked: dict[str, int]
+    unchecked_servers: int
+
+
 def fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
-def maxconn_for(layout: Layout, *, limit: int) -> int:
-    """The largest maxconn whose sockets fit the open-file limit.
-
-    Each connection takes two descriptors (client and server side); every
-    listener and every checked server takes one more.
-    """
+def plan_budget(layout: Layout, *, limit: int) -> Budget:
     listeners = len(layout.static)
     if layout.port_range is not None:
         listeners += layout.port_range[1] - layout.port_range[0] + 1
-    spare = limit - listeners - layout.server_count() - FD_MARGIN
-    return max(64, min(MAX_MAXCONN, spare // 2))
+    available = limit - listeners - FD_MARGIN
+    slots = [*layout.static.values(), *layout.pool]
+    wanted = sum(b.slots for b in slots if b.check)
+    maxconn = max(MIN_MAXCONN, min(MAX_MAXCONN, (available - wanted) // 2))
+    left = max(0, available - 2 * maxconn)
+    checked = dict.fromkeys((b.name for b in slots), 0)
+    passes = (
+        lambda b: len(b.servers),
+        lambda b: len(b.servers) + 1,
+        lambda b: b.slots,
+    )
+    for target in passes:
+        for b in slots:
+            if not b.check:
+                continue
+            grant = min(max(0, min(target(b), b.slots) - checked[b.name]), left)
+            checked[b.name] += grant
+            left -= grant
+    unchecked = sum(max(0, len(b.servers) - checked[b.name]) for b in slots if b.check)
+    return Budget(maxconn, checked, unchecked)
 
 
-def render_config(layout: Layout, context: RenderContext, *, limit: int | None = None) -> str:
+def render_config(layout: Layout, context: RenderContext, budget: Budget) -> str:
     backends = sorted(layout.static.values(), key=lambda b: b.name) + layout.pool
     return _ENV.get_template("haproxy.cfg.j2").render(
         gateway_id=context.gateway_id,
         revision=context.revision,
         route_count=len(layout.routes()),
-        maxconn=maxconn_for(layout, limit=limit or fd_limit()),
+        maxconn=budget.maxconn,
+        checked=budget.checked,
         socket=context.socket,
         hard_stop_after=context.hard_stop_after,
         bind_host=_addr(context.address),

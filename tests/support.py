@@ -274,3 +274,50 @@ class Gateway:
 
     def url(self, port: int) -> str:
         return f"http://{self.address}:{port}/"
+
+
+class FastBackend:
+    """An asyncio HTTP back end in its own process, for load."""
+
+    def __init__(self, name: str, host: str = "127.0.0.1") -> None:
+        self.name, self.host, self.port = name, host, free_port(host)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.loadgen", "serve", host, str(self.port), name]
+        )
+        wait_for(lambda: _connects(host, self.port), what=f"back end {name}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Hammer:
+    """A load generator process; `result()` waits for its JSON counts."""
+
+    def __init__(self, host: str, port: int, *, seconds: float, rate: float) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.loadgen",
+                "hammer",
+                host,
+                str(port),
+                str(seconds),
+                str(rate),
+            ],
+            stdout=subprocess.PIPE,
+        )
+
+    def result(self) -> dict[str, Any]:
+        out, _ = self.proc.communicate(timeout=120)
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True

@@ -291,3 +291,28 @@ def test_agent_crash_keeps_serving_and_restart_adopts(etcd, cluster, backends, g
         timeout=15,
     )
     assert procs
+
+
+def test_reloads_under_load_lose_no_request(etcd, cluster, gateways):
+    from tests.support import FastBackend, Hammer
+
+    servers = [FastBackend(f"f{i}") for i in range(2)]
+    try:
+        gw = gateways(etcd.url, cluster)
+        etcd.put(f"/marina/gateway/routes/{cluster}/web", route(30070, *servers))
+        wait_for(serves(gw, 30070, "f0"), what="route under test")
+        load = Hammer(gw.address, 30070, seconds=4, rate=400)
+        ports = [free_port(gw.address) for _ in range(10)]
+        reloads = 0
+        for i, port in enumerate(ports):
+            # Each new port outside the range is a reload.
+            etcd.put(f"/marina/gateway/routes/{cluster}/extra{i}", route(port, servers[i % 2]))
+            wait_for(serves(gw, port, f"f{i % 2}"), what=f"reload {i}")
+            reloads += 1
+        result = load.result()
+        assert reloads == 10
+        assert result["requests"] > 500
+        assert result["failed"] == 0, result["failures"]
+    finally:
+        for s in servers:
+            s.stop()

@@ -1,0 +1,102 @@
+"""Planning: which changes fit the running layout and which need a reload."""
+
+from __future__ import annotations
+
+from gateway.planning import MIN_SPARES, build_layout, plan_changes, slots_for
+from gateway.routes import Backend, Route
+
+RANGE = (30000, 30999)
+MAP = "/state/ports.map"
+
+
+def r(
+    service: str,
+    port: int,
+    *hosts: str,
+    mode: str = "http",
+    balance: str = "roundrobin",
+    check: bool = True,
+) -> Route:
+    return Route(service, port, mode, tuple(Backend(h, 80) for h in hosts), balance, check)
+
+
+def test_slots_leave_room_to_double():
+    assert [slots_for(n) for n in (0, 1, 2, 3, 5, 9)] == [4, 4, 4, 8, 16, 32]
+
+
+def test_layout_places_routes_and_spares():
+    layout = build_layout(
+        {"a": r("a", 80, "127.0.0.2"), "b": r("b", 30001, "127.0.0.3")}, port_range=RANGE
+    )
+    assert set(layout.static) == {"a"}
+    assert layout.port_map() == {30001: "pool_1"}
+    spares = [b for b in layout.pool if b.route is None]
+    assert len(spares) == MIN_SPARES["http"] + MIN_SPARES["tcp"]
+
+
+def test_backend_change_is_runtime_only():
+    layout = build_layout({"a": r("a", 80, "127.0.0.2")}, port_range=RANGE)
+    plan = plan_changes(layout, {"a": r("a", 80, "127.0.0.3", "127.0.0.4")}, map_path=MAP)
+    assert plan.reload is None
+    assert plan.commands == [
+        "set server be_a/s1 addr 127.0.0.3 port 80",
+        "set server be_a/s1 state ready",
+        "set server be_a/s2 addr 127.0.0.4 port 80",
+        "set server be_a/s2 state ready",
+    ]
+    assert layout.static["a"].servers == (Backend("127.0.0.2", 80),), "plan must not mutate"
+    shrink = plan_changes(plan.layout, {"a": r("a", 80, "127.0.0.4")}, map_path=MAP)
+    assert shrink.commands == [
+        "set server be_a/s1 addr 127.0.0.4 port 80",
+        "set server be_a/s1 state ready",
+        "set server be_a/s2 state maint",
+    ]
+
+
+def test_new_route_in_range_takes_a_spare():
+    layout = build_layout({}, port_range=RANGE)
+    plan = plan_changes(layout, {"n": r("n", 30005, "127.0.0.2", mode="tcp")}, map_path=MAP)
+    assert plan.reload is None
+    assert plan.commands[-1].startswith(f"add map {MAP} 30005 pool_")
+    assert plan.layout.port_map()[30005] == plan.commands[-1].split()[-1]
+
+
+def test_freed_port_is_reused_in_one_change():
+    layout = build_layout({"a": r("a", 30001, "127.0.0.2")}, port_range=RANGE)
+    desired = {"a": r("a", 30002, "127.0.0.2"), "b": r("b", 30001, "127.0.0.3")}
+    plan = plan_changes(layout, desired, map_path=MAP)
+    assert plan.reload is None
+    assert plan.commands.index(f"del map {MAP} 30001") < plan.commands.index(
+        next(c for c in plan.commands if c.startswith(f"add map {MAP} 30001"))
+    )
+    assert set(plan.layout.port_map()) == {30001, 30002}
+
+
+def test_changes_that_need_a_reload():
+    layout = build_layout(
+        {"a": r("a", 80, "127.0.0.2"), "p": r("p", 30001, "127.0.0.2")}, port_range=RANGE
+    )
+    cases = {
+        "new port outside the range": {**layout.routes(), "z": r("z", 81, "127.0.0.2")},
+        "static route removed": {"p": r("p", 30001, "127.0.0.2")},
+        "balance changed": {**layout.routes(), "a": r("a", 80, "127.0.0.2", balance="source")},
+        "slots exceeded": {
+            **layout.routes(),
+            "a": r("a", 80, *(f"127.0.0.{i}" for i in range(2, 9))),
+        },
+        "host name": {**layout.routes(), "p": r("p", 30001, "db.local")},
+    }
+    for what, desired in cases.items():
+        assert plan_changes(layout, desired, map_path=MAP).reload, what
+
+
+def test_spares_run_out():
+    layout = build_layout({}, port_range=RANGE)
+    desired = {f"s{i}": r(f"s{i}", 30000 + i, "127.0.0.2") for i in range(MIN_SPARES["http"] + 1)}
+    assert "no spare http backend" in (plan_changes(layout, desired, map_path=MAP).reload or "")
+
+
+def test_no_range_means_every_new_route_reloads():
+    layout = build_layout({}, port_range=None)
+    assert layout.pool == []
+    assert plan_changes(layout, {"a": r("a", 30001, "127.0.0.2")}, map_path=MAP).reload

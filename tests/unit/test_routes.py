@@ -1,0 +1,80 @@
+"""Route validation: every rule, and the port-ownership tie break."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.routes import Backend, Route, Skipped, parse_route, select_routes
+
+RESERVED = frozenset({2379, 2380})
+
+
+def parse(service: str, doc: object) -> Route | Skipped:
+    raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return parse_route(service, raw, reserved_ports=RESERVED)
+
+
+def test_valid_route_with_defaults():
+    got = parse(
+        "web",
+        {
+            "port": 8080,
+            "backends": [{"host": "127.0.0.5", "port": 80}, {"host": "db.local", "port": 5432}],
+        },
+    )
+    assert got == Route("web", 8080, "http", (Backend("127.0.0.5", 80), Backend("db.local", 5432)))
+
+
+def test_duplicate_backends_collapse():
+    got = parse("web", {"port": 1, "backends": [{"host": "::1", "port": 80}] * 3})
+    assert isinstance(got, Route) and got.backends == (Backend("::1", 80),)
+
+
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        ({"port": 0, "backends": []}, "port 0 must be an integer from 1 to 65535"),
+        ({"port": 65536, "backends": []}, "port 65536"),
+        ({"port": True, "backends": []}, "port True"),
+        ({"port": 2379, "backends": []}, "reserved"),
+        ({"port": 80, "mode": "udp", "backends": []}, "mode 'udp'"),
+        ({"port": 80, "balance": "x y", "backends": []}, "balance 'x y'"),
+        ({"port": 80, "scope": "world", "backends": []}, "scope 'world'"),
+        ({"port": 80, "check": "yes", "backends": []}, "check 'yes'"),
+        ({"port": 80, "backends": "127.0.0.1"}, "backends must be a list"),
+        ({"port": 80, "backends": ["127.0.0.1"]}, "backends[0] must be an object"),
+        ({"port": 80, "backends": [{"host": "a b", "port": 1}]}, "backends[0].host 'a b'"),
+        ({"port": 80, "backends": [{"host": "a\nb", "port": 1}]}, "backends[0].host 'a\\\\nb'"),
+        ({"port": 80, "backends": [{"host": "-bad", "port": 1}]}, "backends[0].host"),
+        ({"port": 80, "backends": [{"host": "a", "port": 0}]}, "backends[0].port 0"),
+        ({"port": 80, "backends": [{"host": "a", "port": 1}] * 300}, "at most 256"),
+        ([1, 2], "must be a JSON object"),
+        (b"\xff", "not JSON"),
+    ],
+)
+def test_each_rule_is_reported(doc, fragment):
+    got = parse("web", doc)
+    assert isinstance(got, Skipped)
+    assert fragment in got.reason
+
+
+def test_every_problem_is_reported_at_once():
+    got = parse("bad name", {"port": 0, "mode": "udp", "backends": [{"host": "", "port": 0}]})
+    assert isinstance(got, Skipped)
+    for fragment in (
+        "service name",
+        "port 0",
+        "mode 'udp'",
+        "backends[0].host",
+        "backends[0].port",
+    ):
+        assert fragment in got.reason
+
+
+def test_first_service_by_name_keeps_a_contested_port():
+    doc = json.dumps({"port": 9000, "backends": []}).encode()
+    routes, skipped = select_routes({"b": doc, "a": doc}, reserved_ports=RESERVED)
+    assert list(routes) == ["a"]
+    assert skipped == [Skipped("b", "port 9000 is already served for 'a'")]
