@@ -21,7 +21,7 @@ from gateway.routes import Backend, Route
 
 PLACEHOLDER = Backend("127.0.0.1", 1)
 MIN_SLOTS = 4
-MIN_SPARES = {"http": 16, "tcp": 4}
+MIN_SPARES = {"http": 64, "tcp": 16}
 SPARE_SHARE = 0.25
 
 

@@ -1,39 +1,15 @@
-"""A fast HTTP back end and a new-connection load generator, as processes.
+"""A new-connection load generator, as a process.
 
-`python -m tests.loadgen serve HOST PORT NAME` answers every request with NAME;
 `python -m tests.loadgen hammer HOST PORT SECONDS RATE` opens a new connection
 per request at RATE requests per second for SECONDS, then prints JSON counts.
-Both are bounded: `serve` exits when its parent dies, `hammer` after SECONDS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
-
-
-async def serve(host: str, port: int, name: str) -> None:
-    body = name.encode()
-    reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(reply)
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass  # health checks connect and hang up
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, host, port, backlog=1024)
-    parent = os.getppid()
-    async with server:
-        while os.getppid() == parent:
-            await asyncio.sleep(0.5)
 
 
 async def one_request(host: str, port: int, timeout: float) -> str | None:
@@ -91,9 +67,7 @@ async def hammer(host: str, port: int, seconds: float, rate: float) -> dict[str,
 
 def main() -> None:
     command, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if command == "serve":
-        asyncio.run(serve(host, port, sys.argv[4]))
-    elif command == "hammer":
+    if command == "hammer":
         result = asyncio.run(hammer(host, port, float(sys.argv[4]), float(sys.argv[5])))
         print(json.dumps(result))
     else:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -277,18 +278,33 @@ class Gateway:
 
 
 class FastBackend:
-    """An asyncio HTTP back end in its own process, for load."""
+    """An HTTP back end that answers its name, served by its own HAProxy process.
+
+    HAProxy answers `http-request return` without a Python interpreter in the
+    path, so load tests measure the gateway, not the back end.
+    """
 
     def __init__(self, name: str, host: str = "127.0.0.1") -> None:
         self.name, self.host, self.port = name, host, free_port(host)
+        self.config = Path(tempfile.mkdtemp(prefix="marina-backend-")) / "backend.cfg"
+        self.config.write_text(
+            "global\n    maxconn 4000\n"
+            "defaults\n    mode http\n    timeout client 10s\n    timeout connect 5s\n"
+            "    timeout server 10s\n"
+            f"frontend be\n    bind {host}:{self.port}\n"
+            f'    http-request return status 200 content-type text/plain string "{name}"\n'
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.loadgen", "serve", host, str(self.port), name]
+            ["haproxy", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: _connects(host, self.port), what=f"back end {name}")
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait()
+        shutil.rmtree(self.config.parent, ignore_errors=True)
 
 
 class Hammer:
