@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -82,7 +83,7 @@ class Wrk:
                 "wrk",
                 "-t1",
                 "-c6",
-                f"-d{seconds}s",
+                f"-d{math.ceil(seconds)}s",
                 "-H",
                 "Connection: close",
                 f"http://{host}:{port}/",
@@ -93,6 +94,8 @@ class Wrk:
 
     def result(self) -> dict[str, Any]:
         out, _ = self.proc.communicate(timeout=120)
+        if "requests in" not in out:
+            raise SystemExit(f"bench: wrk printed no summary:\n{out}")
         requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         failures = {}

@@ -9,6 +9,7 @@ the first, so a burst of thousands of routes becomes one configuration.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 BIND_RETRIES = 5
 BUSY_RETRY = 30.0
+# This many changes within the window make a burst, which puts reloads off.
+BURST_EVENTS = 20
+BURST_WINDOW = 1.0
 
 
 class Agent:
@@ -40,6 +44,7 @@ class Agent:
         self.haproxy = HAProxy(settings.state_dir, binary=settings.haproxy)
         self.metrics = Metrics()
         self.raw: dict[str, bytes] = {}
+        self.parsed: dict[str, tuple[bytes, Route | Skipped]] = {}
         self.revision = 0
         self.known = False
         self.layout: Layout | None = None
@@ -52,7 +57,9 @@ class Agent:
         self.last_apply = 0.0
         self.unchecked = 0
         self.status_changed = asyncio.Event()
-        self.applied = asyncio.Event()
+        self.last_event = 0.0
+        self.recent_events: collections.deque[float] = collections.deque(maxlen=BURST_EVENTS)
+        self.reload_wanted: float | None = None
 
     # -- the main loop ---------------------------------------------------
 
@@ -106,6 +113,8 @@ class Agent:
             self.revision = item.revision
             self.known = True
             return True
+        self.last_event = time.monotonic()
+        self.recent_events.append(self.last_event)
         event = item.event
         service = event.key[len(self.prefix) :].decode(errors="replace")
         if event.value is None:
@@ -150,8 +159,10 @@ class Agent:
             self.status_changed.set()
 
     def _next_wakeup(self) -> float | None:
-        """Seconds until a held wipe or a busy port is due for another look."""
+        """Seconds until a put-off reload, a held wipe or a busy port is due."""
         due = [t + BUSY_RETRY for _, _, t in self.busy_ports.values()]
+        if self.reload_wanted is not None:
+            due.append(self.last_event + self.settings.reload_quiet)
         if self.held_since is not None:
             due.append(self.held_since + self.settings.wipe_hold)
         return max(0.0, min(due) - time.monotonic()) if due else None
@@ -159,7 +170,9 @@ class Agent:
     # -- applying ---------------------------------------------------------
 
     def _desired(self) -> dict[str, Route]:
-        routes, skipped = select_routes(self.raw, reserved_ports=self.settings.blocked_ports)
+        routes, skipped = select_routes(
+            self.raw, reserved_ports=self.settings.blocked_ports, cache=self.parsed
+        )
         now = time.monotonic()
         self.busy_ports = {
             port: entry
@@ -191,45 +204,75 @@ class Agent:
 
     async def reconcile(self) -> None:
         """Bring HAProxy to the known routes; never raises for a bad change."""
+        applied = False
         try:
-            await self._reconcile()
+            applied = await self._reconcile()
             self.last_error = None
         except GatewayError as exc:
             self.last_error = str(exc)
             log.error("could not apply revision %d: %s", self.revision, exc)
         finally:
             self.last_apply = time.monotonic()
-            self.metrics.applied_revision = (
-                self.revision if not self.last_error else (self.metrics.applied_revision)
-            )
+            if applied:
+                self.metrics.applied_revision = self.revision
             self.metrics.skipped_routes = len(self.skipped)
             self.metrics.held_routes = len(self.held)
             self.metrics.routes = len(self.layout.routes()) if self.layout else 0
             self.status_changed.set()
-            self.applied.set()
 
-    async def _reconcile(self) -> None:
+    def _defer_reload(self) -> bool:
+        """Whether a reload should wait for a burst of changes to end.
+
+        A reload of thousands of routes takes seconds; one started in the
+        middle of a burst delays the one that the burst's end needs anyway.
+        """
+        now = time.monotonic()
+        while self.recent_events and self.recent_events[0] < now - BURST_WINDOW:
+            self.recent_events.popleft()
+        in_burst = len(self.recent_events) >= BURST_EVENTS
+        if not in_burst or now - self.last_event >= self.settings.reload_quiet:
+            self.reload_wanted = None
+            return False
+        self.reload_wanted = self.reload_wanted or now
+        if now - self.reload_wanted >= self.settings.max_reload_delay:
+            self.reload_wanted = None
+            return False
+        return True
+
+    async def _reconcile(self) -> bool:
+        """Apply what is known; False when a reload was put off for now."""
+        started = time.perf_counter()
         desired = self._desired()
         if self.layout is not None and self.haproxy.running():
             plan = plan_changes(self.layout, desired, map_path=str(self.haproxy.map_path))
+            planned = time.perf_counter()
             if plan.reload is None:
-                if plan.commands:
-                    try:
-                        await self.haproxy.run_commands(plan.commands)
-                        self.metrics.runtime_updates += 1
-                        self.layout = plan.layout
-                        return
-                    except HAProxyError as exc:
-                        log.warning("runtime update failed, reloading instead: %s", exc)
-                else:
+                if not plan.commands:
                     self.layout = plan.layout
-                    return
+                    return True
+                try:
+                    await self.haproxy.run_commands(plan.commands)
+                except HAProxyError as exc:
+                    log.warning("runtime update failed, reloading instead: %s", exc)
+                else:
+                    self.metrics.runtime_updates += 1
+                    self.layout = plan.layout
+                    log.info(
+                        "revision %d: %d runtime commands (plan %.0f ms, apply %.0f ms)",
+                        self.revision,
+                        len(plan.commands),
+                        (planned - started) * 1000,
+                        (time.perf_counter() - planned) * 1000,
+                    )
+                    return True
+            elif self._defer_reload():
+                return False
             else:
                 log.info("reload: %s", plan.reload)
         for _ in range(BIND_RETRIES):
             try:
                 await self._reload(desired)
-                return
+                return True
             except HAProxyError as exc:
                 self.metrics.reload_failures += 1
                 busy = bound_ports_failing(exc.detail)
@@ -241,6 +284,7 @@ class Agent:
                     self.busy_ports[port] = (service, reason, time.monotonic())
                     del desired[service]
                     self.skipped.append(Skipped(service, reason))
+        return False
 
     async def _reload(self, desired: dict[str, Route]) -> None:
         started = time.perf_counter()
@@ -257,7 +301,15 @@ class Agent:
         port_map = render_map(layout)
         self.metrics.render_seconds_sum += time.perf_counter() - started
         self.metrics.render_count += 1
+        rendered = time.perf_counter()
         seconds = await self.haproxy.apply(config, port_map)
+        log.info(
+            "revision %d: reloaded with %d routes (render %.0f ms, check and swap %.0f ms)",
+            self.revision,
+            len(desired),
+            (rendered - started) * 1000,
+            (time.perf_counter() - rendered) * 1000,
+        )
         self.metrics.reloads += 1
         self.metrics.reload_seconds_sum += seconds
         self.layout = layout

@@ -13,21 +13,25 @@ applied by rendering a new layout and reloading.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
 from gateway.routes import Backend, Route
 
-PLACEHOLDER = Backend("127.0.0.1", 1)
 MIN_SLOTS = 4
+# A pool route that outgrows its slots moves to a spare at runtime, so its
+# own backend can be small; with 10,000 routes the server lines dominate
+# HAProxy's start-up time.
+MIN_POOL_SLOTS = 2
 MIN_SPARES = {"http": 64, "tcp": 16}
+MAX_SPARES = 1024
 SPARE_SHARE = 0.25
 
 
-def slots_for(count: int) -> int:
+def slots_for(count: int, *, minimum: int = MIN_SLOTS) -> int:
     """Room to double the replicas without a reload."""
-    slots = MIN_SLOTS
+    slots = minimum
     while slots < 2 * count:
         slots *= 2
     return slots
@@ -95,6 +99,7 @@ def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None
             route=route,
         )
         if layout.in_range(route.port):
+            slot.slots = slots_for(len(route.backends), minimum=MIN_POOL_SLOTS)
             slot.name = f"pool_{len(layout.pool) + 1}"
             layout.pool.append(slot)
             counts[route.mode] += 1
@@ -103,7 +108,7 @@ def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None
             layout.static[service] = slot
     if port_range is not None:
         for mode, minimum in MIN_SPARES.items():
-            for _ in range(max(minimum, int(counts[mode] * SPARE_SHARE))):
+            for _ in range(max(minimum, min(MAX_SPARES, int(counts[mode] * SPARE_SHARE)))):
                 layout.pool.append(
                     BackendSlot(
                         name=f"pool_{len(layout.pool) + 1}",
@@ -141,13 +146,6 @@ def _server_commands(slot: BackendSlot, new: tuple[Backend, ...]) -> list[str]:
     return commands
 
 
-def _release(slot: BackendSlot, map_path: str) -> list[str]:
-    assert slot.route is not None
-    commands = [f"del map {map_path} {slot.route.port}", *_server_commands(slot, ())]
-    slot.servers, slot.route = (), None
-    return commands
-
-
 def _fits(slot: BackendSlot, route: Route) -> bool:
     return (
         slot.route is not None
@@ -157,55 +155,79 @@ def _fits(slot: BackendSlot, route: Route) -> bool:
     )
 
 
+class _Draft:
+    """The layout being planned: slots are copied only when they change, so a
+    plan over thousands of routes costs what it changes, not what it holds."""
+
+    def __init__(self, current: Layout) -> None:
+        self.layout = Layout(current.port_range, dict(current.static), list(current.pool))
+        self.position = {b.name: i for i, b in enumerate(current.pool)}
+        self.spares: dict[tuple[str, str, bool], list[BackendSlot]] = {}
+        for slot in reversed(current.pool):
+            if slot.route is None:
+                self.spares.setdefault(slot.signature, []).append(slot)
+
+    def assign(self, slot: BackendSlot, route: Route | None) -> None:
+        copy = dataclasses.replace(slot, servers=route.backends if route else (), route=route)
+        if slot.name in self.position:
+            self.layout.pool[self.position[slot.name]] = copy
+            if route is None:
+                self.spares.setdefault(slot.signature, []).append(copy)
+        else:
+            assert route is not None
+            self.layout.static[route.service] = copy
+
+    def take_spare(self, route: Route) -> BackendSlot | None:
+        stack = self.spares.get((route.mode, route.balance, route.check), [])
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index].slots >= len(route.backends):
+                return stack.pop(index)
+        return None
+
+
 def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -> Plan:
     """Commands for what fits the running layout, else the reason to reload.
 
     Pool backends are released before any is assigned, so a port that one
     route frees can be taken by another in the same change.
     """
-    layout = copy.deepcopy(current)
+    draft = _Draft(current)
     commands: list[str] = []
-    served = layout.routes()
-    for service, slot in layout.static.items():
+    served = current.routes()
+    for service, slot in current.static.items():
         route = desired.get(service)
         if route is None:
             return Plan([], current, f"route {service} on port {served[service].port} removed")
         if not _fits(slot, route):
             return Plan([], current, f"route {service} changed beyond its listener or slots")
-    for slot in layout.pool:
+    pool_by_service: dict[str, BackendSlot] = {}
+    for slot in current.pool:
         if slot.route is None:
             continue
         route = desired.get(slot.route.service)
         if route is None or not _fits(slot, route):
-            commands += _release(slot, map_path)
-    pool_by_service = {b.route.service: b for b in layout.pool if b.route}
+            commands.append(f"del map {map_path} {slot.route.port}")
+            commands += _server_commands(slot, ())
+            draft.assign(slot, None)
+        else:
+            pool_by_service[route.service] = slot
     for service in sorted(desired):
         route = desired[service]
         if served.get(service) == route:
             continue
         if any(not is_ip(b.host) for b in route.backends):
             return Plan([], current, f"route {service} names a host to resolve")
-        found = layout.static.get(service) or pool_by_service.get(service)
+        found = current.static.get(service) or pool_by_service.get(service)
         if found is not None:
-            slot = found
-            commands += _server_commands(slot, route.backends)
-        else:
-            if not layout.in_range(route.port):
-                return Plan([], current, f"route {service} needs a listener on port {route.port}")
-            spare = next(
-                (
-                    b
-                    for b in layout.pool
-                    if b.route is None
-                    and b.signature == (route.mode, route.balance, route.check)
-                    and b.slots >= len(route.backends)
-                ),
-                None,
-            )
-            if spare is None:
-                return Plan([], current, f"no spare {route.mode} backend left for {service}")
-            slot = spare
-            commands += _server_commands(slot, route.backends)
-            commands.append(f"add map {map_path} {route.port} {slot.name}")
-        slot.servers, slot.route = route.backends, route
-    return Plan(commands, layout)
+            commands += _server_commands(found, route.backends)
+            draft.assign(found, route)
+            continue
+        if not draft.layout.in_range(route.port):
+            return Plan([], current, f"route {service} needs a listener on port {route.port}")
+        spare = draft.take_spare(route)
+        if spare is None:
+            return Plan([], current, f"no spare {route.mode} backend left for {service}")
+        commands += _server_commands(spare, route.backends)
+        commands.append(f"add map {map_path} {route.port} {spare.name}")
+        draft.assign(spare, route)
+    return Plan(commands, draft.layout)

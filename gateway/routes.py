@@ -148,17 +148,32 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
 
 
 def select_routes(
-    raw: dict[str, bytes], *, reserved_ports: frozenset[int]
+    raw: dict[str, bytes],
+    *,
+    reserved_ports: frozenset[int],
+    cache: dict[str, tuple[bytes, Route | Skipped]] | None = None,
 ) -> tuple[dict[str, Route], list[Skipped]]:
     """Valid routes by service, and the skipped ones with reasons.
 
     Two routes that claim one port: the first by service name keeps it.
+    `cache` keeps parsed values between calls, so a change to one route out of
+    thousands parses one value; it must be dropped when `reserved_ports` changes.
     """
     routes: dict[str, Route] = {}
     skipped: list[Skipped] = []
     owners: dict[int, str] = {}
+    if cache is not None:
+        for gone in cache.keys() - raw.keys():
+            del cache[gone]
     for service in sorted(raw):
-        parsed = parse_route(service, raw[service], reserved_ports=reserved_ports)
+        value = raw[service]
+        hit = cache.get(service) if cache is not None else None
+        if hit is not None and hit[0] == value:
+            parsed = hit[1]
+        else:
+            parsed = parse_route(service, value, reserved_ports=reserved_ports)
+            if cache is not None:
+                cache[service] = (value, parsed)
         if isinstance(parsed, Skipped):
             skipped.append(parsed)
         elif parsed.port in owners:

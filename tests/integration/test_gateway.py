@@ -138,9 +138,13 @@ def test_backend_changes_need_no_reload(etcd, cluster, backends, gateways):
     outside = free_port(gw.address)
     key_in, key_out = (f"/marina/gateway/routes/{cluster}/{n}" for n in ("in", "out"))
     etcd.put(key_in, route(30005, servers[0]))
-    etcd.put(key_out, route(outside, servers[0]))
+    revision = etcd.put(key_out, route(outside, servers[0]))
     wait_for(serves(gw, 30005, "r0"), what="range route")
     wait_for(serves(gw, outside, "r0"), what="static route")
+    wait_for(
+        lambda: metrics(gw, mport)["marina_gateway_applied_revision"] >= revision,
+        what="the first two routes applied",
+    )
     before = metrics(gw, mport)
     for i in range(1, 10):
         chosen = servers[i % 3]

@@ -78,3 +78,18 @@ def test_first_service_by_name_keeps_a_contested_port():
     routes, skipped = select_routes({"b": doc, "a": doc}, reserved_ports=RESERVED)
     assert list(routes) == ["a"]
     assert skipped == [Skipped("b", "port 9000 is already served for 'a'")]
+
+
+def test_cache_parses_only_changed_values_and_forgets_removed_ones():
+    cache: dict[str, tuple[bytes, Route | Skipped]] = {}
+    a = json.dumps({"port": 1, "backends": []}).encode()
+    b = json.dumps({"port": 2, "backends": []}).encode()
+    select_routes({"a": a, "b": b}, reserved_ports=RESERVED, cache=cache)
+    first = cache["a"][1]
+    routes, _ = select_routes(
+        {"a": a, "b": b.replace(b"2", b"3")}, reserved_ports=RESERVED, cache=cache
+    )
+    assert cache["a"][1] is first
+    assert routes["b"].port == 3
+    select_routes({"b": b}, reserved_ports=RESERVED, cache=cache)
+    assert set(cache) == {"b"}
