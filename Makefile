@@ -36,7 +36,10 @@ test: lint typecheck
 	$(PY) tests/run.py
 
 bench: deps
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq wrk; }
 	$(PY) bench/gateway.py
+	$(PY) bench/reload_modes.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts
