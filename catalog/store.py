@@ -1,0 +1,218 @@
+"""The catalog's store: JSON documents in etcd, through aetcd.
+
+Every write that depends on what was read compares `mod_revision` in one
+transaction, so two writers never overwrite each other silently: `replace`
+raises `Conflict` and `update` reads again and retries. aetcd is imported
+here only and its errors become `StoreUnavailable`, with the cause chained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aetcd
+import aetcd.exceptions
+
+from catalog.errors import Conflict, MarinaError, StoreUnavailable
+
+T = TypeVar("T")
+UPDATE_RETRIES = 50
+
+
+@dataclass(frozen=True)
+class Versioned:
+    key: str
+    value: Any
+    mod_revision: int
+    create_revision: int
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    value: Any | None  # None: deleted
+    revision: int
+
+
+def _decode(raw: bytes) -> Any:
+    return json.loads(raw) if raw else None
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+class Store:
+    """JSON documents under string keys in one etcd cluster."""
+
+    def __init__(self, endpoint: str, *, timeout: int = 5) -> None:
+        parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if not parsed.hostname or not parsed.port:
+            raise StoreUnavailable(endpoint, "expected http://HOST:PORT")
+        self.endpoint = endpoint
+        self._client = aetcd.Client(host=parsed.hostname, port=parsed.port, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._call(self._client.close())
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except aetcd.exceptions.ClientError as exc:
+            raise StoreUnavailable(self.endpoint, f"{type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, OSError) as exc:
+            raise StoreUnavailable(self.endpoint, repr(exc)) from exc
+
+    # -- reads -------------------------------------------------------------
+
+    async def get(self, key: str) -> Versioned | None:
+        got = await self._call(self._client.get(key.encode()))
+        if got is None:
+            return None
+        return Versioned(key, _decode(got.value), got.mod_revision, got.create_revision, got.lease)
+
+    async def list(self, prefix: str) -> list[Versioned]:
+        got = await self._call(self._client.get_prefix(prefix.encode()))
+        return [
+            Versioned(
+                kv.key.decode(), _decode(kv.value), kv.mod_revision, kv.create_revision, kv.lease
+            )
+            for kv in got
+        ]
+
+    async def revision(self) -> int:
+        """The store's current revision."""
+        got = await self._call(self._client.get_prefix(b"\0marina-no-such-key"))
+        return int(got.header.revision)
+
+    # -- writes ------------------------------------------------------------
+
+    async def put(self, key: str, value: Any, *, lease: int | None = None) -> int:
+        reply = await self._call(self._client.put(key.encode(), _encode(value), lease=lease))
+        return int(reply.header.revision)
+
+    async def create(self, key: str, value: Any, *, lease: int | None = None) -> int:
+        """Write `key` only if it does not exist; `Conflict` otherwise."""
+        t = self._client.transactions
+        ok, replies = await self._call(
+            self._client.transaction(
+                compare=[t.create(key.encode()) == 0],
+                success=[t.put(key.encode(), _encode(value), lease=lease)],
+                failure=[],
+            )
+        )
+        if not ok:
+            raise Conflict(key, "already exists")
+        return int(replies[0].response_put.header.revision)
+
+    async def replace(self, key: str, value: Any, *, mod_revision: int) -> int:
+        """Write `key` only if nobody wrote it since `mod_revision`."""
+        t = self._client.transactions
+        ok, replies = await self._call(
+            self._client.transaction(
+                compare=[t.mod(key.encode()) == mod_revision],
+                success=[t.put(key.encode(), _encode(value))],
+                failure=[],
+            )
+        )
+        if not ok:
+            raise Conflict(key, f"changed since revision {mod_revision}")
+        return int(replies[0].response_put.header.revision)
+
+    async def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
+        if mod_revision is None:
+            return bool(await self._call(self._client.delete(key.encode())))
+        t = self._client.transactions
+        ok, _ = await self._call(
+            self._client.transaction(
+                compare=[t.mod(key.encode()) == mod_revision],
+                success=[t.delete(key.encode())],
+                failure=[],
+            )
+        )
+        if not ok:
+            raise Conflict(key, f"changed since revision {mod_revision}")
+        return True
+
+    async def delete_prefix(self, prefix: str) -> None:
+        await self._call(self._client.delete_prefix(prefix.encode()))
+
+    async def update(self, key: str, change: Callable[[Any], Any]) -> Versioned:
+        """Read, apply `change` to the value (None when absent), write back.
+
+        A concurrent write makes the transaction fail and the change is applied
+        again to the new value; `change` must therefore be a pure function of
+        its argument. Raising inside `change` leaves the key untouched.
+        """
+        for _ in range(UPDATE_RETRIES):
+            current = await self.get(key)
+            new = change(current.value if current else None)
+            try:
+                if current is None:
+                    revision = await self.create(key, new)
+                    return Versioned(key, new, revision, revision)
+                revision = await self.replace(key, new, mod_revision=current.mod_revision)
+                return Versioned(key, new, revision, current.create_revision)
+            except Conflict:
+                await asyncio.sleep(0)
+        raise Conflict(key, f"still contended after {UPDATE_RETRIES} attempts")
+
+    # -- leases ------------------------------------------------------------
+
+    async def grant_lease(self, ttl: int) -> int:
+        lease = await self._call(self._client.lease(ttl))
+        return int(lease.id)
+
+    async def refresh_lease(self, lease: int) -> bool:
+        """Keep `lease` alive once; False when it already expired."""
+        reply = await self._call(self._client.refresh_lease(lease))
+        return int(reply.TTL) > 0
+
+    async def revoke_lease(self, lease: int) -> None:
+        try:
+            await self._call(self._client.revoke_lease(lease))
+        except StoreUnavailable as exc:
+            if "not found" not in str(exc).lower():
+                raise
+
+    # -- watching ----------------------------------------------------------
+
+    async def watch(
+        self, prefix: str, *, start_revision: int | None = None
+    ) -> AsyncIterator[Change]:
+        """Every change under `prefix` (from `start_revision` if given)."""
+        watch = await self._call(
+            self._client.watch_prefix(prefix.encode(), start_revision=start_revision)
+        )
+        events = watch.__aiter__()
+        try:
+            while True:
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    return
+                except aetcd.exceptions.ClientError as exc:
+                    raise StoreUnavailable(self.endpoint, repr(exc)) from exc
+                deleted = str(event.kind).endswith("DELETE")
+                yield Change(
+                    event.kv.key.decode(),
+                    None if deleted else _decode(event.kv.value),
+                    int(event.kv.mod_revision),
+                )
+        finally:
+            # The stream may be gone with the connection already.
+            with contextlib.suppress(MarinaError, aetcd.exceptions.ClientError, OSError):
+                await watch.cancel()
