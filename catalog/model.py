@@ -1,0 +1,272 @@
+"""The object model: pod specifications, templates and Murano-style objects.
+
+Objects live in their environment's document as JSON with a Murano `?`
+header (`id`, `type`, `name`, `_actions`). Pod specifications are checked
+here, wherever they come from (a pod package's properties or an application
+template), so a bad one is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from catalog.errors import Problem
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+SCOPES = ("public", "cloud", "internal", "host")
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_REPLICAS = 50
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def validate_pod_spec(spec: Any, *, where: str = "pod") -> list[Problem]:
+    """Every problem with one pod specification."""
+    if not isinstance(spec, dict):
+        return [Problem(where, "must be an object", spec)]
+    problems: list[Problem] = []
+    name = spec.get("name")
+    if not isinstance(name, str) or not DNS_LABEL.match(name):
+        problems.append(Problem(f"{where}.name", "must be a DNS label (a-z, 0-9, '-')", name))
+    replicas = spec.get("replicas", 1)
+    if (
+        not isinstance(replicas, int)
+        or isinstance(replicas, bool)
+        or not (0 <= replicas <= MAX_REPLICAS)
+    ):
+        problems.append(
+            Problem(f"{where}.replicas", f"must be an integer 0-{MAX_REPLICAS}", replicas)
+        )
+    labels = spec.get("labels", {})
+    if not isinstance(labels, dict):
+        problems.append(Problem(f"{where}.labels", "must be a mapping", labels))
+    else:
+        for key, value in labels.items():
+            if not LABEL_KEY.match(str(key)):
+                problems.append(
+                    Problem(f"{where}.labels", "keys must be Kubernetes label keys", key)
+                )
+            if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+                problems.append(
+                    Problem(f"{where}.labels.{key}", "must be a Kubernetes label value", value)
+                )
+    containers = spec.get("containers")
+    ports: set[int] = set()
+    if not isinstance(containers, list) or not containers:
+        problems.append(Problem(f"{where}.containers", "must be a non-empty list", containers))
+    else:
+        seen: set[str] = set()
+        for i, container in enumerate(containers):
+            problems += _validate_container(container, f"{where}.containers[{i}]", seen, ports)
+    services = spec.get("services", [])
+    if not isinstance(services, list):
+        problems.append(Problem(f"{where}.services", "must be a list", services))
+    else:
+        for i, service in enumerate(services):
+            problems += _validate_service(service, f"{where}.services[{i}]", ports)
+    links = spec.get("links", {})
+    if not isinstance(links, dict) or not all(
+        isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str) and DNS_LABEL.match(v)
+        for k, v in links.items()
+    ):
+        problems.append(
+            Problem(
+                f"{where}.links",
+                "must map link aliases (letters, digits, '_') to service names",
+                links,
+            )
+        )
+    known = {"name", "replicas", "labels", "containers", "services", "links", "cluster"}
+    problems += [
+        Problem(f"{where}.{k}", "is not a known pod field") for k in spec if k not in known
+    ]
+    return problems
+
+
+def _validate_container(
+    container: Any, where: str, seen: set[str], ports: set[int]
+) -> list[Problem]:
+    if not isinstance(container, dict):
+        return [Problem(where, "must be an object", container)]
+    problems = []
+    name = container.get("name")
+    if not isinstance(name, str) or not DNS_LABEL.match(name):
+        problems.append(Problem(f"{where}.name", "must be a DNS label", name))
+    elif name in seen:
+        problems.append(Problem(f"{where}.name", "is used by another container", name))
+    else:
+        seen.add(name)
+    image = container.get("image")
+    if (
+        not isinstance(image, str)
+        or not image
+        or len(image) > 255
+        or any(c.isspace() for c in image)
+    ):
+        problems.append(Problem(f"{where}.image", "must be an image reference", image))
+    for key in ("command", "args"):
+        if key in container and not _is_str_list(container[key]):
+            problems.append(Problem(f"{where}.{key}", "must be a list of strings", container[key]))
+    if not container.get("command"):
+        problems.append(Problem(f"{where}.command", "is required to run on the local engine"))
+    env = container.get("env", {})
+    if not isinstance(env, dict):
+        problems.append(Problem(f"{where}.env", "must be a mapping", env))
+    else:
+        for key, value in env.items():
+            if not ENV_NAME.match(str(key)):
+                problems.append(Problem(f"{where}.env", "names must be letters, digits, '_'", key))
+            if not isinstance(value, str):
+                problems.append(Problem(f"{where}.env.{key}", "must be a string", value))
+    for i, port in enumerate(
+        container.get("ports", []) if isinstance(container.get("ports", []), list) else [None]
+    ):
+        number = port.get("containerPort") if isinstance(port, dict) else None
+        if not _is_port(number):
+            problems.append(
+                Problem(
+                    f"{where}.ports[{i}].containerPort",
+                    "must be an integer from 1 to 65535",
+                    number,
+                )
+            )
+        else:
+            assert isinstance(number, int)
+            ports.add(number)
+    cores = container.get("cores", 0.1)
+    if not isinstance(cores, int | float) or isinstance(cores, bool) or not 0 < cores <= 64:
+        problems.append(Problem(f"{where}.cores", "must be a number above 0, at most 64", cores))
+    memory = container.get("memory", 64)
+    if not isinstance(memory, int) or isinstance(memory, bool) or not 1 <= memory <= 262144:
+        problems.append(Problem(f"{where}.memory", "must be MiB from 1 to 262144", memory))
+    known = {"name", "image", "command", "args", "env", "ports", "cores", "memory", "secrets"}
+    problems += [
+        Problem(f"{where}.{k}", "is not a known container field")
+        for k in container
+        if k not in known
+    ]
+    return problems
+
+
+def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem]:
+    if not isinstance(service, dict):
+        return [Problem(where, "must be an object", service)]
+    problems = []
+    name = service.get("name")
+    if not isinstance(name, str) or not DNS_LABEL.match(name):
+        problems.append(Problem(f"{where}.name", "must be a DNS label", name))
+    if not _is_port(service.get("port")):
+        problems.append(
+            Problem(f"{where}.port", "must be an integer from 1 to 65535", service.get("port"))
+        )
+    target = service.get("targetPort", service.get("port"))
+    if not _is_port(target):
+        problems.append(
+            Problem(f"{where}.targetPort", "must be an integer from 1 to 65535", target)
+        )
+    elif ports and target not in ports:
+        problems.append(
+            Problem(f"{where}.targetPort", "must be one of the containers' ports", target)
+        )
+    if service.get("scope", "internal") not in SCOPES:
+        problems.append(
+            Problem(f"{where}.scope", f"must be one of {', '.join(SCOPES)}", service.get("scope"))
+        )
+    return problems
+
+
+def substitute(value: Any, properties: dict[str, Any], extra: dict[str, Any]) -> Any:
+    """Fill `${name}` from properties (and `extra`); a lone placeholder keeps its type."""
+    scope = {**properties, **extra}
+    if isinstance(value, str):
+        whole = PLACEHOLDER.fullmatch(value)
+        if whole:
+            return scope.get(whole.group(1), value)
+        return PLACEHOLDER.sub(lambda m: str(scope.get(m.group(1), m.group(0))), value)
+    if isinstance(value, list):
+        return [substitute(v, properties, extra) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, properties, extra) for k, v in value.items()}
+    return value
+
+
+def validate_template(template: dict[str, Any], files: dict[str, bytes]) -> list[Problem]:
+    """Problems with an application template, placeholders taken as valid."""
+    pods = template.get("pods")
+    if not isinstance(pods, list) or not pods:
+        return [Problem("template.pods", "must be a non-empty list", pods)]
+    problems: list[Problem] = []
+    names: set[str] = set()
+    services: set[str] = set()
+    for i, pod in enumerate(pods):
+        sample = substitute(pod, {}, {"package": "/package"})
+        sample = _placeholders_as_samples(sample)
+        problems += validate_pod_spec(sample, where=f"template.pods[{i}]")
+        if isinstance(pod, dict):
+            if pod.get("name") in names:
+                problems.append(
+                    Problem(f"template.pods[{i}].name", "is used twice", pod.get("name"))
+                )
+            names.add(str(pod.get("name")))
+            for service in pod.get("services", []) or []:
+                if isinstance(service, dict):
+                    services.add(str(service.get("name")))
+            for container in pod.get("containers", []) or []:
+                for word in (container.get("command") or []) if isinstance(container, dict) else []:
+                    if isinstance(word, str) and word.startswith("${package}/"):
+                        path = word[len("${package}/") :]
+                        if path not in files:
+                            problems.append(
+                                Problem(
+                                    f"template.pods[{i}].containers",
+                                    "runs a file the package does not have",
+                                    path,
+                                )
+                            )
+    for i, pod in enumerate(pods):
+        for alias, target in ((pod.get("links") or {}) if isinstance(pod, dict) else {}).items():
+            if target not in services:
+                problems.append(
+                    Problem(
+                        f"template.pods[{i}].links.{alias}",
+                        "names no service of this template",
+                        target,
+                    )
+                )
+    return problems
+
+
+def _placeholders_as_samples(value: Any) -> Any:
+    """Unfilled `${x}` where a number belongs checks as the number 1."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if (
+                isinstance(item, str)
+                and PLACEHOLDER.fullmatch(item)
+                and key in ("replicas", "port", "targetPort", "containerPort", "memory", "cores")
+            ):
+                out[key] = 1 if key != "port" else 30000
+            else:
+                out[key] = _placeholders_as_samples(item)
+        return out
+    if isinstance(value, list):
+        return [_placeholders_as_samples(v) for v in value]
+    return value
+
+
+def render_pods(
+    template: dict[str, Any], properties: dict[str, Any], *, package_dir: str
+) -> list[dict[str, Any]]:
+    """The pod specifications an application instantiates."""
+    return [substitute(pod, properties, {"package": package_dir}) for pod in template["pods"]]

@@ -1,0 +1,350 @@
+"""Application packages: a folder or a zip with `manifest.yaml` and resources.
+
+Loading checks everything and reports every problem at once. A zip is read
+entry by entry within limits (count, sizes, compression ratio) and refused if
+any name is absolute, climbs out with `..`, or is a link or a device; YAML is
+read without aliases, so a "billion laughs" document cannot expand.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema
+import yaml
+
+from catalog.errors import Problem, ValidationFailed
+
+FORMAT = "marina/1"
+CLASSES = ("KubernetesCluster", "KubernetesPod", "KubernetesApplication")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_entries: int = 500
+    """Files in one package."""
+    max_file_bytes: int = 512 * 1024
+    """Uncompressed size of one file."""
+    max_total_bytes: int = 1024 * 1024
+    """Uncompressed size of the whole package (it is stored in etcd)."""
+    max_ratio: int = 100
+    """Largest uncompressed/compressed ratio of one zip entry."""
+    max_manifest_bytes: int = 64 * 1024
+    """Size of manifest.yaml."""
+
+
+LIMITS = Limits()
+
+
+@dataclass
+class Package:
+    manifest: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def class_name(self) -> str:
+        return str(self.manifest["class"])
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest,
+            "files": {p: base64.b64encode(d).decode() for p, d in sorted(self.files.items())},
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Package:
+        return cls(doc["manifest"], {p: base64.b64decode(d) for p, d in doc["files"].items()})
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "name": m["name"],
+            "version": m["version"],
+            "description": m["description"],
+            "class": m["class"],
+            "title": m.get("title", m["name"]),
+            "properties": m["properties"],
+            "ui": m.get("ui", {}),
+        }
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases outright."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.YAMLError(f"aliases are not allowed (line {event.start_mark.line + 1})")
+        node = super().compose_node(parent, index)
+        if getattr(node, "anchor", None):
+            raise yaml.YAMLError("anchors are not allowed")
+        return node
+
+
+def parse_yaml(text: bytes, *, what: str, limit: int) -> Any:
+    if len(text) > limit:
+        raise ValidationFailed(what, [Problem(what, f"must be at most {limit} bytes", len(text))])
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(what, [Problem(what, f"is not valid YAML: {exc}")]) from exc
+
+
+def validate_manifest(manifest: Any, files: dict[str, bytes]) -> list[Problem]:
+    """Every problem with a manifest, none if it is sound."""
+    if not isinstance(manifest, dict):
+        return [Problem("manifest.yaml", "must be a mapping", type(manifest).__name__)]
+    problems: list[Problem] = []
+
+    def need(key: str, check: Any, rule: str) -> None:
+        value = manifest.get(key)
+        if value is None:
+            problems.append(Problem(key, "is required"))
+        elif not check(value):
+            problems.append(Problem(key, rule, value))
+
+    need("format", lambda v: v == FORMAT, f"must be {FORMAT!r}")
+    need(
+        "name",
+        lambda v: isinstance(v, str) and bool(NAME_RE.match(v)),
+        "must be 1-63 lower-case letters, digits or '-', starting and ending alphanumeric",
+    )
+    need(
+        "version",
+        lambda v: isinstance(v, str) and bool(VERSION_RE.match(v)),
+        "must be a version such as 1.0.0 (quote it in YAML)",
+    )
+    need(
+        "description",
+        lambda v: isinstance(v, str) and 0 < len(v) <= 2000,
+        "must be text of 1-2000 characters",
+    )
+    need("class", lambda v: v in CLASSES, f"must be one of {', '.join(CLASSES)}")
+    if "title" in manifest and not (
+        isinstance(manifest["title"], str) and len(manifest["title"]) <= 200
+    ):
+        problems.append(
+            Problem("title", "must be text of at most 200 characters", manifest["title"])
+        )
+    schema = manifest.get("properties")
+    if schema is None:
+        problems.append(Problem("properties", "is required (a JSON Schema of type object)"))
+    else:
+        problems += _check_properties_schema(schema)
+    ui = manifest.get("ui", {})
+    if not isinstance(ui, dict):
+        problems.append(Problem("ui", "must be a mapping", ui))
+    template = manifest.get("template")
+    if manifest.get("class") == "KubernetesApplication":
+        if not isinstance(template, dict):
+            problems.append(Problem("template", "is required for KubernetesApplication"))
+        else:
+            from catalog.model import validate_template
+
+            problems += validate_template(template, files)
+    unknown = set(manifest) - {
+        "format",
+        "name",
+        "version",
+        "description",
+        "class",
+        "title",
+        "properties",
+        "ui",
+        "template",
+        "tags",
+    }
+    problems += [Problem(key, "is not a known manifest field") for key in sorted(unknown)]
+    return problems
+
+
+def _check_properties_schema(schema: Any) -> list[Problem]:
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return [Problem("properties", "must be a JSON Schema with type: object", schema)]
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path)
+        return [
+            Problem(
+                f"properties.{where}" if where else "properties",
+                f"is not a valid JSON Schema: {exc.message}",
+            )
+        ]
+    problems = []
+    for name, prop in (schema.get("properties") or {}).items():
+        if isinstance(prop, dict) and "default" in prop:
+            errors = list(jsonschema.Draft202012Validator(prop).iter_errors(prop["default"]))
+            if errors:
+                problems.append(
+                    Problem(
+                        f"properties.properties.{name}.default",
+                        f"does not match its own schema: {errors[0].message}",
+                        prop["default"],
+                    )
+                )
+    return problems
+
+
+def _finish(
+    manifest_raw: bytes | None, files: dict[str, bytes], problems: list[Problem], *, source: str
+) -> Package:
+    if manifest_raw is None:
+        problems.append(Problem("manifest.yaml", "is missing at the top of the package"))
+        raise ValidationFailed(f"package {source}", problems)
+    try:
+        manifest = parse_yaml(manifest_raw, what="manifest.yaml", limit=LIMITS.max_manifest_bytes)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"package {source}", problems + exc.problems) from None
+    problems += validate_manifest(manifest, files)
+    if problems:
+        raise ValidationFailed(f"package {source}", problems)
+    return Package(manifest, files)
+
+
+def load_zip(data: bytes, *, source: str = "upload", limits: Limits = LIMITS) -> Package:
+    """A package from zip bytes, every entry checked before it is read."""
+    problems: list[Problem] = []
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise ValidationFailed(
+            f"package {source}", [Problem("archive", f"is not a zip file: {exc}")]
+        ) from exc
+    entries = archive.infolist()
+    if len(entries) > limits.max_entries:
+        raise ValidationFailed(
+            f"package {source}",
+            [Problem("archive", f"has {len(entries)} entries; at most {limits.max_entries}")],
+        )
+    names = [e.filename for e in entries if not e.is_dir()]
+    # A single top folder (as zip tools make) is the package root.
+    tops = {n.split("/", 1)[0] for n in names}
+    strip = ""
+    if len(tops) == 1 and all("/" in n for n in names):
+        strip = next(iter(tops)) + "/"
+    files: dict[str, bytes] = {}
+    total = 0
+    for entry in entries:
+        name = entry.filename
+        mode = entry.external_attr >> 16
+        if "\0" in name or "\\" in name:
+            problems.append(Problem(name, "has a NUL or backslash in its name"))
+            continue
+        path = PurePosixPath(name)
+        if path.is_absolute() or re.match(r"^[A-Za-z]:", name):
+            problems.append(Problem(name, "is an absolute path"))
+            continue
+        if ".." in path.parts:
+            problems.append(Problem(name, "climbs out of the package with '..'"))
+            continue
+        if stat.S_ISLNK(mode):
+            problems.append(Problem(name, "is a symbolic link"))
+            continue
+        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            problems.append(Problem(name, "is not a regular file"))
+            continue
+        if entry.is_dir():
+            continue
+        if entry.file_size > limits.max_file_bytes:
+            problems.append(
+                Problem(name, f"is {entry.file_size} bytes; at most {limits.max_file_bytes}")
+            )
+            continue
+        if entry.compress_size and entry.file_size / entry.compress_size > limits.max_ratio:
+            problems.append(Problem(name, "compresses suspiciously well (a zip bomb?)"))
+            continue
+        total += entry.file_size
+        if total > limits.max_total_bytes:
+            problems.append(
+                Problem("archive", f"unpacks to more than {limits.max_total_bytes} bytes")
+            )
+            break
+        relative = name[len(strip) :] if strip and name.startswith(strip) else name
+        if relative in files:
+            problems.append(Problem(name, "appears twice"))
+            continue
+        with archive.open(entry) as handle:
+            content = handle.read(limits.max_file_bytes + 1)
+        if len(content) > limits.max_file_bytes:
+            problems.append(Problem(name, "is larger than its header says"))
+            continue
+        files[relative] = content
+    return _finish(files.pop("manifest.yaml", None), files, problems, source=source)
+
+
+def load_folder(root: Path, *, limits: Limits = LIMITS) -> Package:
+    """A package from a folder on disk (links are refused, as in zips)."""
+    problems: list[Problem] = []
+    files: dict[str, bytes] = {}
+    total = 0
+    if not root.is_dir():
+        raise ValidationFailed(f"package {root}", [Problem(str(root), "is not a folder")])
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if "__pycache__" in path.parts:
+            continue
+        if path.is_symlink():
+            problems.append(Problem(relative, "is a symbolic link"))
+        elif path.is_file():
+            size = path.stat().st_size
+            total += size
+            if size > limits.max_file_bytes:
+                problems.append(
+                    Problem(relative, f"is {size} bytes; at most {limits.max_file_bytes}")
+                )
+            else:
+                files[relative] = path.read_bytes()
+    if total > limits.max_total_bytes:
+        problems.append(Problem(str(root), f"holds more than {limits.max_total_bytes} bytes"))
+    if len(files) > limits.max_entries:
+        problems.append(Problem(str(root), f"holds more than {limits.max_entries} files"))
+    return _finish(files.pop("manifest.yaml", None), files, problems, source=root.name)
+
+
+def resolve_properties(package: Package, given: Any) -> dict[str, Any]:
+    """The properties an object gets: defaults filled in, then checked."""
+    schema = package.manifest["properties"]
+    if not isinstance(given, dict):
+        raise ValidationFailed("properties", [Problem("properties", "must be an object", given)])
+    values = dict(given)
+    for name, prop in (schema.get("properties") or {}).items():
+        if name not in values and isinstance(prop, dict) and "default" in prop:
+            values[name] = prop["default"]
+    validate_against(schema, values, what="properties")
+    return values
+
+
+def validate_against(schema: dict[str, Any], value: Any, *, what: str) -> None:
+    """Raise once, naming every field that breaks `schema`."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in error.absolute_path)
+        if error.validator == "required":
+            missing = re.search(r"'([^']+)' is a required property", error.message)
+            where = ".".join(filter(None, [where, missing.group(1) if missing else ""]))
+            problems.append(Problem(where or what, "is required"))
+        elif error.validator == "additionalProperties":
+            problems.append(Problem(where or what, error.message))
+        else:
+            problems.append(Problem(where or what, error.message, error.instance))
+    if problems:
+        raise ValidationFailed(what, problems)
