@@ -1,0 +1,366 @@
+"""Tasks: every action run, queued per environment and run one at a time.
+
+A task is a document in etcd (`queued`, `running`, `succeeded`, `failed`)
+with an outcome (`changed` or `noop` and a reason), a structured result,
+timestamped log lines and attached files. Each environment has a queue; a
+worker that holds the environment's lock (a key bound to the worker's lease)
+runs its tasks in order. If a worker dies, its lease expires, the lock goes
+with it, and whoever takes the lock next finds the task still `running`: it
+runs it again (actions are idempotent steps) or, after `MAX_ATTEMPTS`, fails
+it with the reason. A task is never left `running`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from catalog.errors import ActionFailed, MarinaError, NotFound, StoreUnavailable
+from catalog.ids import EnvironmentId, ObjectId, ProjectId, TaskId, new_id
+from catalog.store import Store
+
+log = logging.getLogger(__name__)
+
+TASKS = "/marina/tasks/"
+LOGS = "/marina/tasklogs/"
+FILES = "/marina/taskfiles/"
+QUEUE = "/marina/queue/"
+LOCKS = "/marina/locks/env/"
+MAX_ATTEMPTS = 2
+LEASE_TTL = 5
+
+State = Literal["queued", "running", "succeeded", "failed"]
+
+
+class TaskDoc(TypedDict):
+    id: str
+    environment: str
+    project: str
+    object: str
+    method: str
+    action: str
+    args: dict[str, Any]
+    state: State
+    outcome: str | None
+    reason: str | None
+    result: Any
+    error: str | None
+    retryable: bool
+    created: float
+    started: float | None
+    finished: float | None
+    attempts: int
+    worker: str | None
+    files: list[str]
+
+
+@dataclass
+class Outcome:
+    """What an action did: `changed`, or `noop` with the reason nothing changed."""
+
+    changed: bool
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def noop(cls, reason: str, **result: Any) -> Outcome:
+        return cls(False, reason, dict(result))
+
+    @classmethod
+    def done(cls, reason: str = "", **result: Any) -> Outcome:
+        return cls(True, reason, dict(result))
+
+
+class TaskContext:
+    """What a running action gets: its task, a log and file attachments."""
+
+    def __init__(self, store: Store, task: TaskDoc, first_line: int) -> None:
+        self.store = store
+        self.task = task
+        self._line = first_line
+
+    @property
+    def environment(self) -> EnvironmentId:
+        return EnvironmentId(self.task["environment"])
+
+    @property
+    def object_id(self) -> ObjectId:
+        return ObjectId(self.task["object"])
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.task["args"]
+
+    async def log(self, message: str, *, level: str = "info") -> None:
+        self._line += 1
+        await self.store.put(
+            f"{LOGS}{self.task['id']}/{self._line:08d}",
+            {"time": time.time(), "level": level, "message": message},
+        )
+
+    async def attach(self, name: str, data: bytes, *, content_type: str) -> None:
+        await self.store.put(
+            f"{FILES}{self.task['id']}/{name}",
+            {
+                "name": name,
+                "content_type": content_type,
+                "size": len(data),
+                "data": base64.b64encode(data).decode(),
+            },
+        )
+
+        def add(doc: Any) -> Any:
+            if name not in doc["files"]:
+                doc["files"] = [*doc["files"], name]
+            return doc
+
+        await self.store.update(f"{TASKS}{self.task['id']}", add)
+
+
+Runner = Callable[[TaskContext], Awaitable[Outcome]]
+
+
+def new_task(
+    *,
+    environment: EnvironmentId,
+    project: ProjectId,
+    object_id: ObjectId,
+    method: str,
+    args: dict[str, Any],
+) -> TaskDoc:
+    return TaskDoc(
+        id=new_id(),
+        environment=environment,
+        project=project,
+        object=object_id,
+        method=method,
+        action=f"{object_id}_{method}",
+        args=args,
+        state="queued",
+        outcome=None,
+        reason=None,
+        result=None,
+        error=None,
+        retryable=False,
+        created=time.time(),
+        started=None,
+        finished=None,
+        attempts=0,
+        worker=None,
+        files=[],
+    )
+
+
+async def enqueue(store: Store, task: TaskDoc) -> TaskId:
+    """Store a task and put it on its environment's queue, in one step each."""
+    await store.create(f"{TASKS}{task['id']}", task)
+    await store.create(f"{QUEUE}{task['environment']}/{task['id']}", {"task": task["id"]})
+    return TaskId(task["id"])
+
+
+async def get_task(store: Store, task_id: str) -> TaskDoc:
+    found = await store.get(f"{TASKS}{task_id}")
+    if found is None:
+        raise NotFound("task", task_id)
+    doc: TaskDoc = found.value
+    return doc
+
+
+async def task_log(store: Store, task_id: str) -> list[dict[str, Any]]:
+    return [v.value for v in await store.list(f"{LOGS}{task_id}/")]
+
+
+async def task_file(store: Store, task_id: str, name: str) -> tuple[str, bytes]:
+    found = await store.get(f"{FILES}{task_id}/{name}")
+    if found is None:
+        raise NotFound("file", f"{task_id}/{name}")
+    return found.value["content_type"], base64.b64decode(found.value["data"])
+
+
+def murano_result(task: TaskDoc) -> dict[str, Any]:
+    """Murano's shape for an action's result: `{}` until it has finished."""
+    if task["state"] in ("queued", "running"):
+        return {}
+    if task["state"] == "failed":
+        return {
+            "isException": True,
+            "result": {"message": task["error"], "retryable": task["retryable"]},
+        }
+    return {
+        "isException": False,
+        "result": {"outcome": task["outcome"], "reason": task["reason"], **(task["result"] or {})},
+    }
+
+
+class Worker:
+    """Runs queued tasks of any environment whose lock it can take.
+
+    Several workers (in several processes) may run at once; the lock makes
+    each environment's tasks run one at a time, in the order they were queued.
+    """
+
+    def __init__(
+        self, store: Store, runner: Runner, *, ident: str | None = None, lease_ttl: int = LEASE_TTL
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.ident = ident or new_id()[:12]
+        self.lease_ttl = lease_ttl
+        self.lease: int | None = None
+        self._busy: set[str] = set()
+        self._drains: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.lease is None:
+            self.lease = await self.store.grant_lease(self.lease_ttl)
+        keeper = asyncio.create_task(self._keep_lease(stop))
+        watchers = [asyncio.create_task(self._watch(stop, prefix)) for prefix in (QUEUE, LOCKS)]
+        try:
+            while not stop.is_set():
+                try:
+                    await self._scan()
+                except StoreUnavailable as exc:
+                    log.warning("task scan failed: %s", exc)
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.lease_ttl)
+        finally:
+            for task in (keeper, *watchers, *self._drains):
+                task.cancel()
+            await asyncio.gather(keeper, *watchers, *self._drains, return_exceptions=True)
+            if self.lease is not None:
+                with contextlib.suppress(MarinaError):
+                    await self.store.revoke_lease(self.lease)
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if self.lease is None or not await self.store.refresh_lease(self.lease):
+                    self.lease = await self.store.grant_lease(self.lease_ttl)
+            except StoreUnavailable as exc:
+                log.warning("worker lease not refreshed: %s", exc)
+            await asyncio.sleep(self.lease_ttl / 3)
+
+    async def _watch(self, stop: asyncio.Event, prefix: str) -> None:
+        """Wake the scan when a task is queued or a lock is let go."""
+        while not stop.is_set():
+            try:
+                async for _ in self.store.watch(prefix):
+                    self._wake.set()
+            except StoreUnavailable:
+                await asyncio.sleep(1)
+
+    async def _scan(self) -> None:
+        queued = await self.store.list(QUEUE)
+        environments = {q.key[len(QUEUE) :].split("/", 1)[0] for q in queued}
+        for env in environments - self._busy:
+            if self.lease is None:
+                return
+            try:
+                await self.store.create(f"{LOCKS}{env}", {"worker": self.ident}, lease=self.lease)
+            except MarinaError:
+                continue  # another worker holds it
+            self._busy.add(env)
+            drain = asyncio.create_task(self._drain(env))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+
+    async def _drain(self, env: str) -> None:
+        try:
+            while True:
+                queued = sorted(
+                    await self.store.list(f"{QUEUE}{env}/"), key=lambda q: q.create_revision
+                )
+                if not queued:
+                    return
+                for entry in queued:
+                    await self._run_one(entry.value["task"])
+                    await self.store.delete(entry.key)
+        except StoreUnavailable as exc:
+            log.warning("environment %s: tasks paused: %s", env, exc)
+        finally:
+            self._busy.discard(env)
+            with contextlib.suppress(MarinaError):
+                await self.store.delete(f"{LOCKS}{env}")
+            self._wake.set()
+
+    async def _run_one(self, task_id: str) -> None:
+        try:
+            task = await get_task(self.store, task_id)
+        except NotFound:
+            return
+        if task["state"] in ("succeeded", "failed"):
+            return
+        lines = len(await task_log(self.store, task_id))
+        if task["state"] == "running":
+            if task["attempts"] >= MAX_ATTEMPTS:
+                await self._finish(
+                    task_id,
+                    failed=(f"the process running it stopped {task['attempts']} times", False),
+                )
+                return
+            context = TaskContext(self.store, task, lines)
+            await context.log(
+                f"resuming: the process running this task ({task['worker']}) stopped",
+                level="warning",
+            )
+            lines = context._line
+
+        def start(doc: Any) -> Any:
+            doc.update(
+                state="running",
+                worker=self.ident,
+                attempts=doc["attempts"] + 1,
+                started=doc["started"] or time.time(),
+            )
+            return doc
+
+        task = (await self.store.update(f"{TASKS}{task_id}", start)).value
+        context = TaskContext(self.store, task, lines)
+        try:
+            outcome = await self.runner(context)
+        except ActionFailed as exc:
+            await context.log(str(exc), level="error")
+            await self._finish(task_id, failed=(str(exc), exc.retryable))
+        except MarinaError as exc:
+            await context.log(str(exc), level="error")
+            await self._finish(task_id, failed=(str(exc), False))
+        except Exception as exc:  # a bug: the task fails, the worker goes on
+            log.exception("task %s crashed", task_id)
+            await context.log(f"internal error: {type(exc).__name__}", level="error")
+            await self._finish(task_id, failed=(f"internal error: {type(exc).__name__}", True))
+        else:
+            await context.log(
+                ("changed" if outcome.changed else "nothing to do")
+                + (f": {outcome.reason}" if outcome.reason else "")
+            )
+            await self._finish(task_id, outcome=outcome)
+
+    async def _finish(
+        self,
+        task_id: str,
+        *,
+        outcome: Outcome | None = None,
+        failed: tuple[str, bool] | None = None,
+    ) -> None:
+        def finish(doc: Any) -> Any:
+            doc["finished"] = time.time()
+            if failed is not None:
+                doc.update(state="failed", error=failed[0], retryable=failed[1])
+            elif outcome is not None:
+                doc.update(
+                    state="succeeded",
+                    outcome="changed" if outcome.changed else "noop",
+                    reason=outcome.reason,
+                    result=outcome.result,
+                )
+            return doc
+
+        await self.store.update(f"{TASKS}{task_id}", finish)
