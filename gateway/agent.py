@@ -276,7 +276,10 @@ class Agent:
             except HAProxyError as exc:
                 self.metrics.reload_failures += 1
                 busy = bound_ports_failing(exc.detail)
-                owners = {r.port: s for s, r in desired.items() if r.port in busy}
+                here = self.settings.address
+                owners = {
+                    r.port: s for s, r in desired.items() if (r.address or here, r.port) in busy
+                }
                 if not owners:
                     raise
                 for port, service in owners.items():

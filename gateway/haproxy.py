@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 _ERROR_REPLY = re.compile(
     r"(no such|unknown|invalid|require|not found|can't|cannot|failed|error)", re.IGNORECASE
 )
-BIND_FAILURE = re.compile(r"cannot bind socket.*?\[[^\]]*?:(\d+)\]")
+BIND_FAILURE = re.compile(r"cannot bind socket.*?\[(\[[^\]]+\]|[^\[\]]+?):(\d+)\]")
 MAX_SOCKET_PATH = 100
 
 
@@ -219,9 +219,9 @@ class HAProxy:
                     raise HAProxyError("runtime", line.strip())
 
 
-def bound_ports_failing(message: str) -> set[int]:
-    """Ports HAProxy could not bind, read from its alert text."""
-    return {int(p) for p in BIND_FAILURE.findall(message)}
+def bound_ports_failing(message: str) -> set[tuple[str, int]]:
+    """Addresses and ports HAProxy could not bind, read from its alert text."""
+    return {(host.strip("[]"), int(port)) for host, port in BIND_FAILURE.findall(message)}
 
 
 def _alerts(text: str) -> str:

@@ -98,7 +98,7 @@ def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None
             servers=route.backends,
             route=route,
         )
-        if layout.in_range(route.port):
+        if layout.in_range(route.port) and route.address is None:
             slot.slots = slots_for(len(route.backends), minimum=MIN_POOL_SLOTS)
             slot.name = f"pool_{len(layout.pool) + 1}"
             layout.pool.append(slot)
@@ -222,7 +222,7 @@ def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -
             commands += _server_commands(found, route.backends)
             draft.assign(found, route)
             continue
-        if not draft.layout.in_range(route.port):
+        if not draft.layout.in_range(route.port) or route.address is not None:
             return Plan([], current, f"route {service} needs a listener on port {route.port}")
         spare = draft.take_spare(route)
         if spare is None:

@@ -41,6 +41,7 @@ class RouteDoc(TypedDict):
     scope: NotRequired[str]
     balance: NotRequired[str]
     check: NotRequired[bool]
+    address: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Route:
     backends: tuple[Backend, ...]
     balance: str = "roundrobin"
     check: bool = True
+    address: str | None = None
+    """Bind here instead of the gateway's address (a service IP)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,13 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
     check = doc.get("check", True)
     if not isinstance(check, bool):
         problems.append(f"check {check!r} must be true or false")
+    address = doc.get("address")
+    if address is not None:
+        try:
+            ipaddress.ip_address(address)
+        except (ValueError, TypeError):
+            shown = str(address).encode("unicode_escape").decode("ascii")[:80]
+            problems.append(f"address {shown!r} must be an IP address")
     backends_raw = doc.get("backends")
     backends: list[Backend] = []
     if not isinstance(backends_raw, list):
@@ -144,7 +154,15 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
         return Skipped(service, "; ".join(problems))
     assert isinstance(port, int)
     unique = tuple(dict.fromkeys(backends))
-    return Route(service, port, str(mode), unique, str(balance), bool(check))
+    return Route(
+        service,
+        port,
+        str(mode),
+        unique,
+        str(balance),
+        bool(check),
+        str(address) if address is not None else None,
+    )
 
 
 def select_routes(
@@ -161,7 +179,7 @@ def select_routes(
     """
     routes: dict[str, Route] = {}
     skipped: list[Skipped] = []
-    owners: dict[int, str] = {}
+    owners: dict[tuple[str | None, int], str] = {}
     if cache is not None:
         for gone in cache.keys() - raw.keys():
             del cache[gone]
@@ -176,13 +194,15 @@ def select_routes(
                 cache[service] = (value, parsed)
         if isinstance(parsed, Skipped):
             skipped.append(parsed)
-        elif parsed.port in owners:
+        elif (parsed.address, parsed.port) in owners:
             skipped.append(
                 Skipped(
-                    service, f"port {parsed.port} is already served for {owners[parsed.port]!r}"
+                    service,
+                    f"port {parsed.port} is already served for "
+                    f"{owners[parsed.address, parsed.port]!r}",
                 )
             )
         else:
-            owners[parsed.port] = service
+            owners[parsed.address, parsed.port] = service
             routes[service] = parsed
     return routes, skipped

@@ -320,3 +320,22 @@ def test_reloads_under_load_lose_no_request(etcd, cluster, gateways):
     finally:
         for s in servers:
             s.stop()
+
+
+def test_routes_with_their_own_address_are_served_there(etcd, cluster, backends, gateways):
+    from tests.support import fresh_address
+
+    a, b = backends("a"), backends("b")
+    gw = gateways(etcd.url, cluster)
+    first, second = fresh_address(), fresh_address()
+    etcd.put(f"/marina/gateway/routes/{cluster}/one", route(30001, a, address=first))
+    etcd.put(f"/marina/gateway/routes/{cluster}/two", route(30001, b, address=second))
+    wait_for(
+        lambda: http_get(f"http://{first}:30001/", timeout=1) == (200, "a"),
+        what="route on the first service address",
+    )
+    wait_for(
+        lambda: http_get(f"http://{second}:30001/", timeout=1) == (200, "b"),
+        what="route on the second service address",
+    )
+    assert _refused_or_closed(gw, 30001)

@@ -93,3 +93,29 @@ def test_cache_parses_only_changed_values_and_forgets_removed_ones():
     assert routes["b"].port == 3
     select_routes({"b": b}, reserved_ports=RESERVED, cache=cache)
     assert set(cache) == {"b"}
+
+
+def test_routes_on_their_own_address_may_share_a_port():
+    doc = {"port": 80, "backends": []}
+    raw = {
+        "a": json.dumps({**doc, "address": "127.0.9.1"}).encode(),
+        "b": json.dumps({**doc, "address": "127.0.9.2"}).encode(),
+        "c": json.dumps({**doc, "address": "127.0.9.2"}).encode(),
+        "d": json.dumps({**doc, "address": "not an ip\n"}).encode(),
+    }
+    routes, skipped = select_routes(raw, reserved_ports=RESERVED)
+    assert sorted(routes) == ["a", "b"]
+    reasons = {s.service: s.reason for s in skipped}
+    assert "already served for 'b'" in reasons["c"]
+    assert "address 'not an ip\\\\n' must be an IP address" in reasons["d"]
+
+
+def test_bind_failures_name_address_and_port():
+    from gateway.haproxy import bound_ports_failing
+
+    text = (
+        "[ALERT] Starting frontend fe_x: cannot bind socket (Address already in use) "
+        "[127.77.1.4:40000]\n[ALERT] Starting frontend fe_y: cannot bind socket "
+        "(Address already in use) [[::1]:40001]"
+    )
+    assert bound_ports_failing(text) == {("127.77.1.4", 40000), ("::1", 40001)}
