@@ -20,7 +20,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from catalog.errors import Problem, ValidationFailed
+from catalog.errors import NotFound, Problem, ValidationFailed
+from catalog.store import Store
 
 FORMAT = "marina/1"
 CLASSES = ("KubernetesCluster", "KubernetesPod", "KubernetesApplication")
@@ -348,3 +349,22 @@ def validate_against(schema: dict[str, Any], value: Any, *, what: str) -> None:
             problems.append(Problem(where or what, error.message, error.instance))
     if problems:
         raise ValidationFailed(what, problems)
+
+
+PACKAGES = "/marina/packages/"
+
+
+async def save_package(store: Store, package: Package) -> None:
+    """Store a package, replacing an older upload of the same name and version."""
+    await store.put(f"{PACKAGES}{package.name}", package.to_document())
+
+
+async def get_package(store: Store, name: str) -> Package:
+    found = await store.get(f"{PACKAGES}{name}")
+    if found is None:
+        raise NotFound("package", name)
+    return Package.from_document(found.value)
+
+
+async def list_packages(store: Store) -> list[dict[str, Any]]:
+    return [Package.from_document(v.value).summary() for v in await store.list(PACKAGES)]

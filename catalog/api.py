@@ -1,0 +1,293 @@
+"""The REST API (Murano-compatible where Murano has the route).
+
+Errors are mapped to HTTP in one place, `_errors`: a `MarinaError` answers
+with its status and a JSON body naming the problem; anything else is a bug,
+logged here and answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from catalog import environments as envs
+from catalog.actions import actions_of, check_arguments, find_action
+from catalog.auth import Identity, authenticate, issue_token
+from catalog.errors import MarinaError, NotFound, Problem, Unauthorized, ValidationFailed
+from catalog.ids import EnvironmentId, ObjectId
+from catalog.openapi import openapi_document
+from catalog.packages import list_packages, load_zip, save_package
+from catalog.store import Store
+from catalog.tasks import (
+    enqueue,
+    get_task,
+    murano_result,
+    new_task,
+    task_file,
+    task_log,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 2 * 1024 * 1024
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except MarinaError as exc:
+        return _json(exc.payload(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json({"error": "http", "message": exc.reason}, exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _json({"error": "internal", "message": "internal error; see the server log"}, 500)
+
+
+def _store(request: web.Request) -> Store:
+    return request.app[STORE]
+
+
+async def _identity(request: web.Request) -> Identity:
+    return await authenticate(_store(request), request.headers.get("Authorization"))
+
+
+async def _body(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ValidationFailed("body", [Problem("body", f"must be at most {MAX_BODY} bytes")])
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ValidationFailed("body", [Problem("body", f"is not JSON: {exc}")]) from exc
+
+
+# -- environments -------------------------------------------------------------
+
+
+async def list_environments(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    return _json({"environments": await envs.list_environments(_store(request), who.project)})
+
+
+async def create_environment(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", [Problem("body", "must be a JSON object", body)])
+    doc = await envs.create_environment(_store(request), name=body.get("name"), project=who.project)
+    return _json(envs.summary(doc), 201)
+
+
+async def show_environment(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    found = await envs.load(_store(request), request.match_info["env_id"], who.project)
+    return _json(envs.show(found.value))
+
+
+async def delete_environment(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    store = _store(request)
+    env_id = request.match_info["env_id"]
+    await envs.load(store, env_id, who.project)
+    task = new_task(
+        environment=EnvironmentId(env_id),
+        project=who.project,
+        object_id=ObjectId(env_id),
+        method="destroy",
+        args={},
+    )
+    await enqueue(store, task)
+    return _json({"task_id": task["id"]}, 202)
+
+
+async def add_service(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    objects = await envs.add_application(
+        _store(request), request.match_info["env_id"], who.project, await _body(request)
+    )
+    return _json(objects, 201)
+
+
+async def list_services(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    return _json(await envs.services_of(_store(request), request.match_info["env_id"], who.project))
+
+
+# -- actions and tasks ----------------------------------------------------------
+
+
+async def list_actions(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    doc = (await envs.load(_store(request), request.match_info["env_id"], who.project)).value
+    actions = []
+    for obj_id in doc["order"]:
+        obj = doc["objects"][obj_id]
+        for spec in actions_of(obj):
+            actions.append(
+                {
+                    **spec.describe(obj_id),
+                    "object": obj_id,
+                    "objectName": obj["?"]["name"],
+                    "objectType": obj["?"]["type"],
+                }
+            )
+    return _json({"actions": actions})
+
+
+async def run_action(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    store = _store(request)
+    env_id = request.match_info["env_id"]
+    doc = (await envs.load(store, env_id, who.project)).value
+    object_id, spec = find_action(doc["objects"], request.match_info["action_id"])
+    args = check_arguments(spec, await _body(request))
+    task = new_task(
+        environment=EnvironmentId(env_id),
+        project=who.project,
+        object_id=ObjectId(object_id),
+        method=spec.method,
+        args=args,
+    )
+    await enqueue(store, task)
+    return _json({"task_id": task["id"]}, 202)
+
+
+async def _own_task(request: web.Request, task_id: str) -> dict[str, Any]:
+    who = await _identity(request)
+    task = await get_task(_store(request), task_id)
+    if task["project"] != who.project:
+        raise NotFound("task", task_id)
+    return dict(task)
+
+
+async def action_result(request: web.Request) -> web.Response:
+    task = await _own_task(request, request.match_info["task_id"])
+    if task["environment"] != request.match_info["env_id"]:
+        raise NotFound("task", request.match_info["task_id"])
+    return _json(murano_result(task))  # type: ignore[arg-type]
+
+
+async def show_task(request: web.Request) -> web.Response:
+    return _json(await _own_task(request, request.match_info["task_id"]))
+
+
+async def show_task_log(request: web.Request) -> web.StreamResponse:
+    task_id = request.match_info["task_id"]
+    await _own_task(request, task_id)
+    store = _store(request)
+    if request.query.get("follow") not in ("1", "true", "yes"):
+        return _json({"log": await task_log(store, task_id)})
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    sent = 0
+    deadline = time.monotonic() + float(request.query.get("timeout", 600))
+    while time.monotonic() < deadline:
+        lines = await task_log(store, task_id)
+        for line in lines[sent:]:
+            await response.write(json.dumps(line).encode() + b"\n")
+        sent = len(lines)
+        task = await get_task(store, task_id)
+        if task["state"] in ("succeeded", "failed"):
+            lines = await task_log(store, task_id)
+            for line in lines[sent:]:
+                await response.write(json.dumps(line).encode() + b"\n")
+            await response.write(json.dumps({"state": task["state"]}).encode() + b"\n")
+            break
+        await asyncio.sleep(0.2)
+    await response.write_eof()
+    return response
+
+
+async def task_file_download(request: web.Request) -> web.Response:
+    task_id, name = request.match_info["task_id"], request.match_info["name"]
+    await _own_task(request, task_id)
+    content_type, data = await task_file(_store(request), task_id, name)
+    safe = name.replace('"', "")
+    return web.Response(
+        body=data,
+        content_type=content_type,
+        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+    )
+
+
+# -- catalog --------------------------------------------------------------------
+
+
+async def packages(request: web.Request) -> web.Response:
+    await _identity(request)
+    return _json({"packages": await list_packages(_store(request))})
+
+
+async def upload_package(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    if not who.admin:
+        raise Unauthorized("uploading packages needs an admin token")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ValidationFailed("package", [Problem("package", f"must be at most {MAX_BODY} bytes")])
+    data = await request.content.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise ValidationFailed("package", [Problem("package", f"must be at most {MAX_BODY} bytes")])
+    package = load_zip(data, source=request.query.get("filename", "upload"))
+    await save_package(_store(request), package)
+    return _json(package.summary(), 201)
+
+
+async def create_token(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    if not who.admin:
+        raise Unauthorized("issuing tokens needs an admin token")
+    body = await _body(request)
+    project = body.get("project") if isinstance(body, dict) else None
+    token = await issue_token(
+        _store(request),
+        project=project,  # type: ignore[arg-type]
+        admin=bool(isinstance(body, dict) and body.get("admin")),
+    )
+    return _json({"token": token, "project": project}, 201)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+def make_app(store: Store) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app[STORE] = store
+    r = app.router
+    r.add_get("/v1/openapi.json", openapi)
+    r.add_get("/v1/environments", list_environments)
+    r.add_post("/v1/environments", create_environment)
+    r.add_get("/v1/environments/{env_id}", show_environment)
+    r.add_delete("/v1/environments/{env_id}", delete_environment)
+    r.add_get("/v1/environments/{env_id}/services", list_services)
+    r.add_post("/v1/environments/{env_id}/services", add_service)
+    r.add_get("/v1/environments/{env_id}/actions", list_actions)
+    r.add_post("/v1/environments/{env_id}/actions/{action_id}", run_action)
+    r.add_get("/v1/environments/{env_id}/actions/{task_id}", action_result)
+    r.add_get("/v1/tasks/{task_id}", show_task)
+    r.add_get("/v1/tasks/{task_id}/log", show_task_log)
+    r.add_get("/v1/tasks/{task_id}/files/{name}", task_file_download)
+    r.add_get("/v1/catalog/packages", packages)
+    r.add_post("/v1/catalog/packages", upload_package)
+    r.add_post("/v1/tokens", create_token)
+    return app

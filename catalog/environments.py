@@ -1,0 +1,302 @@
+"""Environments and the objects in them.
+
+An environment is one etcd document: its name, project, and its objects in a
+flat map by id, each with a Murano `?` header. Every change is a
+read-modify-write that compares the document's revision, so concurrent
+changes (an action and an API call) never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from catalog.actions import actions_of
+from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
+from catalog.ids import ProjectId, new_id
+from catalog.model import render_pods, validate_pod_spec
+from catalog.packages import Package, get_package, resolve_properties
+from catalog.store import Store, Versioned
+
+ENVIRONMENTS = "/marina/environments/"
+NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,80}$")
+NODE_STEPS = ("deployInstance", "setupEtcd", "setupNode")
+
+
+def env_key(env_id: str) -> str:
+    return f"{ENVIRONMENTS}{env_id}"
+
+
+def header(obj_id: str, type_name: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"id": obj_id, "type": type_name, "name": name, **extra}
+
+
+def with_actions(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as shown to users: `_actions` in its header, Murano style."""
+    shown = dict(obj)
+    shown["?"] = {
+        **obj["?"],
+        "_actions": {
+            spec.describe(obj["?"]["id"])["id"]: spec.describe(obj["?"]["id"])
+            for spec in actions_of(obj)
+        },
+    }
+    return shown
+
+
+def check_name(name: Any, *, field: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or not name.strip():
+        raise ValidationFailed(field, [Problem(field, "must be 1-80 printable characters", name)])
+    return name
+
+
+async def create_environment(store: Store, *, name: Any, project: ProjectId) -> dict[str, Any]:
+    env_id = new_id()
+    doc = {
+        "id": env_id,
+        "name": check_name(name),
+        "project": project,
+        "created": time.time(),
+        "updated": time.time(),
+        "status": "ready",
+        "objects": {},
+        "order": [],
+    }
+    await store.create(env_key(env_id), doc)
+    return doc
+
+
+async def list_environments(store: Store, project: ProjectId) -> list[dict[str, Any]]:
+    return [
+        summary(v.value) for v in await store.list(ENVIRONMENTS) if v.value["project"] == project
+    ]
+
+
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc[k] for k in ("id", "name", "project", "created", "updated", "status")}
+
+
+async def load(store: Store, env_id: str, project: ProjectId | None = None) -> Versioned:
+    """The environment document; another project's is reported as not found."""
+    found = await store.get(env_key(env_id))
+    if found is None or (project is not None and found.value["project"] != project):
+        raise NotFound("environment", env_id)
+    return found
+
+
+def show(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**summary(doc), "objects": [with_actions(doc["objects"][i]) for i in doc["order"]]}
+
+
+async def change(store: Store, env_id: str, edit: Callable[[dict[str, Any]], Any]) -> Any:
+    """Apply `edit` to the environment document in one compare-and-swap.
+
+    `edit` changes the document in place and returns a value for the caller;
+    it runs again if another writer got in first.
+    """
+    box: list[Any] = []
+
+    def apply(doc: Any) -> Any:
+        if doc is None:
+            raise NotFound("environment", env_id)
+        box.clear()
+        box.append(edit(doc))
+        doc["updated"] = time.time()
+        return doc
+
+    await store.update(env_key(env_id), apply)
+    return box[0]
+
+
+def clusters(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [o for o in doc["objects"].values() if o["?"]["type"] == "KubernetesCluster"]
+
+
+def cluster_key(env_id: str, name: str) -> str:
+    """The cluster's name in etcd keys and gateway routes (unique per environment)."""
+    return f"{env_id[:12]}-{name}"
+
+
+def _node(cluster_id: str, role: str, index: int) -> dict[str, Any]:
+    kind = {"master": "MasterNode", "minion": "MinionNode", "gateway": "GatewayNode"}[role]
+    node_id = new_id()
+    return {
+        "?": header(node_id, kind, f"{role}-{index}"),
+        "cluster": cluster_id,
+        "role": role,
+        "index": index,
+        "state": "pending",
+        "address": None,
+        "steps": dict.fromkeys(NODE_STEPS, False),
+    }
+
+
+def instantiate(
+    package: Package, properties: dict[str, Any], doc: dict[str, Any], *, name: str | None
+) -> list[dict[str, Any]]:
+    """The objects that adding `package` to the environment creates."""
+    kind = package.class_name
+    obj_id = new_id()
+    source = {"package": package.name, "version": package.version}
+    if kind == "KubernetesCluster":
+        cname = properties["name"]
+        if any(c["properties"]["name"] == cname for c in clusters(doc)):
+            raise Conflict(f"cluster {cname!r}", "the environment has one by that name")
+        problems = []
+        if properties["nodeCount"] > properties["maxNodes"]:
+            problems.append(
+                Problem("nodeCount", "must not exceed maxNodes", properties["nodeCount"])
+            )
+        if properties["gatewayCount"] > properties["maxGateways"]:
+            problems.append(
+                Problem("gatewayCount", "must not exceed maxGateways", properties["gatewayCount"])
+            )
+        if problems:
+            raise ValidationFailed("properties", problems)
+        cluster = {
+            "?": header(obj_id, kind, name or cname, **source),
+            "properties": properties,
+            "key": cluster_key(doc["id"], cname),
+            "state": "new",
+            "nodes": [],
+            "endpoints": [],
+        }
+        nodes = [_node(obj_id, "master", 0)]
+        nodes += [_node(obj_id, "minion", i + 1) for i in range(properties["nodeCount"])]
+        nodes += [_node(obj_id, "gateway", i + 1) for i in range(properties["gatewayCount"])]
+        cluster["nodes"] = [n["?"]["id"] for n in nodes]
+        return [cluster, *nodes]
+    cluster_id = _pick_cluster(doc, properties.get("cluster"))
+    if kind == "KubernetesPod":
+        spec = {k: v for k, v in properties.items() if k != "cluster"}
+        pods = [_pod(spec, cluster_id, source, app=None)]
+        return _check_pods(pods, doc)
+    app = {
+        "?": header(obj_id, kind, name or package.manifest.get("title", package.name), **source),
+        "properties": properties,
+        "cluster": cluster_id,
+        "pods": [],
+        "state": "new",
+    }
+    specs = render_pods(package.manifest["template"], properties, package_dir="${package}")
+    pods = [_pod(spec, cluster_id, source, app=obj_id) for spec in specs]
+    app["pods"] = [p["?"]["id"] for p in pods]
+    return [app, *_check_pods(pods, doc)]
+
+
+def _pick_cluster(doc: dict[str, Any], wanted: Any) -> str:
+    found = clusters(doc)
+    if wanted is not None:
+        for cluster in found:
+            if wanted in (cluster["?"]["id"], cluster["properties"]["name"]):
+                return str(cluster["?"]["id"])
+        raise ValidationFailed(
+            "properties", [Problem("cluster", "names no cluster in this environment", wanted)]
+        )
+    if len(found) != 1:
+        raise ValidationFailed(
+            "properties",
+            [
+                Problem(
+                    "cluster",
+                    "is required: add a kubernetes-cluster first"
+                    if not found
+                    else "is required: the environment has several clusters",
+                )
+            ],
+        )
+    return str(found[0]["?"]["id"])
+
+
+def _pod(
+    spec: dict[str, Any], cluster_id: str, source: dict[str, str], *, app: str | None
+) -> dict[str, Any]:
+    obj_id = new_id()
+    return {
+        "?": header(obj_id, "KubernetesPod", spec.get("name", "pod"), **source),
+        "cluster": cluster_id,
+        "app": app,
+        "spec": spec,
+        "state": "new",
+        "replicas": {"desired": spec.get("replicas", 1), "ready": 0},
+        "services": [],
+        "endpoints": [],
+    }
+
+
+def _check_pods(pods: list[dict[str, Any]], doc: dict[str, Any]) -> list[dict[str, Any]]:
+    problems: list[Problem] = []
+    taken_pods = {
+        o["spec"]["name"] for o in doc["objects"].values() if o["?"]["type"] == "KubernetesPod"
+    }
+    taken_services = {
+        s["name"]
+        for o in doc["objects"].values()
+        if o["?"]["type"] == "KubernetesPod"
+        for s in o["spec"].get("services", [])
+    }
+    for pod in pods:
+        spec = pod["spec"]
+        problems += validate_pod_spec(spec, where=f"pod {spec.get('name')}")
+        if spec.get("name") in taken_pods:
+            problems.append(
+                Problem("name", "another pod in the environment has it", spec.get("name"))
+            )
+        taken_pods.add(spec.get("name"))
+        for service in spec.get("services", []):
+            if isinstance(service, dict) and service.get("name") in taken_services:
+                problems.append(
+                    Problem(
+                        f"services.{service.get('name')}",
+                        "another service in the environment has it",
+                        service.get("name"),
+                    )
+                )
+            if isinstance(service, dict):
+                taken_services.add(service.get("name"))
+    if problems:
+        raise ValidationFailed("application", problems)
+    return pods
+
+
+async def add_application(
+    store: Store, env_id: str, project: ProjectId, body: Any
+) -> list[dict[str, Any]]:
+    """POST /services: `{"package": NAME, "name"?: TEXT, "properties"?: {...}}`."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", [Problem("body", "must be a JSON object", body)])
+    unknown = set(body) - {"package", "name", "properties"}
+    if unknown:
+        raise ValidationFailed(
+            "body", [Problem(k, "is not a known field") for k in sorted(unknown)]
+        )
+    if not isinstance(body.get("package"), str):
+        raise ValidationFailed(
+            "body", [Problem("package", "is required: a package name", body.get("package"))]
+        )
+    name = check_name(body["name"]) if body.get("name") is not None else None
+    await load(store, env_id, project)
+    package = await get_package(store, body["package"])
+    properties = resolve_properties(package, body.get("properties", {}))
+
+    def add(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        objects = instantiate(package, properties, doc, name=name)
+        for obj in objects:
+            doc["objects"][obj["?"]["id"]] = obj
+            doc["order"].append(obj["?"]["id"])
+        return objects
+
+    objects: list[dict[str, Any]] = await change(store, env_id, add)
+    return [with_actions(o) for o in objects]
+
+
+async def services_of(store: Store, env_id: str, project: ProjectId) -> list[dict[str, Any]]:
+    doc = (await load(store, env_id, project)).value
+    return [
+        with_actions(doc["objects"][i])
+        for i in doc["order"]
+        if doc["objects"][i]["?"]["type"]
+        in ("KubernetesCluster", "KubernetesPod", "KubernetesApplication")
+    ]
