@@ -1,0 +1,1 @@
+"""Where pods run: one module per driver, the protocol in base.py."""

@@ -1,0 +1,385 @@
+"""The node agent of the local engine: one process per node.
+
+It registers the node in etcd under a lease (the node is alive while the
+lease is), runs the replicas assigned to it as process groups on their own
+loopback address, restarts a crashed replica with backoff, and reports each
+replica's state under the same lease, so a dead agent's replicas vanish from
+the reports with it. Replica processes are tied to the agent with
+PR_SET_PDEATHSIG: when the agent dies they die too and nothing is orphaned.
+Gateway nodes run `marina-gateway` for the cluster's public routes; the
+master runs one for the internal service addresses.
+
+    python -m catalog.nodeagent --etcd URL --cluster KEY --node NAME --address IP
+        --role minion|master|gateway [--cores N] [--memory MiB] --state-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catalog.errors import MarinaError, StoreUnavailable
+from catalog.packages import get_package
+from catalog.store import Store
+
+log = logging.getLogger("marina.nodeagent")
+
+NODES = "/marina/nodes/"
+REPLICAS = "/marina/replicas/"
+STATUS = "/marina/replica-status/"
+PR_SET_PDEATHSIG = 1
+BACKOFF = (0.2, 5.0)
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGKILL it when the agent goes away."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setpgid(0, 0)
+
+
+@dataclass
+class Replica:
+    ident: str
+    doc: dict[str, Any]
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    restarts: int = 0
+    state: str = "starting"
+    started: float = 0.0
+    next_start: float = 0.0
+    ready: bool = False
+    probed: float = 0.0
+    reported: dict[str, Any] | None = None
+
+    @property
+    def generation(self) -> int:
+        return int(self.doc.get("generation", 0))
+
+
+class NodeAgent:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cluster: str = args.cluster
+        self.node: str = args.node
+        self.address: str = args.address
+        self.state_dir = Path(args.state_dir)
+        self.store = Store(args.etcd)
+        self.lease: int | None = None
+        self.replicas: dict[str, Replica] = {}
+        self.desired: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+        self.helpers: list[asyncio.subprocess.Process] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tasks = [asyncio.create_task(self._register(stop))]
+        if self.args.role == "minion":
+            tasks.append(asyncio.create_task(self._follow(stop)))
+            tasks.append(asyncio.create_task(self._supervise(stop)))
+        else:
+            tasks.append(asyncio.create_task(self._run_gateway(stop)))
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for replica in list(self.replicas.values()):
+                await self._stop_replica(replica)
+            for helper in self.helpers:
+                with contextlib.suppress(ProcessLookupError):
+                    helper.terminate()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(helper.wait(), 15)
+            if self.lease is not None:
+                with contextlib.suppress(MarinaError):
+                    await self.store.revoke_lease(self.lease)
+            await self.store.close()
+
+    # -- membership ------------------------------------------------------
+
+    async def _register(self, stop: asyncio.Event) -> None:
+        ttl = self.args.lease_ttl
+        while not stop.is_set():
+            try:
+                if self.lease is None or not await self.store.refresh_lease(self.lease):
+                    self.lease = await self.store.grant_lease(ttl)
+                    await self.store.put(
+                        f"{NODES}{self.cluster}/{self.node}",
+                        {
+                            "node": self.node,
+                            "address": self.address,
+                            "role": self.args.role,
+                            "cores": self.args.cores,
+                            "memory": self.args.memory,
+                            "pid": os.getpid(),
+                            "started": time.time(),
+                        },
+                        lease=self.lease,
+                    )
+                    for replica in self.replicas.values():
+                        replica.reported = None  # the old lease took the reports along
+                    self.changed.set()
+            except StoreUnavailable as exc:
+                log.warning("lease not refreshed: %s", exc)
+            await asyncio.sleep(ttl / 4)
+
+    # -- gateways -----------------------------------------------------------
+
+    async def _run_gateway(self, stop: asyncio.Event) -> None:
+        """Keep this node's gateway agent running (master: internal services)."""
+        internal = self.args.role == "master"
+        routes = f"{self.cluster}.internal" if internal else self.cluster
+        args = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "--etcd",
+            self.args.etcd,
+            "--cluster",
+            routes,
+            "--address",
+            self.address,
+            "--state-dir",
+            str(self.state_dir / "gateway"),
+            "--id",
+            f"{self.cluster}-{self.node}",
+            "--port-range",
+            "none" if internal else "30000-32767",
+            "--wipe-hold",
+            "5",
+            "--log-level",
+            "WARNING",
+        ]
+        delay = BACKOFF[0]
+        while not stop.is_set():
+            with open(self.state_dir / "gateway.log", "ab") as logfile:
+                proc = await asyncio.create_subprocess_exec(
+                    *args, stdout=logfile, stderr=logfile, preexec_fn=_die_with_parent
+                )
+            self.helpers = [proc]
+            started = time.monotonic()
+            await proc.wait()
+            if stop.is_set():
+                return
+            log.warning("gateway agent exited with %s; restarting", proc.returncode)
+            delay = BACKOFF[0] if time.monotonic() - started > 30 else min(delay * 2, BACKOFF[1])
+            await asyncio.sleep(delay)
+
+    # -- replicas -------------------------------------------------------------
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        prefix = f"{REPLICAS}{self.cluster}/"
+        while not stop.is_set():
+            try:
+                start = await self.store.revision()
+                self.desired = {
+                    v.key[len(prefix) :]: v.value
+                    for v in await self.store.list(prefix)
+                    if v.value.get("node") == self.node
+                }
+                self.changed.set()
+                async for change in self.store.watch(prefix, start_revision=start + 1):
+                    ident = change.key[len(prefix) :]
+                    if change.value is not None and change.value.get("node") == self.node:
+                        self.desired[ident] = change.value
+                    else:
+                        self.desired.pop(ident, None)
+                    self.changed.set()
+            except StoreUnavailable as exc:
+                log.warning("replica watch broken: %s", exc)
+                await asyncio.sleep(1)
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.changed.clear()
+            try:
+                await self._reconcile()
+            except StoreUnavailable as exc:
+                log.warning("replica reports not written: %s", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), 0.1)
+
+    async def _reconcile(self) -> None:
+        for ident in list(self.replicas):
+            replica = self.replicas[ident]
+            want = self.desired.get(ident)
+            if want is None:
+                await self._stop_replica(replica)
+                del self.replicas[ident]
+                with contextlib.suppress(MarinaError):
+                    await self.store.delete(f"{STATUS}{self.cluster}/{ident}")
+            elif int(want.get("generation", 0)) != replica.generation:
+                await self._stop_replica(replica)
+                replica.doc = want
+                replica.state, replica.next_start = "restarting", 0.0
+        for ident, want in self.desired.items():
+            if ident not in self.replicas:
+                self.replicas[ident] = Replica(ident, want)
+        now = time.monotonic()
+        for replica in self.replicas.values():
+            alive = bool(replica.procs) and all(p.returncode is None for p in replica.procs)
+            if replica.procs and not alive:
+                await self._stop_replica(replica)
+                replica.restarts += 1
+                quick = now - replica.started < 10
+                delay = (
+                    min(BACKOFF[0] * 2 ** min(replica.restarts, 5), BACKOFF[1])
+                    if quick
+                    else BACKOFF[0]
+                )
+                replica.next_start = now + delay
+                replica.state = "crashed"
+                log.warning(
+                    "replica %s exited; restart %d in %.1fs", replica.ident, replica.restarts, delay
+                )
+            if not replica.procs and now >= replica.next_start:
+                await self._start_replica(replica)
+            # Probe often while starting, then now and then: a probe is a connection.
+            if replica.procs and (not replica.ready or now - replica.probed > 2):
+                replica.probed = now
+                replica.ready = _ports_open(replica.doc)
+                replica.state = "ready" if replica.ready else "starting"
+            await self._report(replica)
+
+    async def _package_dir(self, package: str) -> Path:
+        target = self.state_dir / "packages" / package
+        if not target.exists():
+            pkg = await get_package(self.store, package)
+            staging = target.with_name(target.name + ".partial")
+            for path, data in pkg.files.items():
+                file = staging / path
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_bytes(data)
+            staging.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, target)
+        return target
+
+    async def _start_replica(self, replica: Replica) -> None:
+        doc = replica.doc
+        package_dir = str(await self._package_dir(doc["package"])) if doc.get("package") else ""
+        logdir = self.state_dir / "replicas" / replica.ident
+        logdir.mkdir(parents=True, exist_ok=True)
+        replica.procs = []
+        for container in doc["containers"]:
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "LANG": "C.UTF-8",
+                **doc.get("env", {}),
+                **container.get("env", {}),
+                "POD_IP": doc["ip"],
+                "HOSTNAME": doc["name"],
+                "MARINA_NODE": self.node,
+            }
+            argv = [
+                part.replace("${package}", package_dir)
+                for part in [*container["command"], *container.get("args", [])]
+            ]
+            if argv and argv[0] in ("python3", "python"):
+                argv[0] = sys.executable
+            with open(logdir / f"{container['name']}.log", "ab") as logfile:
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        *argv,
+                        env=env,
+                        cwd=package_dir or str(logdir),
+                        stdout=logfile,
+                        stderr=logfile,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        preexec_fn=_die_with_parent,
+                    )
+                except OSError as exc:
+                    log.warning("replica %s: cannot start %s: %s", replica.ident, argv[0], exc)
+                    replica.state = "failed"
+                    replica.next_start = time.monotonic() + BACKOFF[1]
+                    await self._stop_replica(replica)
+                    return
+            replica.procs.append(proc)
+        replica.started = time.monotonic()
+        replica.state = "starting"
+
+    async def _stop_replica(self, replica: Replica) -> None:
+        for proc in replica.procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in replica.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        replica.procs = []
+        replica.ready = False
+
+    async def _report(self, replica: Replica) -> None:
+        if self.lease is None:
+            return
+        status = {
+            "node": self.node,
+            "state": replica.state,
+            "ready": replica.ready,
+            "ip": replica.doc["ip"],
+            "pod": replica.doc["pod"],
+            "restarts": replica.restarts,
+            "generation": replica.generation,
+            "pids": [p.pid for p in replica.procs],
+        }
+        if status != replica.reported:
+            await self.store.put(
+                f"{STATUS}{self.cluster}/{replica.ident}", status, lease=self.lease
+            )
+            replica.reported = status
+
+
+def _ports_open(doc: dict[str, Any]) -> bool:
+    for container in doc["containers"]:
+        for port in container.get("ports", []):
+            try:
+                socket.create_connection((doc["ip"], port["containerPort"]), timeout=0.2).close()
+            except OSError:
+                return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="marina-node")
+    parser.add_argument("--etcd", required=True)
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--role", choices=["master", "minion", "gateway"], required=True)
+    parser.add_argument("--cores", type=float, default=2.0)
+    parser.add_argument("--memory", type=int, default=2048)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--lease-ttl", type=int, default=3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await NodeAgent(args).run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

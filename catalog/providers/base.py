@@ -1,0 +1,32 @@
+"""The provider protocol: how a node comes into being and goes away.
+
+Node deployment is a sequence of idempotent steps, each recorded on the node
+object once done, so a run that was cut off and started again skips what is
+done: `deploy_instance` -> `setup_etcd` -> `setup_node`; `remove_node` undoes
+them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Provider(Protocol):
+    name: str
+    capabilities: frozenset[str]
+    """Operations this driver supports, e.g. {"create_node", "remove_node"}."""
+
+    async def deploy_instance(self, cluster: str, node: dict[str, Any]) -> str:
+        """Create the machine (or reuse the one already made); its address."""
+
+    async def setup_etcd(self, cluster: str, node: dict[str, Any]) -> None:
+        """Make the cluster's etcd reachable from the node."""
+
+    async def setup_node(self, cluster: str, node: dict[str, Any]) -> None:
+        """Start the node's agent; return once it has registered."""
+
+    async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
+        """Stop the node's agent and free the machine and its address."""
+
+    async def node_running(self, cluster: str, node: dict[str, Any]) -> bool:
+        """Whether the node's agent process (or server) still exists."""

@@ -1,0 +1,144 @@
+"""The local provider: each node is a node-agent process on this machine.
+
+Agents are started in their own session, so they outlive the process that
+started them (an API restart does not take the cluster down); their pid files
+live under the state directory, and a node whose agent is already running is
+not started twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from catalog.addresses import allocate, release
+from catalog.errors import ActionFailed
+from catalog.nodeagent import NODES
+from catalog.store import Store
+
+
+class LocalProvider:
+    name = "local"
+    capabilities = frozenset({"create_node", "remove_node"})
+
+    def __init__(
+        self, store: Store, *, etcd_url: str, state_dir: Path, start_timeout: float = 30.0
+    ) -> None:
+        self.store = store
+        self.etcd_url = etcd_url
+        self.state_dir = state_dir
+        self.start_timeout = start_timeout
+
+    def _dir(self, cluster: str, node: dict[str, Any]) -> Path:
+        name: str = node["?"]["name"]
+        return self.state_dir / "nodes" / cluster / name
+
+    async def deploy_instance(self, cluster: str, node: dict[str, Any]) -> str:
+        if node.get("address"):
+            return str(node["address"])
+        return await allocate(self.store, "node", f"{cluster}/{node['?']['name']}")
+
+    async def setup_etcd(self, cluster: str, node: dict[str, Any]) -> None:
+        # Local nodes share Marina's own etcd; record where it is for the agents.
+        await self.store.put(f"/marina/clusters/{cluster}/etcd", {"endpoints": [self.etcd_url]})
+
+    async def node_running(self, cluster: str, node: dict[str, Any]) -> bool:
+        pid = _read_pid(self._dir(cluster, node) / "agent.pid")
+        return pid is not None and _alive(pid)
+
+    async def setup_node(self, cluster: str, node: dict[str, Any]) -> None:
+        key = f"{NODES}{cluster}/{node['?']['name']}"
+        directory = self._dir(cluster, node)
+        directory.mkdir(parents=True, exist_ok=True)
+        if not await self.node_running(cluster, node):
+            props = node.get("capacity", {})
+            with open(directory / "agent.log", "ab") as logfile:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "catalog.nodeagent",
+                        "--etcd",
+                        self.etcd_url,
+                        "--cluster",
+                        cluster,
+                        "--node",
+                        node["?"]["name"],
+                        "--address",
+                        node["address"],
+                        "--role",
+                        node["role"],
+                        "--cores",
+                        str(props.get("cores", 2)),
+                        "--memory",
+                        str(props.get("memory", 2048)),
+                        "--state-dir",
+                        str(directory),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=logfile,
+                    start_new_session=True,
+                )
+            (directory / "agent.pid").write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + self.start_timeout
+        while await self.store.get(key) is None:
+            if time.monotonic() > deadline:
+                raise ActionFailed(
+                    "setupNode",
+                    f"the agent of {node['?']['name']} did not "
+                    f"register within {self.start_timeout:.0f}s (see "
+                    f"{directory / 'agent.log'})",
+                    retryable=True,
+                )
+            if not await self.node_running(cluster, node):
+                raise ActionFailed(
+                    "setupNode",
+                    f"the agent of {node['?']['name']} exited (see {directory / 'agent.log'})",
+                    retryable=True,
+                )
+            await asyncio.sleep(0.05)
+
+    async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
+        directory = self._dir(cluster, node)
+        pid = _read_pid(directory / "agent.pid")
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while _alive(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            (directory / "agent.pid").unlink()
+        await self.store.delete(f"{NODES}{cluster}/{node['?']['name']}")
+        await release(self.store, node.get("address"))
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
