@@ -119,7 +119,7 @@ def cluster_key(env_id: str, name: str) -> str:
     return f"{env_id[:12]}-{name}"
 
 
-def _node(cluster_id: str, role: str, index: int) -> dict[str, Any]:
+def make_node(cluster_id: str, role: str, index: int) -> dict[str, Any]:
     kind = {"master": "MasterNode", "minion": "MinionNode", "gateway": "GatewayNode"}[role]
     node_id = new_id()
     return {
@@ -163,9 +163,9 @@ def instantiate(
             "nodes": [],
             "endpoints": [],
         }
-        nodes = [_node(obj_id, "master", 0)]
-        nodes += [_node(obj_id, "minion", i + 1) for i in range(properties["nodeCount"])]
-        nodes += [_node(obj_id, "gateway", i + 1) for i in range(properties["gatewayCount"])]
+        nodes = [make_node(obj_id, "master", 0)]
+        nodes += [make_node(obj_id, "minion", i + 1) for i in range(properties["nodeCount"])]
+        nodes += [make_node(obj_id, "gateway", i + 1) for i in range(properties["gatewayCount"])]
         cluster["nodes"] = [n["?"]["id"] for n in nodes]
         return [cluster, *nodes]
     cluster_id = _pick_cluster(doc, properties.get("cluster"))
