@@ -1,0 +1,416 @@
+"""`marina`: the command line. Everything but `up` and `demo` talks to the API.
+
+The API address and token come from --api/--token, then MARINA_API and
+MARINA_TOKEN, then what `marina up` saved in its state directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from catalog.server import Server, ServerSettings, default_state_dir, serve_until_stopped
+
+
+class CliError(Exception):
+    """A message for the user; the command exits 1."""
+
+
+class Client:
+    def __init__(self, api: str, token: str) -> None:
+        self.api = api.rstrip("/")
+        self.token = token
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30,
+    ) -> Any:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(
+            self.api + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                payload = reply.read()
+                if reply.headers.get_content_type() == "application/json":
+                    return json.loads(payload)
+                return payload
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())
+            except ValueError:
+                raise CliError(f"{method} {path}: HTTP {exc.code}") from None
+            message = error.get("message", f"HTTP {exc.code}")
+            for problem in error.get("problems", []):
+                message += f"\n  - {problem['field']}: {problem['rule']}"
+            raise CliError(message) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise CliError(f"cannot reach the Marina API at {self.api}: {exc}") from None
+
+    def stream(self, path: str) -> Any:
+        request = urllib.request.Request(
+            self.api + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=660) as reply:
+                for line in reply:
+                    if line.strip():
+                        yield json.loads(line)
+        except (urllib.error.URLError, OSError) as exc:
+            raise CliError(f"log stream broke: {exc}") from None
+
+
+def _client(args: argparse.Namespace) -> Client:
+    state = Path(args.state_dir)
+    api = args.api or os.environ.get("MARINA_API")
+    token = args.token or os.environ.get("MARINA_TOKEN")
+    if not api and (state / "api-url").exists():
+        api = (state / "api-url").read_text().strip()
+    if not token and (state / "admin-token").exists():
+        token = (state / "admin-token").read_text().strip()
+    if not api or not token:
+        raise CliError("no API address or token: run `marina up`, or pass --api and --token")
+    return Client(api, token)
+
+
+def _print(data: Any, args: argparse.Namespace) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _key_values(pairs: list[str], what: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"{what} {pair!r} must be KEY=VALUE")
+        try:
+            values[key] = json.loads(value)
+        except ValueError:
+            values[key] = value
+    return values
+
+
+def _resolve_action(client: Client, env: str, action: str) -> str:
+    """An action id, or `objectName:method` looked up in the environment."""
+    if ":" not in action:
+        return action
+    name, _, method = action.partition(":")
+    actions = client.call("GET", f"/v1/environments/{env}/actions")["actions"]
+    found = [a for a in actions if a["objectName"] == name and a["name"] == method]
+    if not found:
+        raise CliError(f"no object named {name!r} with action {method!r} in {env}")
+    return str(found[0]["id"])
+
+
+def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> dict[str, Any]:
+    """Follow the task's log until it finishes; its final state."""
+    spinner = "|/-\\"
+    started = time.monotonic()
+    for i, entry in enumerate(client.stream(f"/v1/tasks/{task_id}/log?follow=1")):
+        if "state" in entry:
+            break
+        if not quiet:
+            stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
+            print(f"\r{spinner[i % 4]} {stamp} {entry['level']:<7} {entry['message']}", flush=True)
+    task: dict[str, Any] = client.call("GET", f"/v1/tasks/{task_id}")
+    if not quiet:
+        print(f"task {task_id} {task['state']} after {time.monotonic() - started:.1f}s")
+    return task
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.env_command == "create":
+        _print(client.call("POST", "/v1/environments", {"name": args.name}), args)
+    elif args.env_command == "list":
+        for env in client.call("GET", "/v1/environments")["environments"]:
+            print(f"{env['id']}  {env['status']:<9} {env['name']}")
+    elif args.env_command == "show":
+        _print(client.call("GET", f"/v1/environments/{args.env}"), args)
+    elif args.env_command == "delete":
+        task = client.call("DELETE", f"/v1/environments/{args.env}")["task_id"]
+        if args.wait:
+            return 0 if wait_for_task(client, task)["state"] == "succeeded" else 1
+        print(task)
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    client = _client(args)
+    properties = json.loads(args.properties) if args.properties else {}
+    if not isinstance(properties, dict):
+        raise CliError("--properties must be a JSON object")
+    properties.update(_key_values(args.set or [], "--set"))
+    body: dict[str, Any] = {"package": args.package, "properties": properties}
+    if args.name:
+        body["name"] = args.name
+    objects = client.call("POST", f"/v1/environments/{args.env}/services", body)
+    for obj in objects:
+        print(f"{obj['?']['id']}  {obj['?']['type']:<22} {obj['?']['name']}")
+    return 0
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action_command == "list":
+        for action in client.call("GET", f"/v1/environments/{args.env}/actions")["actions"]:
+            print(f"{action['id']}  {action['objectName']}:{action['name']}  - {action['title']}")
+        return 0
+    arguments = json.loads(args.args) if args.args else {}
+    arguments.update(_key_values(args.arg or [], "--arg"))
+    action_id = _resolve_action(client, args.env, args.action)
+    task = client.call("POST", f"/v1/environments/{args.env}/actions/{action_id}", arguments)
+    task_id = task["task_id"]
+    if not args.wait:
+        print(task_id)
+        return 0
+    final = wait_for_task(client, task_id)
+    if final["state"] == "failed":
+        print(f"failed: {final['error']}", file=sys.stderr)
+        return 1
+    print(f"{final['outcome']}: {final['reason']}" if final["reason"] else final["outcome"])
+    return 0
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    client = _client(args)
+    task = client.call("GET", f"/v1/tasks/{args.task}")
+    _print(task, args)
+    for line in client.call("GET", f"/v1/tasks/{args.task}/log")["log"]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(line["time"]))
+        print(f"{stamp} {line['level']:<7} {line['message']}")
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.package_command == "list":
+        for package in client.call("GET", "/v1/catalog/packages")["packages"]:
+            print(f"{package['name']:<24} {package['version']:<8} {package['description'][:60]}")
+        return 0
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    query = urllib.parse.urlencode({"filename": path.name})
+    _print(
+        client.call(
+            "POST", f"/v1/catalog/packages?{query}", raw=data, content_type="application/zip"
+        ),
+        args,
+    )
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        state_dir=Path(args.state_dir),
+        etcd=args.etcd,
+        host=args.host,
+        port=args.port,
+        etcd_port=args.etcd_port,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> None:
+        server = Server(settings)
+        try:
+            await server.start()
+        except BaseException:
+            await server.stop(stop_nodes=False)
+            raise
+        print(f"Marina API:   {settings.api_url}/v1  (OpenAPI: {settings.api_url}/v1/openapi.json)")
+        print(f"admin token:  {server.token}")
+        print(f"etcd:         {server.etcd_url}")
+        print(
+            "Ctrl-C stops Marina" + (" and the nodes it started." if server.etcd else "."),
+            flush=True,
+        )
+        await serve_until_stopped(server, stop_nodes=server.etcd is not None)
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the stack, deploy a cluster and the guestbook, print where they are."""
+    settings = _settings(args)
+
+    async def run() -> None:
+        server = Server(settings)
+        try:
+            await server.start()
+            ready = threading.Event()
+            failure: list[BaseException] = []
+
+            def deploy() -> None:
+                try:
+                    deploy_demo(Client(settings.api_url, server.token), settings, server.token)
+                except BaseException as exc:  # reported by the main thread
+                    failure.append(exc)
+                finally:
+                    ready.set()
+
+            threading.Thread(target=deploy, daemon=True).start()
+            while not ready.is_set():
+                await asyncio.sleep(0.1)
+            if failure:
+                raise failure[0]
+        except BaseException:
+            await server.stop(stop_nodes=True)
+            raise
+        await serve_until_stopped(server, stop_nodes=True)
+
+    asyncio.run(run())
+    return 0
+
+
+def deploy_demo(client: Client, settings: ServerSettings, token: str) -> None:
+    env = client.call("POST", "/v1/environments", {"name": f"demo-{int(time.time())}"})
+    env_id = env["id"]
+    print(f"environment {env_id} created", flush=True)
+    client.call(
+        "POST",
+        f"/v1/environments/{env_id}/services",
+        {
+            "package": "kubernetes-cluster",
+            "properties": {"name": "demo", "nodeCount": 2, "gatewayCount": 1},
+        },
+    )
+    client.call("POST", f"/v1/environments/{env_id}/services", {"package": "guestbook"})
+    for action in ("demo:deploy", "Guestbook:deploy"):
+        action_id = _resolve_action(client, env_id, action)
+        task = client.call("POST", f"/v1/environments/{env_id}/actions/{action_id}", {})
+        final = wait_for_task(client, task["task_id"])
+        if final["state"] != "succeeded":
+            raise CliError(f"{action} failed: {final['error']}")
+    shown = client.call("GET", f"/v1/environments/{env_id}")
+    urls = sorted({e for o in shown["objects"] for e in o.get("endpoints", []) or []})
+    print()
+    print(f"Marina API:      {settings.api_url}/v1")
+    print(f"admin token:     {token}")
+    print(f"environment:     {env_id}")
+    for url in urls:
+        print(f"application URL: {url}")
+    print("Ctrl-C stops everything.", flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="marina", description="Marina application catalog")
+    top.add_argument("--api", help="API URL (default: MARINA_API or the one `up` saved)")
+    top.add_argument("--token", help="bearer token (default: MARINA_TOKEN or the admin token)")
+    top.add_argument(
+        "--state-dir", default=str(default_state_dir()), help="state directory of `marina up`"
+    )
+    top.add_argument("--verbose", action="store_true")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    for name, helptext in (
+        ("up", "run etcd, the API, the worker and the controller"),
+        ("demo", "`up`, then deploy a cluster and the guestbook"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--etcd", help="use this etcd instead of starting one")
+        p.add_argument("--etcd-port", type=int, default=23790)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8787)
+        p.set_defaults(func=cmd_up if name == "up" else cmd_demo)
+
+    env = sub.add_parser("env", help="environments")
+    env_sub = env.add_subparsers(dest="env_command", required=True)
+    env_sub.add_parser("list")
+    env_sub.add_parser("create").add_argument("name")
+    env_sub.add_parser("show").add_argument("env")
+    delete = env_sub.add_parser("delete")
+    delete.add_argument("env")
+    delete.add_argument("--wait", action="store_true")
+    env.set_defaults(func=cmd_env)
+
+    app = sub.add_parser("app", help="applications").add_subparsers(
+        dest="app_command", required=True
+    )
+    add = app.add_parser("add", help="add an application from a package")
+    add.add_argument("env")
+    add.add_argument("package")
+    add.add_argument("--name")
+    add.add_argument("--properties", help="JSON object")
+    add.add_argument("--set", action="append", metavar="KEY=VALUE")
+    add.set_defaults(func=cmd_app)
+
+    action = sub.add_parser("action", help="actions")
+    action_sub = action.add_subparsers(dest="action_command", required=True)
+    action_sub.add_parser("list").add_argument("env")
+    run = action_sub.add_parser("run", help="run ACTION (an id or objectName:method)")
+    run.add_argument("env")
+    run.add_argument("action")
+    run.add_argument("--arg", action="append", metavar="KEY=VALUE")
+    run.add_argument("--args", help="JSON object")
+    run.add_argument("--wait", action="store_true", help="follow the log until it finishes")
+    action.set_defaults(func=cmd_action)
+
+    task = sub.add_parser("task", help="tasks").add_subparsers(dest="task_command", required=True)
+    task.add_parser("show").add_argument("task")
+    task.choices["show"].set_defaults(func=cmd_task)
+
+    package = sub.add_parser("package", help="packages")
+    package_sub = package.add_subparsers(dest="package_command", required=True)
+    package_sub.add_parser("list")
+    package_sub.add_parser("upload").add_argument("file")
+    package.set_defaults(func=cmd_package)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+        return code
+    except CliError as exc:
+        print(f"marina: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from catalog.errors import MarinaError
+
+        if isinstance(exc, MarinaError):
+            print(f"marina: {exc}", file=sys.stderr)
+            return 1
+        logging.getLogger("marina").debug("unexpected error", exc_info=True)
+        print(
+            f"marina: internal error ({type(exc).__name__}: {exc}); rerun with --verbose",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""`marina up`: the embedded stack in one process tree.
+
+Starts etcd as a child (unless given one with --etcd), loads the shipped
+packages, makes sure an admin token exists, and serves the API with a task
+worker and the controller. Node agents run in their own sessions: they keep
+their pods running if this process dies, and a restarted `marina up` finds
+them again. On Ctrl-C everything this process started is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from catalog.api import make_app
+from catalog.auth import authenticate, issue_token
+from catalog.controller import Controller
+from catalog.engines.local import LocalEngine
+from catalog.errors import MarinaError, StoreUnavailable
+from catalog.operations import Operations
+from catalog.packages import Package, get_package, load_folder, save_package
+from catalog.providers.local import LocalProvider
+from catalog.store import Store
+from catalog.tasks import Worker
+
+log = logging.getLogger(__name__)
+
+PACKAGES_DIR = Path(__file__).resolve().parent.parent / "packages"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "marina"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    state_dir: Path = field(default_factory=default_state_dir)
+    """Where etcd's data, node agents and the admin token live."""
+    etcd: str | None = None
+    """An external etcd endpoint; when unset, etcd runs as a child process."""
+    etcd_port: int = 23790
+    """Client port of the embedded etcd (its peer port is the next one)."""
+    host: str = "127.0.0.1"
+    """Address the API listens on."""
+    port: int = 8787
+    """Port the API listens on."""
+    packages_dir: Path = PACKAGES_DIR
+    """Packages loaded into the catalog at start."""
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class EmbeddedEtcd:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.url = f"http://127.0.0.1:{port}"
+        self.peer = f"http://127.0.0.1:{port + 1}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("etcd")
+        if binary is None:
+            raise StoreUnavailable(
+                self.url, "etcd is not installed (Debian package etcd-server); or pass --etcd URL"
+            )
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", int(self.url.rsplit(":", 1)[1]))) == 0:
+                raise StoreUnavailable(
+                    self.url,
+                    "the port is taken; is another marina up running? (or pass --etcd-port)",
+                )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir.parent / "etcd.log", "ab") as logfile:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    "--name",
+                    "marina",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen-client-urls",
+                    self.url,
+                    "--advertise-client-urls",
+                    self.url,
+                    "--listen-peer-urls",
+                    self.peer,
+                    "--initial-advertise-peer-urls",
+                    self.peer,
+                    "--initial-cluster",
+                    f"marina={self.peer}",
+                    "--auto-compaction-retention",
+                    "1h",
+                    "--log-level",
+                    "error",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StoreUnavailable(
+                    self.url, f"etcd exited; see {self.data_dir.parent}/etcd.log"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + "/health", timeout=1) as reply,
+            ):
+                if b"true" in reply.read():
+                    return
+            time.sleep(0.1)
+        raise StoreUnavailable(self.url, "etcd did not become healthy in 30s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def load_shipped_packages(store: Store, folder: Path) -> list[str]:
+    """Store each shipped package unless the same version is there already."""
+    loaded = []
+    for path in sorted(p for p in folder.iterdir() if (p / "manifest.yaml").exists()):
+        package = load_folder(path)
+        try:
+            current: Package | None = await get_package(store, package.name)
+        except MarinaError:
+            current = None
+        if (
+            current is None
+            or current.version != package.version
+            or current.files != (package.files)
+        ):
+            await save_package(store, package)
+            loaded.append(package.name)
+    return loaded
+
+
+async def admin_token(store: Store, state_dir: Path) -> str:
+    """The admin token saved under the state directory, issued on first start."""
+    path = state_dir / "admin-token"
+    if path.exists():
+        token = path.read_text().strip()
+        with contextlib.suppress(MarinaError):
+            who = await authenticate(store, f"Bearer {token}")
+            if who.admin:
+                return token
+    token = await issue_token(store, project="admin", admin=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class Server:
+    """Everything `marina up` runs, started and stopped as one."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.etcd: EmbeddedEtcd | None = None
+        self.store: Store | None = None
+        self.runner: web.AppRunner | None = None
+        self.stop_event = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.token = ""
+        self.etcd_url = settings.etcd or ""
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        if settings.etcd is None:
+            self.etcd = EmbeddedEtcd(settings.state_dir / "etcd", settings.etcd_port)
+            await asyncio.to_thread(self.etcd.start)
+            self.etcd_url = self.etcd.url
+        self.store = Store(self.etcd_url)
+        loaded = await load_shipped_packages(self.store, settings.packages_dir)
+        if loaded:
+            log.info("packages loaded: %s", ", ".join(loaded))
+        self.token = await admin_token(self.store, settings.state_dir)
+        provider = LocalProvider(self.store, etcd_url=self.etcd_url, state_dir=settings.state_dir)
+        engine = LocalEngine(self.store)
+        worker = Worker(self.store, Operations(self.store, provider, engine))
+        controller = Controller(self.store, engine)
+        self.tasks = [
+            asyncio.create_task(worker.run(self.stop_event)),
+            asyncio.create_task(controller.run(self.stop_event)),
+        ]
+        self.runner = web.AppRunner(make_app(self.store), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, settings.host, settings.port).start()
+        (settings.state_dir / "api-url").write_text(settings.api_url + "\n")
+
+    async def stop(self, *, stop_nodes: bool) -> None:
+        self.stop_event.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if stop_nodes:
+            await asyncio.to_thread(stop_node_agents, self.settings.state_dir)
+        if self.store is not None:
+            with contextlib.suppress(MarinaError):
+                await self.store.close()
+        if self.etcd is not None:
+            await asyncio.to_thread(self.etcd.stop)
+
+
+def stop_node_agents(state_dir: Path) -> None:
+    """Stop every node agent under the state directory (their replicas follow)."""
+    pids = []
+    for pid_file in (state_dir / "nodes").glob("*/*/agent.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+        pid_file.unlink(missing_ok=True)
+    deadline = time.monotonic() + 20
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # Gateways' HAProxy runs in its own session; end what the agents left.
+    for pid_file in (state_dir / "nodes").glob("*/*/gateway/haproxy.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+async def serve_until_stopped(server: Server, *, stop_nodes: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(stop_nodes=stop_nodes)
