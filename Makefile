@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEBS := etcd-server haproxy
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration e2e bench deps clean
+.PHONY: gateway-demo demo test lint typecheck unit integration e2e bench deps clean
 
 deps: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 demo: deps
+	$(VENV)/bin/marina demo
+
+gateway-demo: deps
 	$(PY) -m gateway.demo
 
 lint: deps

@@ -190,7 +190,7 @@ class Operations:
         self._require_ready(cluster, "scale worker nodes down")
         doc = await self._doc(ctx)
         minions = [n for n in self._nodes(doc, cluster, "minion") if n["state"] != "lost"]
-        cordoned = [n for n in minions if n["state"] == "cordoned"]
+        cordoned = [n for n in minions if n["state"] in ("cordoned", "removing")]
         if not cordoned and len(minions) <= 1:
             return Outcome.noop("at least one node must remain")
         replicas = await self.engine.replicas(cluster["key"])
@@ -210,6 +210,7 @@ class Operations:
         for replica_id, replica in replicas.items():
             if replica["node"] == name:
                 await self._move_replica(ctx, cluster, replica_id, replica)
+        await self._edit_object(ctx, victim["?"]["id"], state="removing")
         await self.provider.remove_node(cluster["key"], victim)
         await self._forget_node(ctx, cluster["?"]["id"], victim["?"]["id"])
         return Outcome.done(f"{name} removed", node=name)
@@ -223,6 +224,7 @@ class Operations:
         if len(gateways) <= 1:
             return Outcome.noop("at least one gateway must remain")
         victim = max(gateways, key=lambda n: n["index"])
+        await self._edit_object(ctx, victim["?"]["id"], state="removing")
         await self.provider.remove_node(cluster["key"], victim)
         await self._forget_node(ctx, cluster["?"]["id"], victim["?"]["id"])
         return Outcome.done(f"{victim['?']['name']} removed", node=victim["?"]["name"])
