@@ -42,7 +42,7 @@ PR_SET_PDEATHSIG = 1
 BACKOFF = (0.2, 5.0)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Run in the child before exec: SIGKILL it when the agent goes away."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -166,7 +166,7 @@ class NodeAgent:
         while not stop.is_set():
             with open(self.state_dir / "gateway.log", "ab") as logfile:
                 proc = await asyncio.create_subprocess_exec(
-                    *args, stdout=logfile, stderr=logfile, preexec_fn=_die_with_parent
+                    *args, stdout=logfile, stderr=logfile, preexec_fn=die_with_parent
                 )
             self.helpers = [proc]
             started = time.monotonic()
@@ -297,7 +297,7 @@ class NodeAgent:
                         stdout=logfile,
                         stderr=logfile,
                         stdin=asyncio.subprocess.DEVNULL,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=die_with_parent,
                     )
                 except OSError as exc:
                     log.warning("replica %s: cannot start %s: %s", replica.ident, argv[0], exc)

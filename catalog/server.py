@@ -29,6 +29,7 @@ from catalog.auth import authenticate, issue_token
 from catalog.controller import Controller
 from catalog.engines.local import LocalEngine
 from catalog.errors import MarinaError, StoreUnavailable
+from catalog.nodeagent import die_with_parent
 from catalog.operations import Operations
 from catalog.packages import Package, get_package, load_folder, save_package
 from catalog.providers.local import LocalProvider
@@ -72,7 +73,8 @@ class EmbeddedEtcd:
         self.peer = f"http://127.0.0.1:{port + 1}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def spawn(self) -> None:
+        """Start etcd; from the main thread, since it dies with the thread that made it."""
         binary = shutil.which("etcd")
         if binary is None:
             raise StoreUnavailable(
@@ -111,7 +113,11 @@ class EmbeddedEtcd:
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
+                preexec_fn=die_with_parent,
             )
+
+    def wait_healthy(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -191,7 +197,8 @@ class Server:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         if settings.etcd is None:
             self.etcd = EmbeddedEtcd(settings.state_dir / "etcd", settings.etcd_port)
-            await asyncio.to_thread(self.etcd.start)
+            self.etcd.spawn()
+            await asyncio.to_thread(self.etcd.wait_healthy)
             self.etcd_url = self.etcd.url
         self.store = Store(self.etcd_url)
         loaded = await load_shipped_packages(self.store, settings.packages_dir)
