@@ -259,7 +259,8 @@ def load_zip(data: bytes, *, source: str = "upload", limits: Limits = LIMITS) ->
         if stat.S_ISLNK(mode):
             problems.append(Problem(name, "is a symbolic link"))
             continue
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # Archivers that record no file type (mode bits only) make plain files.
+        if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             problems.append(Problem(name, "is not a regular file"))
             continue
         if entry.is_dir():

@@ -124,3 +124,20 @@ def test_template_problems_name_the_pod_field(tmp_path):
     assert "template.pods[0].services[0].scope" in found
     assert "template.pods[1].links.store" in found
     assert any("does not have" in rule for rule in found.values())  # web.py missing
+
+
+def test_entries_without_a_file_type_are_plain_files():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.yaml", MANIFEST)  # mode 0600, no S_IFREG bits
+    assert load_zip(buffer.getvalue()).name == "demo"
+
+
+def test_device_entries_are_refused():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.yaml", MANIFEST)
+        info = zipfile.ZipInfo("dev")
+        info.external_attr = (stat.S_IFCHR | 0o600) << 16
+        archive.writestr(info, b"")
+    assert any("not a regular file" in p for p in problems_of(buffer.getvalue()))
