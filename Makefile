@@ -43,6 +43,7 @@ bench: deps
 	  $$SUDO apt-get install -y -qq wrk; }
 	$(PY) bench/gateway.py
 	$(PY) bench/reload_modes.py
+	$(PY) bench/actions.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts
