@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from catalog.server import Server, ServerSettings, default_state_dir, serve_until_stopped
+from catalog.server import (
+    Server,
+    ServerSettings,
+    default_state_dir,
+    serve_until_stopped,
+    stop_on_signals,
+)
 
 
 class CliError(Exception):
@@ -237,6 +244,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def run() -> None:
+        stop = stop_on_signals()
         server = Server(settings)
         try:
             await server.start()
@@ -250,7 +258,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "Ctrl-C stops Marina" + (" and the nodes it started." if server.etcd else "."),
             flush=True,
         )
-        await serve_until_stopped(server, stop_nodes=server.etcd is not None)
+        await serve_until_stopped(server, stop, stop_nodes=server.etcd is not None)
 
     asyncio.run(run())
     return 0
@@ -261,37 +269,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def run() -> None:
+        stop = stop_on_signals()
         server = Server(settings)
+        created: list[str] = []
         try:
             await server.start()
+            client = Client(settings.api_url, server.token)
             ready = threading.Event()
             failure: list[BaseException] = []
 
             def deploy() -> None:
                 try:
-                    deploy_demo(Client(settings.api_url, server.token), settings, server.token)
+                    deploy_demo(client, settings, server.token, created)
                 except BaseException as exc:  # reported by the main thread
                     failure.append(exc)
                 finally:
                     ready.set()
 
             threading.Thread(target=deploy, daemon=True).start()
-            while not ready.is_set():
+            while not ready.is_set() and not stop.is_set():
                 await asyncio.sleep(0.1)
-            if failure:
+            if failure and not stop.is_set():
                 raise failure[0]
-        except BaseException:
+            await stop.wait()
+            if created:
+                print("removing the demo environment...", flush=True)
+                with contextlib.suppress(CliError):
+                    task = await asyncio.to_thread(
+                        client.call, "DELETE", f"/v1/environments/{created[0]}"
+                    )
+                    await asyncio.to_thread(wait_for_task, client, task["task_id"], quiet=True)
+        finally:
             await server.stop(stop_nodes=True)
-            raise
-        await serve_until_stopped(server, stop_nodes=True)
 
     asyncio.run(run())
     return 0
 
 
-def deploy_demo(client: Client, settings: ServerSettings, token: str) -> None:
+def deploy_demo(client: Client, settings: ServerSettings, token: str, created: list[str]) -> None:
     env = client.call("POST", "/v1/environments", {"name": f"demo-{int(time.time())}"})
     env_id = env["id"]
+    created.append(env_id)
     print(f"environment {env_id} created", flush=True)
     client.call(
         "POST",

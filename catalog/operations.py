@@ -15,7 +15,7 @@ from typing import Any
 from catalog import environments as envs
 from catalog.addresses import allocate
 from catalog.engines.local import LocalEngine
-from catalog.errors import ActionFailed, NotFound
+from catalog.errors import ActionFailed, NotFound, SchedulingFailed
 from catalog.export import export_archive
 from catalog.ids import new_id
 from catalog.providers.base import Provider
@@ -458,8 +458,14 @@ class Operations:
         await self._edit_object(ctx, pod["?"]["id"], replicas=replicas, state="deploying")
         mine = await self._pod_replicas(cluster, pod)
         started: list[str] = []
-        while len(mine) + len(started) < want:
-            started.append(await self._place(ctx, cluster, pod))
+        try:
+            while len(mine) + len(started) < want:
+                started.append(await self._place(ctx, cluster, pod))
+        except SchedulingFailed:
+            # What runs is what the pod has; the request that did not fit is not kept.
+            running = {"desired": len(mine) + len(started), "ready": pod["replicas"]["ready"]}
+            await self._edit_object(ctx, pod["?"]["id"], replicas=running, state="running")
+            raise
         if started:
             await self._wait_ready(cluster, started)
             await self._wait_routed(ctx, cluster, pod, include=started)
@@ -491,7 +497,21 @@ class Operations:
             await self.engine.stop_replica(cluster["key"], replica_id)
             return
         avoid = frozenset() if same_node_ok else frozenset({replica["node"]})
-        new = await self._place(ctx, cluster, pod, avoid=avoid)
+        try:
+            new = await self._place(ctx, cluster, pod, avoid=avoid)
+        except SchedulingFailed:
+            if not same_node_ok:
+                raise
+            # No room for a replacement beside it: replace it in place.
+            await ctx.log(
+                f"no room to start a replacement first; replacing {replica['name']} in place",
+                level="warning",
+            )
+            await self._retire(ctx, cluster, replica_id, replica)
+            new = await self._place(ctx, cluster, pod)
+            await self._wait_ready(cluster, [new])
+            await self._wait_routed(ctx, cluster, pod, include=[new])
+            return
         await self._wait_ready(cluster, [new])
         await self._wait_routed(ctx, cluster, pod, include=[new])
         await self._retire(ctx, cluster, replica_id, replica)

@@ -257,11 +257,16 @@ def stop_node_agents(state_dir: Path) -> None:
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
 
-async def serve_until_stopped(server: Server, *, stop_nodes: bool) -> None:
+def stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM; install it before starting anything."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def serve_until_stopped(server: Server, stop: asyncio.Event, *, stop_nodes: bool) -> None:
     try:
         await stop.wait()
     finally:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,11 +48,9 @@ class HAProxy:
         self.config_path = state_dir / "haproxy.cfg"
         self.good_path = state_dir / "haproxy.cfg.good"
         self.map_path = state_dir / "ports.map"
-        self.socket_path = state_dir / "haproxy.sock"
+        self.socket_path = socket_path_for(state_dir)
         self.pid_path = state_dir / "haproxy.pid"
         self.log_path = state_dir / "haproxy.log"
-        if len(str(self.socket_path)) > MAX_SOCKET_PATH:
-            raise HAProxyError("setup", f"state directory path too long for a socket: {state_dir}")
         self.pid: int | None = None
         self._children: set[asyncio.subprocess.Process] = set()
 
@@ -217,6 +217,21 @@ class HAProxy:
             for line in reply.splitlines():
                 if line.strip() and _ERROR_REPLY.search(line) and "no need to change" not in line:
                     raise HAProxyError("runtime", line.strip())
+
+
+def socket_path_for(state_dir: Path) -> Path:
+    """The stats socket: in the state directory unless its path is too long for
+    a UNIX socket; then in a private folder under the temporary directory,
+    named after the state directory so a restarted agent finds it again."""
+    inside = state_dir / "haproxy.sock"
+    if len(str(inside)) <= MAX_SOCKET_PATH:
+        return inside
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"marina-gw-{digest}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid():
+        raise HAProxyError("setup", f"{folder} belongs to another user")
+    return folder / "haproxy.sock"
 
 
 def bound_ports_failing(message: str) -> set[tuple[str, int]]:

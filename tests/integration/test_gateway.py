@@ -339,3 +339,17 @@ def test_routes_with_their_own_address_are_served_there(etcd, cluster, backends,
         what="route on the second service address",
     )
     assert _refused_or_closed(gw, 30001)
+
+
+def test_a_deep_state_directory_still_gets_a_socket(etcd, cluster, backends, tmp_path):
+    from tests.support import Gateway, fresh_address
+
+    a = backends("a")
+    deep = tmp_path / ("very-long-folder-name-" * 6) / "gateway"
+    gw = Gateway(etcd.url, cluster, fresh_address(), deep, "--port-range", "30000-30010")
+    gw.start()
+    try:
+        etcd.put(f"/marina/gateway/routes/{cluster}/web", route(30003, a))
+        wait_for(serves(gw, 30003, "a"), what="route behind a deep state directory")
+    finally:
+        gw.stop()
