@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -25,10 +26,14 @@ from catalog.openapi import openapi_document
 from catalog.packages import list_packages, load_zip, save_package
 from catalog.store import Store
 from catalog.tasks import (
+    TASKS as TASKS_PREFIX,
+)
+from catalog.tasks import (
     enqueue,
     get_task,
     murano_result,
     new_task,
+    recent_tasks,
     task_file,
     task_log,
 )
@@ -66,7 +71,12 @@ def _store(request: web.Request) -> Store:
 
 
 async def _identity(request: web.Request) -> Identity:
-    return await authenticate(_store(request), request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    # EventSource cannot send headers: event streams also take ?access_token=.
+    if header is None and request.path.endswith("/events"):
+        token = request.query.get("access_token")
+        header = f"Bearer {token}" if token else None
+    return await authenticate(_store(request), header)
 
 
 async def _body(request: web.Request) -> Any:
@@ -218,6 +228,95 @@ async def show_task_log(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def list_tasks(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    env_id = request.match_info["env_id"]
+    await envs.load(_store(request), env_id, who.project)
+    return _json({"tasks": await recent_tasks(_store(request), env_id)})
+
+
+async def _sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    return response
+
+
+async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
+    payload = json.dumps(data, default=str)
+    await response.write(f"event: {event}\ndata: {payload}\n\n".encode())
+
+
+async def environment_events(request: web.Request) -> web.StreamResponse:
+    """The environment (objects, actions) and its tasks, again after every change."""
+    who = await _identity(request)
+    store = _store(request)
+    env_id = request.match_info["env_id"]
+    await envs.load(store, env_id, who.project)
+    response = await _sse(request)
+    changed = asyncio.Event()
+
+    async def follow(prefix: str) -> None:
+        async for change in store.watch(prefix):
+            if prefix == TASKS_PREFIX and (change.value or {}).get("environment") != env_id:
+                continue
+            changed.set()
+
+    watchers = [
+        asyncio.create_task(follow(envs.env_key(env_id))),
+        asyncio.create_task(follow(TASKS_PREFIX)),
+    ]
+    try:
+        while True:
+            changed.clear()
+            found = await store.get(envs.env_key(env_id))
+            if found is None:
+                await _send(response, "deleted", {"id": env_id})
+                break
+            await _send(response, "environment", envs.show(found.value))
+            await _send(response, "tasks", await recent_tasks(store, env_id))
+            try:
+                await asyncio.wait_for(changed.wait(), 15)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+            await asyncio.sleep(0.05)  # one update for a burst of changes
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+    return response
+
+
+async def task_events(request: web.Request) -> web.StreamResponse:
+    """A task's log lines as they come, then its final state."""
+    task_id = request.match_info["task_id"]
+    await _own_task(request, task_id)
+    store = _store(request)
+    response = await _sse(request)
+    sent = 0
+    try:
+        while True:
+            lines = await task_log(store, task_id)
+            for line in lines[sent:]:
+                await _send(response, "log", line)
+            sent = len(lines)
+            task = await get_task(store, task_id)
+            await _send(response, "task", task)
+            if task["state"] in ("succeeded", "failed"):
+                lines = await task_log(store, task_id)
+                for line in lines[sent:]:
+                    await _send(response, "log", line)
+                await _send(response, "done", murano_result(task))
+                break
+            await asyncio.sleep(0.2)
+    except ConnectionResetError:
+        pass
+    return response
+
+
 async def task_file_download(request: web.Request) -> web.Response:
     task_id, name = request.match_info["task_id"], request.match_info["name"]
     await _own_task(request, task_id)
@@ -270,6 +369,23 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(openapi_document())
 
 
+DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        DASHBOARD / "index.html",
+        headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP},
+    )
+
+
+# The dashboard loads only its own script and style; no inline code runs.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
 def make_app(store: Store) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app[STORE] = store
@@ -284,10 +400,15 @@ def make_app(store: Store) -> web.Application:
     r.add_get("/v1/environments/{env_id}/actions", list_actions)
     r.add_post("/v1/environments/{env_id}/actions/{action_id}", run_action)
     r.add_get("/v1/environments/{env_id}/actions/{task_id}", action_result)
+    r.add_get("/v1/environments/{env_id}/tasks", list_tasks)
+    r.add_get("/v1/environments/{env_id}/events", environment_events)
     r.add_get("/v1/tasks/{task_id}", show_task)
+    r.add_get("/v1/tasks/{task_id}/events", task_events)
     r.add_get("/v1/tasks/{task_id}/log", show_task_log)
     r.add_get("/v1/tasks/{task_id}/files/{name}", task_file_download)
     r.add_get("/v1/catalog/packages", packages)
     r.add_post("/v1/catalog/packages", upload_package)
     r.add_post("/v1/tokens", create_token)
+    r.add_get("/", dashboard)
+    r.add_static("/dashboard/", DASHBOARD)
     return app

@@ -172,6 +172,26 @@ async def get_task(store: Store, task_id: str) -> TaskDoc:
     return doc
 
 
+async def recent_tasks(store: Store, environment: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The environment's latest tasks, newest first, without their arguments' bulk."""
+    tasks = [v.value for v in await store.list(TASKS) if v.value["environment"] == environment]
+    tasks.sort(key=lambda t: t["created"], reverse=True)
+    keep = (
+        "id",
+        "action",
+        "object",
+        "method",
+        "state",
+        "outcome",
+        "reason",
+        "error",
+        "created",
+        "finished",
+        "files",
+    )
+    return [{k: t[k] for k in keep} for t in tasks[:limit]]
+
+
 async def task_log(store: Store, task_id: str) -> list[dict[str, Any]]:
     return [v.value for v in await store.list(f"{LOGS}{task_id}/")]
 
