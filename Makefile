@@ -3,7 +3,7 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := etcd-server haproxy
+DEBS := etcd-server haproxy chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: gateway-demo demo test lint typecheck unit integration e2e bench deps clean

@@ -388,7 +388,7 @@ function showResult(result, task) {
   const text = task.state === "failed" ? `Failed: ${task.error}`
     : `${task.outcome === "noop" ? "Nothing changed" : "Changed"}${task.reason ? ": " + task.reason : ""}`;
   result.replaceChildren(el("p", { class: `outcome ${outcome}`, text }),
-    (task.files || []).map((name) => el("button", {
+    ...(task.files || []).map((name) => el("button", {
       type: "button", class: "secondary download", "data-file": name, text: `Download ${name}`,
       onclick: () => download(task.id, name) })));
 }
