@@ -5,18 +5,10 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
-from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.marina import Marina
-
-
-@pytest.fixture(scope="module")
-def marina(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
-    server = Marina(tmp_path_factory.mktemp("api") / "state").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.marina import Marina
 from tests.support import free_port, http_get, wait_for
-
-
-@pytest.fixture(scope="module")
-def marina(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
-    server = Marina(tmp_path_factory.mktemp("cli") / "state").start()
-    yield server
-    server.stop()
 
 
 def cli(marina: Marina, *args: str) -> subprocess.CompletedProcess[str]:

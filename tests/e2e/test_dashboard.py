@@ -22,19 +22,10 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.e2e.marina import Marina
-
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def marina(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
-    server = Marina(tmp_path_factory.mktemp("dash") / "state").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +111,7 @@ def add_from_catalog(browser: webdriver.Chrome, package: str, values: dict[str, 
 def test_login_with_the_keyboard(marina, browser):
     browser.get(marina.api + "/")
     token = wait(browser, ec.presence_of_element_located((By.ID, "token")))
+    shot(browser, "login")
     token.send_keys("mar_not-a-token", Keys.ENTER)
     wait(browser, lambda b: "not known" in b.page_source)
     token.clear()
@@ -181,8 +173,9 @@ def test_deploy_scale_and_follow_the_public_link(marina, browser):
 
 def test_export_config_downloads_the_archive(marina, browser, downloads):
     assert "manifests" in run_action(browser, "k1", "exportConfig")
-    button = wait(browser, lambda b: b.find_element(By.CSS_SELECTOR,
-                                                    "#task-result button.download"), 5)
+    button = wait(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, "#task-result button.download"), 5
+    )
     name = button.get_attribute("data-file")
     assert name.endswith(".tar.gz")
     button.click()
@@ -236,3 +229,15 @@ def test_actions_with_arguments_get_a_form_and_errors_are_readable(marina, brows
         browser, lambda b: b.find_element(By.CSS_SELECTOR, "#task-panel .field-error").text or None
     )
     assert "50" in error and "Traceback" not in browser.page_source
+
+
+def test_another_project_sees_none_of_it(marina, browser):
+    env_url = browser.current_url
+    other = marina.ok("POST", "/v1/tokens", {"project": "elsewhere"})["token"]
+    browser.find_element(By.ID, "logout").click()
+    token = wait(browser, ec.presence_of_element_located((By.ID, "token")))
+    token.send_keys(other, Keys.ENTER)
+    wait(browser, lambda b: "No environments yet." in b.find_element(By.TAG_NAME, "main").text)
+    browser.get(env_url)
+    wait(browser, lambda b: "not found" in b.find_element(By.ID, "flash").text)
+    assert not browser.find_elements(By.ID, "tree")

@@ -13,7 +13,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,6 @@ from tests.e2e.marina import Marina
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def marina(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
-    server = Marina(tmp_path_factory.mktemp("marina") / "state").start()
-    yield server
-    server.stop()
-    # Ctrl-C of `marina up` stops every node agent, replica and gateway it started.
-    leftovers = subprocess.run(
-        ["pgrep", "-f", str(server.state_dir)], capture_output=True, text=True
-    ).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
 
 
 @pytest.fixture(scope="module")
