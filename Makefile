@@ -31,6 +31,7 @@ gateway-demo: deps
 lint: deps
 	$(VENV)/bin/ruff check catalog gateway tests bench
 	$(VENV)/bin/ruff format --check catalog gateway tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: deps
 	$(VENV)/bin/mypy

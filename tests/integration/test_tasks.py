@@ -95,6 +95,10 @@ def test_task_of_a_killed_worker_is_resumed_by_another(etcd, cluster):
         async with Store(etcd.url) as store:
             task_id = await enqueue(store, task_for(f"k-{cluster}", "scaleNodesUp"))
             await wait_state(store, task_id, {"running"})
+            deadline = time.monotonic() + 20
+            while not await task_log(store, task_id):  # its runner has begun
+                assert time.monotonic() < deadline, "the doomed worker never logged"
+                await asyncio.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             stop = asyncio.Event()
