@@ -169,6 +169,7 @@ async def run_action(request: web.Request) -> web.Response:
     store = _store(request)
     env_id = request.match_info["env_id"]
     doc = (await envs.load(store, env_id, who.project)).value
+    envs.require_live(doc)
     object_id, spec = find_action(doc["objects"], request.match_info["action_id"])
     args = check_arguments(spec, await _body(request))
     task = new_task(

@@ -86,6 +86,12 @@ async def load(store: Store, env_id: str, project: ProjectId | None = None) -> V
     return found
 
 
+def require_live(doc: dict[str, Any]) -> None:
+    """Refuse changes to an environment that is being deleted."""
+    if doc.get("status") == "deleting":
+        raise Conflict(f"environment {doc['name']!r}", "it is being deleted")
+
+
 def show(doc: dict[str, Any]) -> dict[str, Any]:
     return {**summary(doc), "objects": [with_actions(doc["objects"][i]) for i in doc["order"]]}
 
@@ -277,11 +283,12 @@ async def add_application(
             "body", [Problem("package", "is required: a package name", body.get("package"))]
         )
     name = check_name(body["name"]) if body.get("name") is not None else None
-    await load(store, env_id, project)
+    require_live((await load(store, env_id, project)).value)
     package = await get_package(store, body["package"])
     properties = resolve_properties(package, body.get("properties", {}))
 
     def add(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        require_live(doc)
         objects = instantiate(package, properties, doc, name=name)
         for obj in objects:
             doc["objects"][obj["?"]["id"]] = obj

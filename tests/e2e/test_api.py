@@ -155,3 +155,20 @@ def test_unknown_routes_and_methods_answer_json(marina):
     assert status == 404 and payload["error"] == "http"
     status, payload = marina.call("PUT", "/v1/environments")
     assert status == 405
+
+
+def test_deleting_an_environment(marina):
+    env = marina.ok("POST", "/v1/environments", {"name": "short-lived"})["id"]
+    marina.ok(
+        "POST",
+        f"/v1/environments/{env}/services",
+        {"package": "kubernetes-cluster", "properties": {"name": "gone"}},
+    )
+    status, payload = marina.call("DELETE", f"/v1/environments/{env}")
+    assert status == 202
+    late, _ = marina.call("POST", f"/v1/environments/{env}/services", {"package": "guestbook"})
+    assert late in (201, 404, 409)  # before, during or after the teardown; never a 500
+    task = marina.wait_task(payload["task_id"])
+    assert task["state"] == "succeeded", task
+    assert marina.call("GET", f"/v1/environments/{env}")[0] == 404
+    assert env not in {e["id"] for e in marina.ok("GET", "/v1/environments")["environments"]}
