@@ -67,7 +67,9 @@ def run_master_cli(backend: FastBackend, reloads: int) -> dict[str, object]:
         load = Wrk("127.0.0.1", port, seconds=reloads * 0.2 + 1)
         time.sleep(0.5)
         for _ in range(reloads):
-            unix_command(master, "reload")
+            # The master re-executes itself on reload; its socket is briefly gone.
+            wait_for(lambda: unix_command(master, "reload") is not None,
+                     what="the master CLI to take a reload")
             time.sleep(0.2)
         return {"reloads": reloads, **load.result()}
     finally:

@@ -108,6 +108,12 @@ async def create_environment(request: web.Request) -> web.Response:
     return _json(envs.summary(doc), 201)
 
 
+async def import_environment(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    doc = await envs.import_snapshot(_store(request), who.project, await _body(request))
+    return _json(envs.show(doc), 201)
+
+
 async def show_environment(request: web.Request) -> web.Response:
     who = await _identity(request)
     found = await envs.load(_store(request), request.match_info["env_id"], who.project)
@@ -394,6 +400,7 @@ def make_app(store: Store) -> web.Application:
     r.add_get("/v1/openapi.json", openapi)
     r.add_get("/v1/environments", list_environments)
     r.add_post("/v1/environments", create_environment)
+    r.add_post("/v1/environments/import", import_environment)
     r.add_get("/v1/environments/{env_id}", show_environment)
     r.add_delete("/v1/environments/{env_id}", delete_environment)
     r.add_get("/v1/environments/{env_id}/services", list_services)

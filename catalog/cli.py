@@ -152,6 +152,14 @@ def cmd_env(args: argparse.Namespace) -> int:
     elif args.env_command == "list":
         for env in client.call("GET", "/v1/environments")["environments"]:
             print(f"{env['id']}  {env['status']:<9} {env['name']}")
+    elif args.env_command == "import":
+        snapshot = _read_snapshot(Path(args.file))
+        body = {"snapshot": snapshot, "name": args.name} if args.name else snapshot
+        env = client.call("POST", "/v1/environments/import", body)
+        print(
+            f"{env['id']}  {env['name']}  ({len(env['objects'])} objects; deploy its "
+            "cluster and applications to run them)"
+        )
     elif args.env_command == "show":
         _print(client.call("GET", f"/v1/environments/{args.env}"), args)
     elif args.env_command == "delete":
@@ -160,6 +168,24 @@ def cmd_env(args: argparse.Namespace) -> int:
             return 0 if wait_for_task(client, task)["state"] == "succeeded" else 1
         print(task)
     return 0
+
+
+def _read_snapshot(path: Path) -> Any:
+    """marina.json, alone or inside an exportConfig archive."""
+    import tarfile
+
+    try:
+        if path.name.endswith((".tar.gz", ".tgz")):
+            with tarfile.open(path) as archive:
+                member = archive.extractfile("marina.json")
+                if member is None:
+                    raise CliError(f"{path} has no marina.json")
+                return json.loads(member.read())
+        return json.loads(path.read_bytes())
+    except (OSError, KeyError, tarfile.TarError) as exc:
+        raise CliError(f"cannot read a snapshot from {path}: {exc}") from None
+    except ValueError as exc:
+        raise CliError(f"{path}: marina.json is not JSON: {exc}") from None
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -363,6 +389,9 @@ def parser() -> argparse.ArgumentParser:
     env_sub.add_parser("list")
     env_sub.add_parser("create").add_argument("name")
     env_sub.add_parser("show").add_argument("env")
+    imported = env_sub.add_parser("import", help="a new environment from an export archive")
+    imported.add_argument("file", help="the exportConfig .tar.gz, or its marina.json")
+    imported.add_argument("--name", help="name of the new environment")
     delete = env_sub.add_parser("delete")
     delete.add_argument("env")
     delete.add_argument("--wait", action="store_true")

@@ -34,8 +34,17 @@ def header(obj_id: str, type_name: str, name: str, **extra: Any) -> dict[str, An
 
 
 def with_actions(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object as shown to users: `_actions` in its header, Murano style."""
+    """The object as shown to users: `_actions` in its header, Murano style,
+    and secret values hidden (they leave Marina only in an export's Secrets)."""
     shown = dict(obj)
+    if "spec" in obj:
+        shown["spec"] = {
+            **obj["spec"],
+            "containers": [
+                {**c, "secrets": dict.fromkeys(c["secrets"], "******")} if c.get("secrets") else c
+                for c in obj["spec"].get("containers", [])
+            ],
+        }
     shown["?"] = {
         **obj["?"],
         "_actions": {
@@ -297,6 +306,99 @@ async def add_application(
 
     objects: list[dict[str, Any]] = await change(store, env_id, add)
     return [with_actions(o) for o in objects]
+
+
+SNAPSHOT_FORMAT = "marina-export/1"
+
+
+async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[str, Any]:
+    """A new environment from an export's `marina.json`: its cluster (not yet
+    deployed) and its pods and applications, with new ids.
+
+    Body: the snapshot itself, or `{"name": ..., "snapshot": {...}}`.
+    """
+    if isinstance(body, dict) and "snapshot" in body:
+        name, snapshot = body.get("name"), body["snapshot"]
+    else:
+        name, snapshot = None, body
+    if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
+        raise ValidationFailed(
+            "snapshot",
+            [
+                Problem(
+                    "format",
+                    f"must be {SNAPSHOT_FORMAT!r} (marina.json from exportConfig)",
+                    snapshot.get("format") if isinstance(snapshot, dict) else snapshot,
+                )
+            ],
+        )
+    objects = snapshot.get("objects")
+    if not isinstance(objects, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("?"), dict) for o in objects
+    ):
+        raise ValidationFailed("snapshot", [Problem("objects", "must be a list of objects")])
+    cluster_package = await get_package(store, "kubernetes-cluster")
+    properties = resolve_properties(cluster_package, snapshot.get("cluster") or {})
+    doc: dict[str, Any] = {
+        "id": new_id(),
+        "name": check_name(name or snapshot.get("environment")),
+        "project": project,
+        "created": time.time(),
+        "updated": time.time(),
+        "status": "ready",
+        "objects": {},
+        "order": [],
+    }
+    created = instantiate(cluster_package, properties, doc, name=None)
+    cluster_id = created[0]["?"]["id"]
+    new_ids = {o["?"]["id"]: new_id() for o in objects}
+    pods: list[dict[str, Any]] = []
+    for old in objects:
+        kind = old["?"]["type"]
+        header_ = {
+            **{k: v for k, v in old["?"].items() if k != "_actions"},
+            "id": new_ids[old["?"]["id"]],
+        }
+        if kind == "KubernetesPod":
+            spec = old.get("spec")
+            desired = (old.get("replicas") or {}).get("desired")
+            if isinstance(spec, dict) and isinstance(desired, int):
+                spec = {**spec, "replicas": desired}
+            pod = {
+                "?": header_,
+                "cluster": cluster_id,
+                "spec": spec,
+                "app": new_ids.get(old.get("app") or ""),
+                "state": "new",
+                "replicas": {
+                    "desired": (spec or {}).get("replicas", 1) if isinstance(spec, dict) else 1,
+                    "ready": 0,
+                },
+                "services": [],
+                "endpoints": [],
+            }
+            pods.append(pod)
+        elif kind == "KubernetesApplication":
+            created.append(
+                {
+                    "?": header_,
+                    "properties": old.get("properties", {}),
+                    "cluster": cluster_id,
+                    "state": "new",
+                    "pods": [new_ids[p] for p in old.get("pods", []) if p in new_ids],
+                }
+            )
+        else:
+            raise ValidationFailed(
+                "snapshot",
+                [Problem("objects", "holds an object of a type that is not imported", kind)],
+            )
+    created += _check_pods(pods, doc)
+    for obj in created:
+        doc["objects"][obj["?"]["id"]] = obj
+        doc["order"].append(obj["?"]["id"])
+    await store.create(env_key(doc["id"]), doc)
+    return doc
 
 
 async def services_of(store: Store, env_id: str, project: ProjectId) -> list[dict[str, Any]]:

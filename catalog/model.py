@@ -149,6 +149,21 @@ def _validate_container(
     memory = container.get("memory", 64)
     if not isinstance(memory, int) or isinstance(memory, bool) or not 1 <= memory <= 262144:
         problems.append(Problem(f"{where}.memory", "must be MiB from 1 to 262144", memory))
+    secrets = container.get("secrets", {})
+    if not isinstance(secrets, dict) or not all(
+        isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str) for k, v in secrets.items()
+    ):
+        problems.append(
+            Problem(f"{where}.secrets", "must map variable names to string values", "<hidden>")
+        )
+    elif isinstance(env, dict) and set(secrets) & set(env):
+        problems.append(
+            Problem(
+                f"{where}.secrets",
+                "names a variable that env sets too",
+                sorted(set(secrets) & set(env)),
+            )
+        )
     known = {"name", "image", "command", "args", "env", "ports", "cores", "memory", "secrets"}
     problems += [
         Problem(f"{where}.{k}", "is not a known container field")

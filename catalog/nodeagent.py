@@ -278,6 +278,7 @@ class NodeAgent:
                 "LANG": "C.UTF-8",
                 **doc.get("env", {}),
                 **container.get("env", {}),
+                **container.get("secrets", {}),
                 "POD_IP": doc["ip"],
                 "HOSTNAME": doc["name"],
                 "MARINA_NODE": self.node,

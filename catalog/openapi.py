@@ -90,6 +90,13 @@ def openapi_document() -> dict[str, Any]:
                     },
                 ),
             },
+            "/v1/environments/import": {
+                "post": _op(
+                    "A new environment from an export's marina.json",
+                    ok=201,
+                    body={"type": "object"},
+                ),
+            },
             "/v1/environments/{env_id}": {
                 "get": _op("Show an environment with its objects and actions", params=env),
                 "delete": _op("Tear an environment down (a task)", ok=202, params=env),

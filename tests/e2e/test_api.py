@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import zipfile
 
@@ -172,3 +173,51 @@ def test_deleting_an_environment(marina):
     assert task["state"] == "succeeded", task
     assert marina.call("GET", f"/v1/environments/{env}")[0] == 404
     assert env not in {e["id"] for e in marina.ok("GET", "/v1/environments")["environments"]}
+
+
+def test_an_export_imports_as_a_new_environment(marina):
+    env = marina.ok("POST", "/v1/environments", {"name": "original"})["id"]
+    marina.ok(
+        "POST",
+        f"/v1/environments/{env}/services",
+        {"package": "kubernetes-cluster", "properties": {"name": "k", "nodeCount": 3}},
+    )
+    marina.ok(
+        "POST",
+        f"/v1/environments/{env}/services",
+        {
+            "package": "kubernetes-pod",
+            "properties": {
+                "name": "api",
+                "replicas": 2,
+                "containers": [
+                    {
+                        "name": "api",
+                        "image": "example/api:1",
+                        "command": ["run-api"],
+                        "secrets": {"TOKEN": "t0p"},
+                        "ports": [{"containerPort": 9000}],
+                    }
+                ],
+                "services": [{"name": "api", "port": 9000, "scope": "internal"}],
+            },
+        },
+    )
+    shown = marina.ok("GET", f"/v1/environments/{env}")
+    api_pod = next(o for o in shown["objects"] if o["?"]["name"] == "api")
+    assert api_pod["spec"]["containers"][0]["secrets"] == {"TOKEN": "******"}
+    task = marina.run(env, "k:exportConfig")
+    status, data = marina.call("GET", f"/v1/tasks/{task['id']}/files/{task['files'][0]}")
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        snapshot = json.loads(archive.extractfile("marina.json").read())
+    status, imported = marina.call(
+        "POST", "/v1/environments/import", {"name": "copy", "snapshot": snapshot}
+    )
+    assert status == 201, imported
+    names = {o["?"]["name"]: o for o in imported["objects"]}
+    assert imported["name"] == "copy" and imported["id"] != env
+    assert names["k"]["properties"]["nodeCount"] == 3
+    assert names["api"]["replicas"]["desired"] == 2
+    assert names["api"]["?"]["id"] != api_pod["?"]["id"]
+    status, payload = marina.call("POST", "/v1/environments/import", {"format": "other"})
+    assert status == 400 and fields(payload) == {"format"}
