@@ -16,8 +16,9 @@ from tests.support import free_port, wait_for
 
 
 class Marina:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, etcd: str | None = None) -> None:
         self.state_dir = state_dir
+        self.etcd = etcd
         self.etcd_port = free_port()
         while True:  # the embedded etcd takes the port after its client port too
             peer = self.etcd_port + 1
@@ -50,6 +51,7 @@ class Marina:
                     str(self.port),
                     "--etcd-port",
                     str(self.etcd_port),
+                    *(["--etcd", self.etcd] if self.etcd else []),
                 ],
                 stdout=log,
                 stderr=log,
