@@ -25,9 +25,7 @@ from catalog.ids import EnvironmentId, ObjectId
 from catalog.openapi import openapi_document
 from catalog.packages import list_packages, load_zip, save_package
 from catalog.store import Store
-from catalog.tasks import (
-    TASKS as TASKS_PREFIX,
-)
+from catalog.tasks import TASKS as TASKS_PREFIX
 from catalog.tasks import (
     enqueue,
     get_task,

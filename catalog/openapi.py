@@ -15,6 +15,7 @@ def _op(
     ok: int = 200,
     body: dict[str, Any] | None = None,
     content: str = "application/json",
+    request: str = "application/json",
     params: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
@@ -41,12 +42,7 @@ def _op(
         },
     }
     if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {
-                content if content != "application/json" else "application/json": {"schema": body}
-            },
-        }
+        op["requestBody"] = {"required": True, "content": {request: {"schema": body}}}
     return op
 
 
@@ -134,6 +130,24 @@ def openapi_document() -> dict[str, Any]:
                     "Murano's result shape: {} until finished", params=("env_id", "task_id")
                 ),
             },
+            "/v1/environments/{env_id}/tasks": {
+                "get": _op("The environment's recent tasks, newest first", params=env),
+            },
+            "/v1/environments/{env_id}/events": {
+                "get": _op(
+                    "Server-Sent Events: the environment after every change "
+                    "(?access_token= accepted)",
+                    params=env,
+                    content="text/event-stream",
+                ),
+            },
+            "/v1/tasks/{task_id}/events": {
+                "get": _op(
+                    "Server-Sent Events: log lines, the task, its result (?access_token= accepted)",
+                    params=task,
+                    content="text/event-stream",
+                ),
+            },
             "/v1/tasks/{task_id}": {"get": _op("The whole task", params=task)},
             "/v1/tasks/{task_id}/log": {
                 "get": _op(
@@ -152,7 +166,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op(
                     "Upload a package (zip body; admin)",
                     ok=201,
-                    content="application/zip",
+                    request="application/zip",
                     body={"type": "string", "format": "binary"},
                 ),
             },

@@ -17,7 +17,6 @@ from catalog.addresses import allocate
 from catalog.engines.local import LocalEngine
 from catalog.errors import ActionFailed, NotFound, SchedulingFailed
 from catalog.export import export_archive
-from catalog.ids import new_id
 from catalog.providers.base import Provider
 from catalog.routing import gateways_applied, route_revisions
 from catalog.scheduling import NodeCapacity, choose_node, usage
@@ -623,7 +622,3 @@ class Operations:
 
 def _snake(kind: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in kind).lstrip("_")
-
-
-def new_replica_name(pod: str) -> str:
-    return f"{pod}-{new_id()[:5]}"
