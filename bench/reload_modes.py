@@ -68,8 +68,10 @@ def run_master_cli(backend: FastBackend, reloads: int) -> dict[str, object]:
         time.sleep(0.5)
         for _ in range(reloads):
             # The master re-executes itself on reload; its socket is briefly gone.
-            wait_for(lambda: unix_command(master, "reload") is not None,
-                     what="the master CLI to take a reload")
+            wait_for(
+                lambda: unix_command(master, "reload") is not None,
+                what="the master CLI to take a reload",
+            )
             time.sleep(0.2)
         return {"reloads": reloads, **load.result()}
     finally:
