@@ -277,6 +277,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         except BaseException:
             await server.stop(stop_nodes=False)
             raise
+        print(f"dashboard:    {settings.api_url}/")
         print(f"Marina API:   {settings.api_url}/v1  (OpenAPI: {settings.api_url}/v1/openapi.json)")
         print(f"admin token:  {server.token}")
         print(f"etcd:         {server.etcd_url}")
@@ -355,6 +356,7 @@ def deploy_demo(client: Client, settings: ServerSettings, token: str, created: l
     shown = client.call("GET", f"/v1/environments/{env_id}")
     urls = sorted({e for o in shown["objects"] for e in o.get("endpoints", []) or []})
     print()
+    print(f"dashboard:       {settings.api_url}/")
     print(f"Marina API:      {settings.api_url}/v1")
     print(f"admin token:     {token}")
     print(f"environment:     {env_id}")
