@@ -61,19 +61,23 @@ def check_name(name: Any, *, field: str = "name") -> str:
     return name
 
 
-async def create_environment(store: Store, *, name: Any, project: ProjectId) -> dict[str, Any]:
-    env_id = new_id()
-    doc = {
-        "id": env_id,
+def new_environment(name: Any, project: ProjectId) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "id": new_id(),
         "name": check_name(name),
         "project": project,
-        "created": time.time(),
-        "updated": time.time(),
+        "created": now,
+        "updated": now,
         "status": "ready",
         "objects": {},
         "order": [],
     }
-    await store.create(env_key(env_id), doc)
+
+
+async def create_environment(store: Store, *, name: Any, project: ProjectId) -> dict[str, Any]:
+    doc = new_environment(name, project)
+    await store.create(env_key(doc["id"]), doc)
     return doc
 
 
@@ -339,16 +343,7 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[s
         raise ValidationFailed("snapshot", [Problem("objects", "must be a list of objects")])
     cluster_package = await get_package(store, "kubernetes-cluster")
     properties = resolve_properties(cluster_package, snapshot.get("cluster") or {})
-    doc: dict[str, Any] = {
-        "id": new_id(),
-        "name": check_name(name or snapshot.get("environment")),
-        "project": project,
-        "created": time.time(),
-        "updated": time.time(),
-        "status": "ready",
-        "objects": {},
-        "order": [],
-    }
+    doc = new_environment(name or snapshot.get("environment"), project)
     created = instantiate(cluster_package, properties, doc, name=None)
     cluster_id = created[0]["?"]["id"]
     new_ids = {o["?"]["id"]: new_id() for o in objects}

@@ -67,10 +67,12 @@ class ServerSettings:
 
 
 class EmbeddedEtcd:
-    def __init__(self, data_dir: Path, port: int) -> None:
+    """etcd as a child process on loopback, with its log beside its data."""
+
+    def __init__(self, data_dir: Path, port: int, *, peer_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{port}"
-        self.peer = f"http://127.0.0.1:{port + 1}"
+        self.peer = f"http://127.0.0.1:{peer_port or port + 1}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def spawn(self) -> None:

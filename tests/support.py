@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from catalog.server import EmbeddedEtcd
+
 _addresses = itertools.count(2)
 
 
@@ -65,53 +67,16 @@ class Etcd:
         self.port = port or free_port()
         self.peer_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Etcd:
-        binary = shutil.which("etcd")
-        assert binary, "etcd is not installed (Debian package etcd-server)"
-        with open(self.data_dir.parent / "etcd.log", "ab") as logfile:
-            self.proc = subprocess.Popen(
-                [
-                    binary,
-                    "--name",
-                    "test",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--listen-client-urls",
-                    self.url,
-                    "--advertise-client-urls",
-                    self.url,
-                    "--listen-peer-urls",
-                    f"http://127.0.0.1:{self.peer_port}",
-                    "--initial-advertise-peer-urls",
-                    f"http://127.0.0.1:{self.peer_port}",
-                    "--initial-cluster",
-                    f"test=http://127.0.0.1:{self.peer_port}",
-                    "--log-level",
-                    "error",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=logfile,
-            )
-        wait_for(self.healthy, timeout=20, what="etcd to start")
+        """Start (or start again) the same server, through Marina's own launcher."""
+        self._etcd = EmbeddedEtcd(self.data_dir, self.port, peer_port=self.peer_port)
+        self._etcd.spawn()
+        self._etcd.wait_healthy()
         return self
 
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                return bool(json.loads(r.read()).get("health") == "true")
-        except (OSError, ValueError):
-            return False
-
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._etcd.stop()
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         req = urllib.request.Request(
