@@ -222,11 +222,31 @@ def cmd_action(args: argparse.Namespace) -> int:
         print(f"failed: {final['error']}", file=sys.stderr)
         return 1
     print(f"{final['outcome']}: {final['reason']}" if final["reason"] else final["outcome"])
+    for name in final.get("files", []):
+        print(f"file: {name}  (marina task download {task_id} {name})")
     return 0
 
 
 def cmd_task(args: argparse.Namespace) -> int:
     client = _client(args)
+    if args.task_command == "download":
+        task = client.call("GET", f"/v1/tasks/{args.task}")
+        names = task.get("files", [])
+        name = args.name or (names[0] if len(names) == 1 else None)
+        if name is None:
+            raise CliError(
+                f"task {args.task} has files {names}; name one"
+                if names
+                else f"task {args.task} has no files"
+            )
+        data = client.call("GET", f"/v1/tasks/{args.task}/files/{urllib.parse.quote(name)}")
+        target = Path(args.output or Path(name).name)
+        try:
+            target.write_bytes(data)
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror}") from None
+        print(f"{target} ({len(data)} bytes)")
+        return 0
     task = client.call("GET", f"/v1/tasks/{args.task}")
     _print(task, args)
     for line in client.call("GET", f"/v1/tasks/{args.task}/log")["log"]:
@@ -424,6 +444,11 @@ def parser() -> argparse.ArgumentParser:
     task = sub.add_parser("task", help="tasks").add_subparsers(dest="task_command", required=True)
     task.add_parser("show").add_argument("task")
     task.choices["show"].set_defaults(func=cmd_task)
+    fetch = task.add_parser("download", help="save a file a task attached")
+    fetch.add_argument("task")
+    fetch.add_argument("name", nargs="?", help="the file (needed when there are several)")
+    fetch.add_argument("-o", "--output", help="where to save it")
+    fetch.set_defaults(func=cmd_task)
 
     package = sub.add_parser("package", help="packages")
     package_sub = package.add_subparsers(dest="package_command", required=True)

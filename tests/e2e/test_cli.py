@@ -22,7 +22,7 @@ def cli(marina: Marina, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_drives_an_environment_end_to_end(marina):
+def test_cli_drives_an_environment_end_to_end(marina, tmp_path):
     created = cli(marina, "env", "create", "from-cli")
     assert created.returncode == 0, created.stderr
     env = json.loads(created.stdout)["id"]
@@ -94,6 +94,17 @@ def test_cli_drives_an_environment_end_to_end(marina):
     task_id = scaled.stdout.split("task ")[1].split()[0]
     shown = cli(marina, "task", "show", task_id)
     assert '"state": "succeeded"' in shown.stdout and "placed on" in shown.stdout
+    exported = cli(marina, "action", "run", env, "c:exportConfig", "--wait")
+    assert exported.returncode == 0 and "file: " in exported.stdout, exported.stderr
+    export_task = exported.stdout.split("task ")[1].split()[0]
+    archive = tmp_path / "export.tar.gz"
+    saved = cli(marina, "task", "download", export_task, "-o", str(archive))
+    assert saved.returncode == 0 and archive.stat().st_size > 0, saved.stderr
+    imported = cli(marina, "env", "import", str(archive), "--name", "copy-of-cli")
+    assert imported.returncode == 0 and "copy-of-cli" in imported.stdout, imported.stderr
+    copy_env = imported.stdout.split()[0]
+    assert "echo" in marina.objects(copy_env)
+    assert cli(marina, "env", "delete", copy_env, "--wait").returncode == 0
     deleted = cli(marina, "env", "delete", env, "--wait")
     assert deleted.returncode == 0, deleted.stdout + deleted.stderr
     assert env not in cli(marina, "env", "list").stdout
