@@ -18,7 +18,7 @@ from catalog import environments as envs
 from catalog.engines.local import LocalEngine
 from catalog.errors import Conflict, MarinaError, SchedulingFailed, StoreUnavailable
 from catalog.nodeagent import NODES
-from catalog.routing import routes_for
+from catalog.routing import ROUTES, routes_for
 from catalog.scheduling import NodeCapacity, choose_node, usage
 from catalog.store import Store
 
@@ -112,6 +112,12 @@ class Controller:
             for n in nodes
             if n["role"] == "gateway" and n["state"] == "ready" and n["?"]["name"] in registered
         ]
+        # One read of what is published per pass, not one per route.
+        published = {
+            v.key: v.value
+            for prefix in (f"{ROUTES}{key}/", f"{ROUTES}{key}.internal/")
+            for v in await self.store.list(prefix)
+        }
         updates: dict[str, dict[str, Any]] = {}
         for pod in pods:
             mine = [r for r in replicas.values() if r["pod"] == pod["?"]["id"]]
@@ -124,8 +130,7 @@ class Controller:
             ]
             for service in pod.get("services", []):
                 for route_key, route in routes_for(key, service, [r["ip"] for r in ready]).items():
-                    current = await self.store.get(route_key)
-                    if current is None or current.value != route:
+                    if published.get(route_key) != route:
                         await self.store.put(route_key, route)
             endpoints = [
                 f"http://{g['address']}:{s['port']}/"
