@@ -443,7 +443,7 @@ async function route() {
       console.error(err);
     }
   }
-  app.focus();
+  app.focus({ preventScroll: true });
 }
 
 document.getElementById("logout").addEventListener("click", () => logout(""));

@@ -76,6 +76,7 @@ def wait(browser: webdriver.Chrome, condition, timeout: float = 60):
 
 
 def shot(browser: webdriver.Chrome, name: str) -> None:
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
