@@ -106,20 +106,12 @@ def main() -> None:
     args = parser.parse_args()
     marina = Marina(Path(tempfile.mkdtemp(prefix="marina-bench-")) / "state").start()
     try:
-        env = marina.ok("POST", "/v1/environments", {"name": "bench"})["id"]
-        marina.ok(
-            "POST",
-            f"/v1/environments/{env}/services",
-            {
-                "package": "kubernetes-cluster",
-                "properties": {"name": "k", "nodeCount": 2, "nodeCores": 4, "nodeMemory": 4096},
-            },
-        )
-        marina.ok("POST", f"/v1/environments/{env}/services", {"package": "guestbook"})
-        for action in ("k:deploy", "Guestbook:deploy"):
-            task = marina.run(env, action)
-            if task["state"] != "succeeded":
-                raise SystemExit(f"bench: {action} failed: {task['error']}")
+        try:
+            env, _ = marina.deploy_guestbook(
+                "bench", {"name": "k", "nodeCount": 2, "nodeCores": 4, "nodeMemory": 4096}
+            )
+        except AssertionError as exc:
+            raise SystemExit(f"bench: deploying the guestbook failed: {exc}") from None
         samples = scale_up_latencies(marina, env, args.runs)
         throughput = asyncio.run(read_throughput(marina.api, marina.token, env, args.seconds))
         result = {

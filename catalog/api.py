@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from catalog.store import Store
 from catalog.tasks import TASKS as TASKS_PREFIX
 from catalog.tasks import (
     enqueue,
+    follow_task,
     get_task,
     murano_result,
     new_task,
@@ -214,21 +214,12 @@ async def show_task_log(request: web.Request) -> web.StreamResponse:
         return _json({"log": await task_log(store, task_id)})
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    sent = 0
-    deadline = time.monotonic() + float(request.query.get("timeout", 600))
-    while time.monotonic() < deadline:
-        lines = await task_log(store, task_id)
-        for line in lines[sent:]:
-            await response.write(json.dumps(line).encode() + b"\n")
-        sent = len(lines)
-        task = await get_task(store, task_id)
-        if task["state"] in ("succeeded", "failed"):
-            lines = await task_log(store, task_id)
-            for line in lines[sent:]:
-                await response.write(json.dumps(line).encode() + b"\n")
-            await response.write(json.dumps({"state": task["state"]}).encode() + b"\n")
-            break
-        await asyncio.sleep(0.2)
+    timeout = float(request.query.get("timeout", 600))
+    async for kind, item in follow_task(store, task_id, timeout=timeout):
+        if kind == "log":
+            await response.write(json.dumps(item).encode() + b"\n")
+        elif item["state"] in ("succeeded", "failed"):
+            await response.write(json.dumps({"state": item["state"]}).encode() + b"\n")
     await response.write_eof()
     return response
 
@@ -301,22 +292,11 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     await _own_task(request, task_id)
     store = _store(request)
     response = await _sse(request)
-    sent = 0
     try:
-        while True:
-            lines = await task_log(store, task_id)
-            for line in lines[sent:]:
-                await _send(response, "log", line)
-            sent = len(lines)
-            task = await get_task(store, task_id)
-            await _send(response, "task", task)
-            if task["state"] in ("succeeded", "failed"):
-                lines = await task_log(store, task_id)
-                for line in lines[sent:]:
-                    await _send(response, "log", line)
-                await _send(response, "done", murano_result(task))
-                break
-            await asyncio.sleep(0.2)
+        async for kind, item in follow_task(store, task_id):
+            await _send(response, kind, item)
+            if kind == "task" and item["state"] in ("succeeded", "failed"):
+                await _send(response, "done", murano_result(item))
     except ConnectionResetError:
         pass
     return response

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from catalog import environments as envs
-from catalog.engines.local import LocalEngine
+from catalog.engines.base import Engine
 from catalog.errors import Conflict, MarinaError, SchedulingFailed, StoreUnavailable
 from catalog.nodeagent import NODES
 from catalog.routing import ROUTES, routes_for
@@ -29,7 +29,7 @@ WATCHED = ("/marina/replicas/", "/marina/replica-status/", NODES, envs.ENVIRONME
 
 
 class Controller:
-    def __init__(self, store: Store, engine: LocalEngine, *, lease_ttl: int = 5) -> None:
+    def __init__(self, store: Store, engine: Engine, *, lease_ttl: int = 5) -> None:
         self.store = store
         self.engine = engine
         self.lease_ttl = lease_ttl

@@ -14,14 +14,14 @@ from typing import Any
 
 from catalog import environments as envs
 from catalog.addresses import allocate
-from catalog.engines.local import LocalEngine
-from catalog.errors import ActionFailed, NotFound, SchedulingFailed
+from catalog.engines.base import Engine
+from catalog.errors import ActionFailed, NotFound, NotSupported, SchedulingFailed
 from catalog.export import export_archive
 from catalog.providers.base import Provider
 from catalog.routing import gateways_applied, route_revisions
 from catalog.scheduling import NodeCapacity, choose_node, usage
 from catalog.store import Store
-from catalog.tasks import Outcome, TaskContext
+from catalog.tasks import BY_ENVIRONMENT, Outcome, TaskContext
 
 READY_TIMEOUT = 60.0
 
@@ -29,7 +29,7 @@ READY_TIMEOUT = 60.0
 class Operations:
     """The task runner: dispatches a task to the action it names."""
 
-    def __init__(self, store: Store, provider: Provider, engine: LocalEngine) -> None:
+    def __init__(self, store: Store, provider: Provider, engine: Engine) -> None:
         self.store = store
         self.provider = provider
         self.engine = engine
@@ -310,9 +310,6 @@ class Operations:
             return Outcome.noop("every pod already runs its replicas")
         return Outcome.done(f"{len(app['pods'])} pods deployed")
 
-    async def kubernetes_pod_deploy(self, ctx: TaskContext, pod: dict[str, Any]) -> Outcome:
-        return await self._reconcile_pod(ctx, pod, pod["replicas"]["desired"])
-
     async def kubernetes_pod_scalePodUp(self, ctx: TaskContext, pod: dict[str, Any]) -> Outcome:
         if pod["replicas"]["desired"] >= 50:
             return Outcome.noop("the pod already has the maximum of 50 replicas")
@@ -343,6 +340,8 @@ class Operations:
         doc = await self._doc(ctx)
         cluster = self._cluster_of(doc, pod)
         self._require_ready(cluster, "restartContainers")
+        if "restart" not in self.engine.capabilities:
+            raise NotSupported(self.engine.name, "restart containers in place")
         mine = await self._pod_replicas(cluster, pod)
         for replica_id, replica in mine.items():
             await self.engine.restart_replica(cluster["key"], replica_id)
@@ -616,6 +615,7 @@ class Operations:
             for service in obj.get("services", []):
                 if service.get("ip"):
                     await self.store.delete(f"/marina/addresses/{service['ip']}")
+        await self.store.delete_prefix(f"{BY_ENVIRONMENT}{ctx.environment}/")
         await self.store.delete(envs.env_key(ctx.environment))
         return Outcome.done("environment deleted")
 

@@ -32,7 +32,7 @@ from catalog.errors import MarinaError, StoreUnavailable
 from catalog.nodeagent import die_with_parent
 from catalog.operations import Operations
 from catalog.packages import Package, get_package, load_folder, save_package
-from catalog.providers.local import LocalProvider
+from catalog.providers.local import LocalProvider, stop_all_agents
 from catalog.store import Store
 from catalog.tasks import Worker
 
@@ -226,37 +226,12 @@ class Server:
         if self.runner is not None:
             await self.runner.cleanup()
         if stop_nodes:
-            await asyncio.to_thread(stop_node_agents, self.settings.state_dir)
+            await stop_all_agents(self.settings.state_dir)
         if self.store is not None:
             with contextlib.suppress(MarinaError):
                 await self.store.close()
         if self.etcd is not None:
             await asyncio.to_thread(self.etcd.stop)
-
-
-def stop_node_agents(state_dir: Path) -> None:
-    """Stop every node agent under the state directory (their replicas follow)."""
-    pids = []
-    for pid_file in (state_dir / "nodes").glob("*/*/agent.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            pids.append(pid)
-        pid_file.unlink(missing_ok=True)
-    deadline = time.monotonic() + 20
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    # Gateways' HAProxy runs in its own session; end what the agents left.
-    for pid_file in (state_dir / "nodes").glob("*/*/gateway/haproxy.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -17,7 +17,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -31,6 +31,7 @@ TASKS = "/marina/tasks/"
 LOGS = "/marina/tasklogs/"
 FILES = "/marina/taskfiles/"
 QUEUE = "/marina/queue/"
+BY_ENVIRONMENT = "/marina/tasks-by-environment/"
 LOCKS = "/marina/locks/env/"
 MAX_ATTEMPTS = 2
 LEASE_TTL = 5
@@ -160,6 +161,10 @@ def new_task(
 async def enqueue(store: Store, task: TaskDoc) -> TaskId:
     """Store a task and put it on its environment's queue, in one step each."""
     await store.create(f"{TASKS}{task['id']}", task)
+    # The index lists an environment's tasks in order without reading everyone's.
+    await store.put(
+        f"{BY_ENVIRONMENT}{task['environment']}/{task['created']:020.6f}-{task['id']}", task["id"]
+    )
     await store.create(f"{QUEUE}{task['environment']}/{task['id']}", {"task": task["id"]})
     return TaskId(task["id"])
 
@@ -174,8 +179,10 @@ async def get_task(store: Store, task_id: str) -> TaskDoc:
 
 async def recent_tasks(store: Store, environment: str, *, limit: int = 20) -> list[dict[str, Any]]:
     """The environment's latest tasks, newest first, without their arguments' bulk."""
-    tasks = [v.value for v in await store.list(TASKS) if v.value["environment"] == environment]
-    tasks.sort(key=lambda t: t["created"], reverse=True)
+    index = await store.list(f"{BY_ENVIRONMENT}{environment}/")
+    newest = sorted(index, key=lambda v: v.key, reverse=True)[:limit]
+    found = [await store.get(f"{TASKS}{v.value}") for v in newest]
+    tasks = [t.value for t in found if t is not None]
     keep = (
         "id",
         "action",
@@ -194,6 +201,27 @@ async def recent_tasks(store: Store, environment: str, *, limit: int = 20) -> li
 
 async def task_log(store: Store, task_id: str) -> list[dict[str, Any]]:
     return [v.value for v in await store.list(f"{LOGS}{task_id}/")]
+
+
+async def follow_task(
+    store: Store, task_id: str, *, interval: float = 0.2, timeout: float = 600.0
+) -> AsyncIterator[tuple[str, Any]]:
+    """("log", line) for each new log line and ("task", task) after each look,
+    until the task has finished (or `timeout` passed); every line is sent
+    before the final task."""
+    sent = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        task = await get_task(store, task_id)
+        # The log is read after the task, so a finished task's last lines are in it.
+        lines = await task_log(store, task_id)
+        for line in lines[sent:]:
+            yield "log", line
+        sent = len(lines)
+        yield "task", task
+        if task["state"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(interval)
 
 
 async def task_file(store: Store, task_id: str, name: str) -> tuple[str, bytes]:

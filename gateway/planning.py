@@ -79,9 +79,6 @@ class Layout:
     def port_map(self) -> dict[int, str]:
         return {b.route.port: b.name for b in self.pool if b.route}
 
-    def server_count(self) -> int:
-        return sum(b.slots for b in self.static.values()) + sum(b.slots for b in self.pool)
-
 
 def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None) -> Layout:
     """A fresh layout for `routes`, with spare pool backends for routes to come."""

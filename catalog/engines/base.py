@@ -22,7 +22,11 @@ class Engine(Protocol):
         """Stop a replica and forget it."""
 
     async def restart_replica(self, cluster: str, replica_id: str) -> None:
-        """Restart a replica's processes in place."""
+        """Restart a replica's processes in place (capability "restart")."""
+
+    async def update_replica(self, cluster: str, replica_id: str, **fields: Any) -> None:
+        """Change a running replica's record: `node` moves it, `draining` takes
+        it out of its services' routes before it stops."""
 
     async def replicas(self, cluster: str) -> dict[str, dict[str, Any]]:
         """Every replica of the cluster by id, with its `status` (or None)."""

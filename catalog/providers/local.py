@@ -109,18 +109,36 @@ class LocalProvider:
     async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
         directory = self._dir(cluster, node)
         pid = _read_pid(directory / "agent.pid")
-        if pid is not None and _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            while _alive(pid) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            await stop_processes([pid])
         with contextlib.suppress(FileNotFoundError):
             (directory / "agent.pid").unlink()
         await self.store.delete(f"{NODES}{cluster}/{node['?']['name']}")
         await release(self.store, node.get("address"))
+
+
+async def stop_processes(pids: list[int], *, grace: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still running after `grace` seconds."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def stop_all_agents(state_dir: Path) -> None:
+    """Stop every node agent under `state_dir` (their replicas die with them)."""
+    pid_files = list((state_dir / "nodes").glob("*/*/agent.pid"))
+    await stop_processes([p for p in map(_read_pid, pid_files) if p is not None])
+    for pid_file in pid_files:
+        pid_file.unlink(missing_ok=True)
+    # Gateways' HAProxy runs in its own session; end what the agents left.
+    haproxies = [_read_pid(p) for p in (state_dir / "nodes").glob("*/*/gateway/haproxy.pid")]
+    await stop_processes([p for p in haproxies if p is not None], grace=5)
 
 
 def _read_pid(path: Path) -> int | None:
@@ -131,6 +149,7 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    # gateway/haproxy.py has the same check: the gateway shares no code with the catalog.
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -140,5 +140,29 @@ class Marina:
             time.sleep(0.1)
         raise AssertionError(f"task {task_id} did not finish in {timeout}s")
 
+    def deploy_guestbook(
+        self, name: str, cluster: dict[str, Any], guestbook: dict[str, Any] | None = None
+    ) -> tuple[str, str]:
+        """An environment with the cluster (properties `cluster`) and the guestbook
+        deployed on it; its id and the guestbook's public URL."""
+        env = self.ok("POST", "/v1/environments", {"name": name})["id"]
+        self.ok(
+            "POST",
+            f"/v1/environments/{env}/services",
+            {"package": "kubernetes-cluster", "properties": cluster},
+        )
+        self.ok(
+            "POST",
+            f"/v1/environments/{env}/services",
+            {"package": "guestbook", "properties": guestbook or {}},
+        )
+        for action in (f"{cluster['name']}:deploy", "Guestbook:deploy"):
+            task = self.run(env, action)
+            assert task["state"] == "succeeded", task
+        url = wait_for(
+            lambda: self.objects(env)["web"]["endpoints"], timeout=30, what="the public endpoint"
+        )[0]
+        return str(env), str(url)
+
     def objects(self, env: str) -> dict[str, dict[str, Any]]:
         return {o["?"]["name"]: o for o in self.ok("GET", f"/v1/environments/{env}")["objects"]}

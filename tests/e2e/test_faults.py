@@ -15,25 +15,9 @@ pytestmark = pytest.mark.slow
 def test_etcd_restart_is_survived(own_etcd, tmp_path):
     marina = Marina(tmp_path / "state", etcd=own_etcd.url).start()
     try:
-        env = marina.ok("POST", "/v1/environments", {"name": "faults"})["id"]
-        marina.ok(
-            "POST",
-            f"/v1/environments/{env}/services",
-            {
-                "package": "kubernetes-cluster",
-                "properties": {"name": "k", "nodeCount": 1, "gatewayCount": 1},
-            },
+        env, url = marina.deploy_guestbook(
+            "faults", {"name": "k", "nodeCount": 1, "gatewayCount": 1}, {"publicPort": 31080}
         )
-        marina.ok(
-            "POST",
-            f"/v1/environments/{env}/services",
-            {"package": "guestbook", "properties": {"publicPort": 31080}},
-        )
-        assert marina.run(env, "k:deploy")["state"] == "succeeded"
-        assert marina.run(env, "Guestbook:deploy")["state"] == "succeeded"
-        url = wait_for(
-            lambda: marina.objects(env)["web"]["endpoints"], timeout=30, what="the public endpoint"
-        )[0]
         wait_for(lambda: http_get(url)[0] == 200, timeout=30, what="the guestbook")
         own_etcd.stop()
         status, payload = marina.call("GET", f"/v1/environments/{env}")
@@ -64,9 +48,10 @@ def test_etcd_restart_is_survived(own_etcd, tmp_path):
     finally:
         # With an external etcd, stopping Marina leaves the nodes running: delete them.
         if marina.proc is not None and marina.proc.poll() is None:
-            status, payload = marina.call("DELETE", f"/v1/environments/{env}")
-            if status == 202:
-                marina.wait_task(payload["task_id"], timeout=120)
+            for listed in marina.ok("GET", "/v1/environments")["environments"]:
+                status, payload = marina.call("DELETE", f"/v1/environments/{listed['id']}")
+                if status == 202:
+                    marina.wait_task(payload["task_id"], timeout=120)
         marina.stop()
     leftovers = subprocess.run(
         ["pgrep", "-f", str(marina.state_dir)], capture_output=True, text=True

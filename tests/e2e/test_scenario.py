@@ -25,22 +25,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def deployed(marina: Marina) -> dict[str, str]:
-    env = marina.ok("POST", "/v1/environments", {"name": "scenario"})["id"]
-    marina.ok(
-        "POST",
-        f"/v1/environments/{env}/services",
-        {
-            "package": "kubernetes-cluster",
-            "properties": {"name": "k1", "nodeCount": 2, "gatewayCount": 1, "nodeCores": 1},
-        },
+    env, url = marina.deploy_guestbook(
+        "scenario", {"name": "k1", "nodeCount": 2, "gatewayCount": 1, "nodeCores": 1}
     )
-    marina.ok("POST", f"/v1/environments/{env}/services", {"package": "guestbook"})
-    assert marina.run(env, "k1:deploy")["state"] == "succeeded"
-    task = marina.run(env, "Guestbook:deploy")
-    assert task["state"] == "succeeded", task
     web = marina.objects(env)["web"]
-    wait_for(lambda: marina.objects(env)["web"]["endpoints"], what="public endpoint")
-    url = marina.objects(env)["web"]["endpoints"][0]
     return {"env": env, "url": url, "web": web["?"]["id"]}
 
 
