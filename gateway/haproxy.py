@@ -52,21 +52,33 @@ class HAProxy:
         self.pid_path = state_dir / "haproxy.pid"
         self.log_path = state_dir / "haproxy.log"
         self.pid: int | None = None
+        self.others: list[int] = []  # adopted older processes, told to finish at the next reload
         self._children: set[asyncio.subprocess.Process] = set()
 
     # -- process state -------------------------------------------------
 
     def adopt(self) -> int | None:
-        """Take over an HAProxy left running by an earlier agent, if any."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
+        """Take over the HAProxy processes an earlier agent left running, if any.
+
+        The pid file lists every process the agent started that may still run,
+        newest last, written as soon as each is spawned: an agent killed in the
+        middle of a reload leaves none behind that its successor cannot find.
+        """
+        alive = [p for p in self._recorded() if _alive(p) and "haproxy" in _cmdline(p)]
+        if not alive:
             return None
-        if _alive(pid) and "haproxy" in _cmdline(pid):
-            self.pid = pid
-            log.info("adopted running haproxy pid %d", pid)
-            return pid
-        return None
+        self.pid, self.others = alive[-1], alive[:-1]
+        log.info("adopted running haproxy pid %s", " ".join(map(str, alive)))
+        return self.pid
+
+    def _recorded(self) -> list[int]:
+        try:
+            return [int(p) for p in self.pid_path.read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def _record(self, pids: list[int]) -> None:
+        _write_atomic(self.pid_path, "".join(f"{p}\n" for p in pids))
 
     def running(self) -> bool:
         return self.pid is not None and _alive(self.pid)
@@ -127,9 +139,9 @@ class HAProxy:
 
     async def _start(self) -> None:
         args = [self.binary, "-f", str(self.config_path)]
-        old = self.pid if self.running() else None
-        if old is not None and self.socket_path.exists():
-            args += ["-x", str(self.socket_path), "-sf", str(old)]
+        old = [p for p in [*self.others, self.pid] if p is not None and _alive(p)]
+        if old and self.socket_path.exists():
+            args += ["-x", str(self.socket_path), "-sf", *map(str, old)]
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as logfile:
             proc = await asyncio.create_subprocess_exec(
@@ -140,10 +152,12 @@ class HAProxy:
                 start_new_session=True,
             )
         self._children.add(proc)
+        self._record([*old, proc.pid])
         deadline = time.monotonic() + self.start_timeout
         while True:
             if proc.returncode is not None or _reaped(proc):
                 self._children.discard(proc)
+                self._record(old)
                 raise HAProxyError(
                     "reload",
                     _alerts(self._log_since(offset)) or f"haproxy exited with {proc.returncode}",
@@ -155,10 +169,12 @@ class HAProxy:
             if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
+                self._record(old)
                 raise HAProxyError("reload", f"new haproxy did not answer in {self.start_timeout}s")
             await asyncio.sleep(0.002)
-        self.pid = proc.pid
-        _write_atomic(self.pid_path, f"{proc.pid}\n")
+        # The old processes were told to finish (-sf) and leave by themselves.
+        self.pid, self.others = proc.pid, []
+        self._record([proc.pid])
         asyncio.get_running_loop().create_task(self._reap_later(proc))
 
     async def _reap_later(self, proc: asyncio.subprocess.Process) -> None:
@@ -176,7 +192,7 @@ class HAProxy:
 
     async def stop(self) -> None:
         """Stop serving: the current process and any still draining."""
-        pids = {p.pid for p in self._children}
+        pids = {p.pid for p in self._children} | set(self.others) | set(self._recorded())
         if self.pid is not None:
             pids.add(self.pid)
         for pid in pids:
@@ -188,7 +204,10 @@ class HAProxy:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.pid = None
+        for child in list(self._children):  # reap our own, so none is left a zombie
+            with contextlib.suppress(ProcessLookupError):
+                await child.wait()
+        self.pid, self.others = None, []
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
 

@@ -235,8 +235,9 @@ class Gateway:
                 self.proc.wait()
         # An agent killed earlier leaves its HAProxy serving; end it too.
         with contextlib.suppress(OSError, ValueError):
-            pid = int((self.state_dir / "haproxy.pid").read_text())
-            os.kill(pid, signal.SIGKILL)
+            for pid in (self.state_dir / "haproxy.pid").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
 
     def url(self, port: int) -> str:
         return f"http://{self.address}:{port}/"

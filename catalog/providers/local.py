@@ -137,8 +137,11 @@ async def stop_all_agents(state_dir: Path) -> None:
     for pid_file in pid_files:
         pid_file.unlink(missing_ok=True)
     # Gateways' HAProxy runs in its own session; end what the agents left.
-    haproxies = [_read_pid(p) for p in (state_dir / "nodes").glob("*/*/gateway/haproxy.pid")]
-    await stop_processes([p for p in haproxies if p is not None], grace=5)
+    haproxies = []  # a gateway's pid file may list several (one per line) mid-reload
+    for pid_file in (state_dir / "nodes").glob("*/*/gateway/haproxy.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            haproxies += [int(p) for p in pid_file.read_text().split()]
+    await stop_processes(haproxies, grace=5)
 
 
 def _read_pid(path: Path) -> int | None:

@@ -34,7 +34,7 @@ def test_demo_serves_and_stops_cleanly():
         }
         gateway_files = next(ln.split()[2] for ln in lines if ln.startswith("gateway files:"))
         with open(f"{gateway_files}/haproxy.pid") as f:
-            pid = int(f.read())
+            pid = int(f.read().split()[-1])
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)

@@ -1,0 +1,80 @@
+"""HAProxy process handling: every started process is recorded at once, so an
+agent that dies in the middle of a reload leaves nothing its successor misses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+from gateway.haproxy import HAProxy
+from tests.support import free_port, fresh_address, wait_for
+
+
+def config(haproxy: HAProxy, address: str, port: int) -> str:
+    return (
+        "global\n    maxconn 100\n"
+        f"    stats socket {haproxy.socket_path} mode 600 level admin expose-fd listeners\n"
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n"
+        "    timeout server 5s\n"
+        f"frontend fe\n    bind {address}:{port}\n"
+        '    http-request return status 200 content-type text/plain string "ok"\n'
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_successor_adopts_every_recorded_process(tmp_path: Path):
+    address, port = fresh_address(), free_port()
+
+    async def scenario() -> tuple[int, int, int]:
+        first = HAProxy(tmp_path)
+        await first.apply(config(first, address, port), "")
+        started = first.pid
+        assert started is not None
+        # The agent dies right after spawning the next process, before it knew
+        # whether that one came up: both pids are already on record.
+        spawned = subprocess.Popen(
+            [
+                "haproxy",
+                "-f",
+                str(first.config_path),
+                "-x",
+                str(first.socket_path),
+                "-sf",
+                str(started),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        first._record([started, spawned.pid])
+        successor = HAProxy(tmp_path)
+        assert successor.adopt() == spawned.pid
+        await successor.apply(config(successor, address, port), "")
+        last = successor.pid
+        assert last is not None
+        await asyncio.to_thread(
+            wait_for,
+            lambda: not alive(spawned.pid) and not alive(started),
+            timeout=20,
+            what="the older processes to finish",
+        )
+        await successor.stop()
+        spawned.wait()
+        for child in list(first._children):  # reap what the dead agent had started
+            await child.wait()
+        await asyncio.sleep(0)
+        return started, spawned.pid, last
+
+    started, spawned, last = asyncio.run(scenario())
+    assert len({started, spawned, last}) == 3
+    assert not alive(last)
