@@ -17,15 +17,27 @@ from typing import Any
 from aiohttp import web
 
 from catalog import environments as envs
+from catalog import quotas
 from catalog.actions import actions_of, check_arguments, find_action
 from catalog.auth import Identity, authenticate, issue_token
-from catalog.errors import MarinaError, NotFound, Problem, Unauthorized, ValidationFailed
-from catalog.ids import EnvironmentId, ObjectId
+from catalog.errors import (
+    MarinaError,
+    NotFound,
+    Problem,
+    RequestTimeout,
+    TooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
+from catalog.ids import EnvironmentId, ObjectId, ProjectId
 from catalog.openapi import openapi_document
 from catalog.packages import list_packages, load_zip, save_package
+from catalog.quotas import QUOTAS
+from catalog.serving import LIMITS
 from catalog.store import Store
 from catalog.tasks import TASKS as TASKS_PREFIX
 from catalog.tasks import (
+    collect_tasks,
     enqueue,
     follow_task,
     get_task,
@@ -35,10 +47,14 @@ from catalog.tasks import (
     task_file,
     task_log,
 )
+from catalog.validation import encodable, parse_json
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 2 * 1024 * 1024
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+MAX_FOLLOW = 3600.0
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,13 +66,17 @@ def _json(data: Any, status: int = 200) -> web.Response:
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        _check_request_text(request)
         return await handler(request)
     except MarinaError as exc:
         return _json(exc.payload(), exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json({"error": "http", "message": exc.reason}, exc.status)
+        response = _json({"error": "http", "message": exc.reason}, exc.status)
+        if "Allow" in exc.headers:  # a 405 says which methods the route takes
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -77,16 +97,53 @@ async def _identity(request: web.Request) -> Identity:
     return await authenticate(_store(request), header)
 
 
+def _check_request_text(request: web.Request) -> None:
+    """Path and query values that are not valid Unicode are refused before any
+    handler sees them (they would break every client that shows them)."""
+    problems = [
+        Problem(name, "is not valid Unicode")
+        for name, value in [*request.match_info.items(), *request.query.items()]
+        if not encodable(name) or not encodable(value)
+    ]
+    if problems:
+        raise ValidationFailed("request", problems)
+
+
+async def _read(request: web.Request, *, what: str, limit: int = MAX_BODY) -> bytes:
+    """The whole body, refused once over `limit` or when it trickles in too slowly."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(what, limit)
+    try:
+        async with asyncio.timeout(LIMITS.body_timeout):
+            data = await request.content.read(limit + 1)
+            while len(data) <= limit and not request.content.at_eof():
+                more = await request.content.read(limit + 1 - len(data))
+                if not more:
+                    break
+                data += more
+    except TimeoutError:
+        raise RequestTimeout(what, LIMITS.body_timeout) from None
+    if len(data) > limit:
+        raise TooLarge(what, limit)
+    return data
+
+
 async def _body(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ValidationFailed("body", [Problem("body", f"must be at most {MAX_BODY} bytes")])
-    raw = await request.read()
+    raw = await _read(request, what="body")
     if not raw:
         return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ValidationFailed("body", [Problem("body", f"is not JSON: {exc}")]) from exc
+    return parse_json(raw, what="body")
+
+
+def _paging(request: web.Request) -> tuple[int, str | None]:
+    """Murano's paging: at most `limit` items, those after `marker` in the list's order."""
+    raw = request.query.get("limit", str(PAGE_DEFAULT))
+    limit = int(raw) if raw.isdigit() and len(raw) <= 6 else 0
+    if not 1 <= limit <= PAGE_MAX:
+        raise ValidationFailed(
+            "query", [Problem("limit", f"must be an integer from 1 to {PAGE_MAX}", raw)]
+        )
+    return limit, request.query.get("marker")
 
 
 # -- environments -------------------------------------------------------------
@@ -94,7 +151,11 @@ async def _body(request: web.Request) -> Any:
 
 async def list_environments(request: web.Request) -> web.Response:
     who = await _identity(request)
-    return _json({"environments": await envs.list_environments(_store(request), who.project)})
+    limit, marker = _paging(request)
+    page, following = await envs.list_environments(
+        _store(request), who.project, limit=limit, marker=marker
+    )
+    return _json({"environments": page, "next_marker": following})
 
 
 async def create_environment(request: web.Request) -> web.Response:
@@ -123,6 +184,7 @@ async def delete_environment(request: web.Request) -> web.Response:
     store = _store(request)
     env_id = request.match_info["env_id"]
     await envs.load(store, env_id, who.project)
+    await collect_tasks(store, who.project, keep=QUOTAS.tasks - 1)  # deleting is never refused
     task = new_task(
         environment=EnvironmentId(env_id),
         project=who.project,
@@ -176,6 +238,8 @@ async def run_action(request: web.Request) -> web.Response:
     envs.require_live(doc)
     object_id, spec = find_action(doc["objects"], request.match_info["action_id"])
     args = check_arguments(spec, await _body(request))
+    await envs.check_action_quota(store, who.project, doc, object_id, spec.method, args)
+    await _make_room_for_task(store, who.project)
     task = new_task(
         environment=EnvironmentId(env_id),
         project=who.project,
@@ -185,6 +249,12 @@ async def run_action(request: web.Request) -> web.Response:
     )
     await enqueue(store, task)
     return _json({"task_id": task["id"]}, 202)
+
+
+async def _make_room_for_task(store: Store, project: ProjectId) -> None:
+    """The oldest finished tasks go to keep the project's history within its quota."""
+    stored = await collect_tasks(store, project, keep=QUOTAS.tasks - 1)
+    quotas.check("tasks", QUOTAS.tasks, used=stored)
 
 
 async def _own_task(request: web.Request, task_id: str) -> dict[str, Any]:
@@ -210,11 +280,27 @@ async def show_task_log(request: web.Request) -> web.StreamResponse:
     task_id = request.match_info["task_id"]
     await _own_task(request, task_id)
     store = _store(request)
-    if request.query.get("follow") not in ("1", "true", "yes"):
+    follow = request.query.get("follow", "0")
+    raw_timeout = request.query.get("timeout", "600")
+    problems = []
+    if follow not in ("0", "1", "true", "false", "yes", "no"):
+        problems.append(Problem("follow", "must be 1, true, yes, 0, false or no", follow))
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout <= MAX_FOLLOW:  # also refuses nan
+        problems.append(
+            Problem(
+                "timeout", f"must be a number of seconds above 0, at most {MAX_FOLLOW}", raw_timeout
+            )
+        )
+    if problems:
+        raise ValidationFailed("query", problems)
+    if follow not in ("1", "true", "yes"):
         return _json({"log": await task_log(store, task_id)})
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    timeout = float(request.query.get("timeout", 600))
     async for kind, item in follow_task(store, task_id, timeout=timeout):
         if kind == "log":
             await response.write(json.dumps(item).encode() + b"\n")
@@ -319,21 +405,29 @@ async def task_file_download(request: web.Request) -> web.Response:
 
 async def packages(request: web.Request) -> web.Response:
     await _identity(request)
-    return _json({"packages": await list_packages(_store(request))})
+    limit, marker = _paging(request)
+    found = sorted(await list_packages(_store(request)), key=lambda p: str(p["name"]))
+    after = [p for p in found if marker is None or str(p["name"]) > marker]
+    following = str(after[limit - 1]["name"]) if len(after) > limit else None
+    return _json({"packages": after[:limit], "next_marker": following})
 
 
 async def upload_package(request: web.Request) -> web.Response:
     who = await _identity(request)
     if not who.admin:
         raise Unauthorized("uploading packages needs an admin token")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ValidationFailed("package", [Problem("package", f"must be at most {MAX_BODY} bytes")])
-    data = await request.content.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        raise ValidationFailed("package", [Problem("package", f"must be at most {MAX_BODY} bytes")])
+    allow = request.query.get("allow_downgrade", "false")
+    if allow not in ("true", "false", "1", "0"):
+        raise ValidationFailed(
+            "query", [Problem("allow_downgrade", "must be true or false", allow)]
+        )
+    data = await _read(request, what="package")
     package = load_zip(data, source=request.query.get("filename", "upload"))
-    await save_package(_store(request), package)
-    return _json(package.summary(), 201)
+    stored = {p["name"] for p in await list_packages(_store(request))}
+    if package.name not in stored:
+        quotas.check("packages", QUOTAS.packages, used=len(stored))
+    change = await save_package(_store(request), package, allow_downgrade=allow in ("true", "1"))
+    return _json({**package.summary(), **change}, 201)
 
 
 async def create_token(request: web.Request) -> web.Response:

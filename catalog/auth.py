@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,9 +10,10 @@ from dataclasses import dataclass
 from catalog.errors import Problem, Unauthorized, ValidationFailed
 from catalog.ids import ProjectId
 from catalog.store import Store
+from catalog.validation import PROJECT
 
 TOKENS = "/marina/tokens/"
-PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PROJECT_RE = PROJECT
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def _digest(token: str) -> str:
 
 
 async def issue_token(store: Store, *, project: str, admin: bool = False) -> str:
-    if not isinstance(project, str) or not PROJECT_RE.match(project):
+    if not isinstance(project, str) or not PROJECT_RE.fullmatch(project):
         raise ValidationFailed(
             "project",
             [Problem("project", "must be 1-63 lower-case letters, digits, '_' or '-'", project)],

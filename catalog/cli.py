@@ -266,7 +266,9 @@ def cmd_package(args: argparse.Namespace) -> int:
         data = path.read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    query = urllib.parse.urlencode({"filename": path.name})
+    query = urllib.parse.urlencode(
+        {"filename": path.name, "allow_downgrade": "true" if args.allow_downgrade else "false"}
+    )
     _print(
         client.call(
             "POST", f"/v1/catalog/packages?{query}", raw=data, content_type="application/zip"
@@ -453,7 +455,13 @@ def parser() -> argparse.ArgumentParser:
     package = sub.add_parser("package", help="packages")
     package_sub = package.add_subparsers(dest="package_command", required=True)
     package_sub.add_parser("list")
-    package_sub.add_parser("upload").add_argument("file")
+    upload = package_sub.add_parser("upload")
+    upload.add_argument("file")
+    upload.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="replace a stored package even with an older version",
+    )
     package.set_defaults(func=cmd_package)
     return top
 

@@ -8,20 +8,25 @@ changes (an action and an API call) never overwrite each other.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
+from catalog import quotas
 from catalog.actions import actions_of
 from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
 from catalog.ids import ProjectId, new_id
 from catalog.model import render_pods, validate_pod_spec
 from catalog.packages import Package, get_package, resolve_properties
+from catalog.quotas import QUOTAS
 from catalog.store import Store, Versioned
+from catalog.validation import DNS_LABEL, ENVIRONMENT_NAME, VERSION, full
 
 ENVIRONMENTS = "/marina/environments/"
-NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,80}$")
+BY_PROJECT = "/marina/environments-by-project/"
+STALE_INDEX = 60.0
+"""Seconds after which an index entry without its document is dropped."""
+NAME_RE = ENVIRONMENT_NAME
 NODE_STEPS = ("deployInstance", "setupEtcd", "setupNode")
 
 
@@ -56,7 +61,7 @@ def with_actions(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_name(name: Any, *, field: str = "name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name) or not name.strip():
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or not name.strip():
         raise ValidationFailed(field, [Problem(field, "must be 1-80 printable characters", name)])
     return name
 
@@ -77,14 +82,103 @@ def new_environment(name: Any, project: ProjectId) -> dict[str, Any]:
 
 async def create_environment(store: Store, *, name: Any, project: ProjectId) -> dict[str, Any]:
     doc = new_environment(name, project)
-    await store.create(env_key(doc["id"]), doc)
+    await _store_new(store, doc)
     return doc
 
 
-async def list_environments(store: Store, project: ProjectId) -> list[dict[str, Any]]:
-    return [
-        summary(v.value) for v in await store.list(ENVIRONMENTS) if v.value["project"] == project
-    ]
+async def _store_new(store: Store, doc: dict[str, Any]) -> None:
+    """Create the document, within the project's quota, listed in its project's index
+    (written first: an entry whose document is missing is skipped)."""
+    project = ProjectId(doc["project"])
+    quotas.check("environments", QUOTAS.environments, used=len(await _project_ids(store, project)))
+    usage = count_objects([doc])
+    for quota in ("nodes", "pods"):
+        if usage[quota]:
+            used = await project_usage(store, project)
+            quotas.check(quota, getattr(QUOTAS, quota), used=used[quota], wanted=usage[quota])
+    await store.put(
+        f"{BY_PROJECT}{project}/{doc['id']}", {"id": doc["id"], "created": doc["created"]}
+    )
+    await store.create(env_key(doc["id"]), doc)
+
+
+async def _project_ids(store: Store, project: ProjectId) -> list[str]:
+    """The ids in a project's index, sorted; entries of environments gone for a
+    while are dropped (deletion removes only the document)."""
+    ids = []
+    for entry in await store.list(f"{BY_PROJECT}{project}/"):
+        env_id = entry.key.rsplit("/", 1)[1]
+        stale = time.time() - float(entry.value.get("created", 0)) > STALE_INDEX
+        if stale and await store.get(env_key(env_id)) is None:
+            await store.delete(entry.key, mod_revision=entry.mod_revision)
+            continue
+        ids.append(env_id)
+    return sorted(ids)
+
+
+NODE_TYPES = ("MasterNode", "MinionNode", "GatewayNode")
+
+
+def count_objects(docs: list[dict[str, Any]]) -> dict[str, int]:
+    """Nodes and pods in these environment documents, as quotas count them."""
+    objects = [o for doc in docs for o in doc["objects"].values()]
+    return {
+        "nodes": sum(o["?"]["type"] in NODE_TYPES for o in objects),
+        "pods": sum(o["?"]["type"] == "KubernetesPod" for o in objects),
+    }
+
+
+async def project_usage(store: Store, project: ProjectId) -> dict[str, int]:
+    docs = []
+    for env_id in await _project_ids(store, project):
+        found = await store.get(env_key(env_id))
+        if found is not None and found.value.get("project") == project:
+            docs.append(found.value)
+    return count_objects(docs)
+
+
+async def check_node_quota(store: Store, project: ProjectId, wanted: int) -> None:
+    """Refuse `wanted` more nodes beyond the project's quota."""
+    if wanted > 0:
+        used = (await project_usage(store, project))["nodes"]
+        quotas.check("nodes", QUOTAS.nodes, used=used, wanted=wanted)
+
+
+_SCALING = {
+    "scaleNodesUp": ("minion", None),
+    "scaleGatewaysUp": ("gateway", None),
+    "scaleNodes": ("minion", "count"),
+    "scaleGateways": ("gateway", "count"),
+}
+
+
+async def check_action_quota(
+    store: Store, project: ProjectId, doc: dict[str, Any], object_id: str, method: str, args: Any
+) -> None:
+    """Refuse an action that would take the project past its node quota."""
+    if method not in _SCALING:
+        return
+    role, argument = _SCALING[method]
+    cluster = doc["objects"][object_id]
+    current = sum(doc["objects"].get(n, {}).get("role") == role for n in cluster["nodes"])
+    wanted = 1 if argument is None else int(args[argument]) - current
+    await check_node_quota(store, project, wanted)
+
+
+async def list_environments(
+    store: Store, project: ProjectId, *, limit: int = 100, marker: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the project's environments by id, after `marker`, and the next
+    marker; only this project's documents are read."""
+    ids = [i for i in await _project_ids(store, project) if marker is None or i > marker]
+    page: list[dict[str, Any]] = []
+    for position, env_id in enumerate(ids):
+        if len(page) == limit:
+            return page, ids[position - 1]
+        found = await store.get(env_key(env_id))
+        if found is not None and found.value.get("project") == project:
+            page.append(summary(found.value))
+    return page, None
 
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
@@ -300,9 +394,14 @@ async def add_application(
     package = await get_package(store, body["package"])
     properties = resolve_properties(package, body.get("properties", {}))
 
+    used = await project_usage(store, project)
+
     def add(doc: dict[str, Any]) -> list[dict[str, Any]]:
         require_live(doc)
         objects = instantiate(package, properties, doc, name=name)
+        adding = count_objects([{"objects": {o["?"]["id"]: o for o in objects}}])
+        for quota in ("nodes", "pods"):
+            quotas.check(quota, getattr(QUOTAS, quota), used=used[quota], wanted=adding[quota])
         for obj in objects:
             doc["objects"][obj["?"]["id"]] = obj
             doc["order"].append(obj["?"]["id"])
@@ -338,7 +437,8 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[s
         )
     objects = snapshot.get("objects")
     if not isinstance(objects, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("?"), dict) for o in objects
+        isinstance(o, dict) and isinstance(o.get("?"), dict) and isinstance(o["?"].get("id"), str)
+        for o in objects
     ):
         raise ValidationFailed("snapshot", [Problem("objects", "must be a list of objects")])
     cluster_package = await get_package(store, "kubernetes-cluster")
@@ -348,12 +448,11 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[s
     cluster_id = created[0]["?"]["id"]
     new_ids = {o["?"]["id"]: new_id() for o in objects}
     pods: list[dict[str, Any]] = []
-    for old in objects:
-        kind = old["?"]["type"]
-        header_ = {
-            **{k: v for k, v in old["?"].items() if k != "_actions"},
-            "id": new_ids[old["?"]["id"]],
-        }
+    problems: list[Problem] = []
+    for i, old in enumerate(objects):
+        kind = old["?"].get("type")
+        header_, found = await _imported_header(store, old["?"], f"objects[{i}].?", problems)
+        header_["id"] = new_ids[old["?"].get("id")]
         if kind == "KubernetesPod":
             spec = old.get("spec")
             desired = (old.get("replicas") or {}).get("desired")
@@ -374,26 +473,68 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[s
             }
             pods.append(pod)
         elif kind == "KubernetesApplication":
+            app_properties = old.get("properties", {})
+            if found is not None:
+                # Stored properties are checked as if the user had just given them.
+                try:
+                    app_properties = resolve_properties(found, app_properties)
+                except ValidationFailed as exc:
+                    problems += [
+                        Problem(f"objects[{i}].properties.{p.field}", p.rule, p.value)
+                        for p in exc.problems
+                    ]
+            app_pods = old.get("pods", [])
+            if not isinstance(app_pods, list) or not all(isinstance(p, str) for p in app_pods):
+                problems.append(Problem(f"objects[{i}].pods", "must be a list of object ids"))
+                app_pods = []
             created.append(
                 {
                     "?": header_,
-                    "properties": old.get("properties", {}),
+                    "properties": app_properties,
                     "cluster": cluster_id,
                     "state": "new",
-                    "pods": [new_ids[p] for p in old.get("pods", []) if p in new_ids],
+                    "pods": [new_ids[p] for p in app_pods if p in new_ids],
                 }
             )
         else:
-            raise ValidationFailed(
-                "snapshot",
-                [Problem("objects", "holds an object of a type that is not imported", kind)],
-            )
+            problems.append(Problem(f"objects[{i}].?.type", "is not a type that is imported", kind))
+    if problems:
+        raise ValidationFailed("snapshot", problems)
     created += _check_pods(pods, doc)
     for obj in created:
         doc["objects"][obj["?"]["id"]] = obj
         doc["order"].append(obj["?"]["id"])
-    await store.create(env_key(doc["id"]), doc)
+    await _store_new(store, doc)
     return doc
+
+
+async def _imported_header(
+    store: Store, given: dict[str, Any], where: str, problems: list[Problem]
+) -> tuple[dict[str, Any], Package | None]:
+    """The known fields of an imported object's `?` header, each checked: the
+    package names the folder a node unpacks the package into."""
+    header_: dict[str, Any] = {"type": given.get("type")}
+    name = given.get("name")
+    if not full(ENVIRONMENT_NAME, name):
+        problems.append(Problem(f"{where}.name", "must be 1-80 printable characters", name))
+    header_["name"] = name
+    package = given.get("package")
+    found: Package | None = None
+    if package is not None:
+        if not full(DNS_LABEL, package):
+            problems.append(Problem(f"{where}.package", "must name a package", package))
+        else:
+            try:
+                found = await get_package(store, package)
+            except NotFound:
+                problems.append(Problem(f"{where}.package", "names no known package", package))
+            header_["package"] = package
+    version = given.get("version")
+    if version is not None:
+        if not full(VERSION, version):
+            problems.append(Problem(f"{where}.version", "must be a version", version))
+        header_["version"] = version
+    return header_, found
 
 
 async def services_of(store: Store, env_id: str, project: ProjectId) -> list[dict[str, Any]]:

@@ -124,3 +124,47 @@ class ActionFailed(MarinaError):
     def __init__(self, action: str, reason: str, *, retryable: bool = False) -> None:
         self.action, self.reason, self.retryable = action, reason, retryable
         super().__init__(f"{action} failed: {reason}")
+
+
+class TooLarge(MarinaError):
+    """A request body over the limit; nothing of it is kept."""
+
+    status = 413
+    code = "too_large"
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.what, self.limit = what, limit
+        super().__init__(f"{what} must be at most {limit} bytes")
+
+    def payload(self) -> dict[str, object]:
+        return {**super().payload(), "problems": [Problem(self.what, str(self)).as_dict()]}
+
+
+class RequestTimeout(MarinaError):
+    status = 408
+    code = "timeout"
+
+    def __init__(self, what: str, seconds: float) -> None:
+        self.what, self.seconds = what, seconds
+        super().__init__(f"{what} did not arrive within {seconds:g}s")
+
+
+class QuotaExceeded(MarinaError):
+    """A project asked for more than its quota allows."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, quota: str, limit: int, *, used: int, wanted: int) -> None:
+        self.quota, self.limit, self.used, self.wanted = quota, limit, used, wanted
+        super().__init__(f"quota {quota!r} is {limit}: {used} in use, {wanted} more asked for")
+
+    def payload(self) -> dict[str, object]:
+        return {
+            **super().payload(),
+            "quota": self.quota,
+            "limit": self.limit,
+            "problems": [
+                Problem(self.quota, f"quota of {self.limit} exceeded", self.used).as_dict()
+            ],
+        }

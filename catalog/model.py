@@ -12,11 +12,12 @@ import re
 from typing import Any
 
 from catalog.errors import Problem
+from catalog.validation import DNS_LABEL
+from catalog.validation import ENV_VAR as ENV_NAME
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# Every pattern here is applied with fullmatch: `$` would accept a trailing newline.
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+LABEL_KEY = re.compile(r"([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 SCOPES = ("public", "cloud", "internal", "host")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_REPLICAS = 50
@@ -36,7 +37,7 @@ def validate_pod_spec(spec: Any, *, where: str = "pod") -> list[Problem]:
         return [Problem(where, "must be an object", spec)]
     problems: list[Problem] = []
     name = spec.get("name")
-    if not isinstance(name, str) or not DNS_LABEL.match(name):
+    if not isinstance(name, str) or not DNS_LABEL.fullmatch(name):
         problems.append(Problem(f"{where}.name", "must be a DNS label (a-z, 0-9, '-')", name))
     replicas = spec.get("replicas", 1)
     if (
@@ -52,11 +53,11 @@ def validate_pod_spec(spec: Any, *, where: str = "pod") -> list[Problem]:
         problems.append(Problem(f"{where}.labels", "must be a mapping", labels))
     else:
         for key, value in labels.items():
-            if not LABEL_KEY.match(str(key)):
+            if not LABEL_KEY.fullmatch(str(key)):
                 problems.append(
                     Problem(f"{where}.labels", "keys must be Kubernetes label keys", key)
                 )
-            if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+            if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.fullmatch(value):
                 problems.append(
                     Problem(f"{where}.labels.{key}", "must be a Kubernetes label value", value)
                 )
@@ -76,7 +77,10 @@ def validate_pod_spec(spec: Any, *, where: str = "pod") -> list[Problem]:
             problems += _validate_service(service, f"{where}.services[{i}]", ports)
     links = spec.get("links", {})
     if not isinstance(links, dict) or not all(
-        isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str) and DNS_LABEL.match(v)
+        isinstance(k, str)
+        and ENV_NAME.fullmatch(k)
+        and isinstance(v, str)
+        and DNS_LABEL.fullmatch(v)
         for k, v in links.items()
     ):
         problems.append(
@@ -100,7 +104,7 @@ def _validate_container(
         return [Problem(where, "must be an object", container)]
     problems = []
     name = container.get("name")
-    if not isinstance(name, str) or not DNS_LABEL.match(name):
+    if not isinstance(name, str) or not DNS_LABEL.fullmatch(name):
         problems.append(Problem(f"{where}.name", "must be a DNS label", name))
     elif name in seen:
         problems.append(Problem(f"{where}.name", "is used by another container", name))
@@ -124,7 +128,7 @@ def _validate_container(
         problems.append(Problem(f"{where}.env", "must be a mapping", env))
     else:
         for key, value in env.items():
-            if not ENV_NAME.match(str(key)):
+            if not ENV_NAME.fullmatch(str(key)):
                 problems.append(Problem(f"{where}.env", "names must be letters, digits, '_'", key))
             if not isinstance(value, str):
                 problems.append(Problem(f"{where}.env.{key}", "must be a string", value))
@@ -151,7 +155,8 @@ def _validate_container(
         problems.append(Problem(f"{where}.memory", "must be MiB from 1 to 262144", memory))
     secrets = container.get("secrets", {})
     if not isinstance(secrets, dict) or not all(
-        isinstance(k, str) and ENV_NAME.match(k) and isinstance(v, str) for k, v in secrets.items()
+        isinstance(k, str) and ENV_NAME.fullmatch(k) and isinstance(v, str)
+        for k, v in secrets.items()
     ):
         problems.append(
             Problem(f"{where}.secrets", "must map variable names to string values", "<hidden>")
@@ -178,7 +183,7 @@ def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem
         return [Problem(where, "must be an object", service)]
     problems = []
     name = service.get("name")
-    if not isinstance(name, str) or not DNS_LABEL.match(name):
+    if not isinstance(name, str) or not DNS_LABEL.fullmatch(name):
         problems.append(Problem(f"{where}.name", "must be a DNS label", name))
     if not _is_port(service.get("port")):
         problems.append(
@@ -197,6 +202,11 @@ def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem
         problems.append(
             Problem(f"{where}.scope", f"must be one of {', '.join(SCOPES)}", service.get("scope"))
         )
+    problems += [
+        Problem(f"{where}.{k}", "is not a known service field")
+        for k in service
+        if k not in ("name", "port", "targetPort", "scope")
+    ]
     return problems
 
 

@@ -9,24 +9,30 @@ read without aliases, so a "billion laughs" document cannot expand.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import re
 import stat
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
+import re2
 import yaml
+from jsonschema import ValidationError
 
-from catalog.errors import NotFound, Problem, ValidationFailed
+from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
 from catalog.store import Store
+from catalog.validation import DNS_LABEL, MAX_DEPTH, VERSION, walk
 
 FORMAT = "marina/1"
 CLASSES = ("KubernetesCluster", "KubernetesPod", "KubernetesApplication")
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+NAME_RE = DNS_LABEL
+VERSION_RE = VERSION
 
 
 @dataclass(frozen=True)
@@ -99,10 +105,22 @@ class _NoAliasLoader(yaml.SafeLoader):
         return node
 
 
-def parse_yaml(text: bytes, *, what: str, limit: int) -> Any:
+def parse_yaml(text: bytes, *, what: str, limit: int, max_depth: int = MAX_DEPTH) -> Any:
     if len(text) > limit:
         raise ValidationFailed(what, [Problem(what, f"must be at most {limit} bytes", len(text))])
     try:
+        # The parser is iterative; the composer recurses: measure depth first.
+        depth = 0
+        for event in yaml.parse(text, Loader=_NoAliasLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > max_depth:
+                    line = event.start_mark.line + 1 if event.start_mark else "?"
+                    raise ValidationFailed(
+                        what, [Problem(what, f"nests deeper than {max_depth} levels (line {line})")]
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
         return yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
         raise ValidationFailed(what, [Problem(what, f"is not valid YAML: {exc}")]) from exc
@@ -124,12 +142,12 @@ def validate_manifest(manifest: Any, files: dict[str, bytes]) -> list[Problem]:
     need("format", lambda v: v == FORMAT, f"must be {FORMAT!r}")
     need(
         "name",
-        lambda v: isinstance(v, str) and bool(NAME_RE.match(v)),
+        lambda v: isinstance(v, str) and bool(NAME_RE.fullmatch(v)),
         "must be 1-63 lower-case letters, digits or '-', starting and ending alphanumeric",
     )
     need(
         "version",
-        lambda v: isinstance(v, str) and bool(VERSION_RE.match(v)),
+        lambda v: isinstance(v, str) and bool(VERSION_RE.fullmatch(v)),
         "must be a version such as 1.0.0 (quote it in YAML)",
     )
     need(
@@ -179,6 +197,9 @@ def validate_manifest(manifest: Any, files: dict[str, bytes]) -> list[Problem]:
 def _check_properties_schema(schema: Any) -> list[Problem]:
     if not isinstance(schema, dict) or schema.get("type") != "object":
         return [Problem("properties", "must be a JSON Schema with type: object", schema)]
+    problems = _schema_regex_problems(schema)
+    if problems:
+        return problems
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
@@ -189,10 +210,9 @@ def _check_properties_schema(schema: Any) -> list[Problem]:
                 f"is not a valid JSON Schema: {exc.message}",
             )
         ]
-    problems = []
     for name, prop in (schema.get("properties") or {}).items():
         if isinstance(prop, dict) and "default" in prop:
-            errors = list(jsonschema.Draft202012Validator(prop).iter_errors(prop["default"]))
+            errors = list(SchemaValidator(prop).iter_errors(prop["default"]))
             if errors:
                 problems.append(
                     Problem(
@@ -202,6 +222,96 @@ def _check_properties_schema(schema: Any) -> list[Problem]:
                     )
                 )
     return problems
+
+
+# -- user regular expressions ----------------------------------------------------
+# A package's schema holds patterns its author wrote; Python's backtracking
+# engine can take exponential time on them, on the API's one event loop.
+# They are compiled and run with RE2, whose matching time is linear.
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> Any:
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def regex_search(pattern: str, text: str) -> bool:
+    return _compiled(pattern).search(text) is not None
+
+
+def _schema_regex_problems(schema: dict[str, Any]) -> list[Problem]:
+    """Every pattern RE2 cannot run, and references that would leave the schema."""
+    problems = []
+    for path, node, _ in walk(schema, where="properties"):
+        if not isinstance(node, dict):
+            continue
+        patterns = [(f"{path}.pattern", node["pattern"])] if "pattern" in node else []
+        if isinstance(node.get("patternProperties"), dict):
+            patterns += [(f"{path}.patternProperties", p) for p in node["patternProperties"]]
+        for where, pattern in patterns:
+            if not isinstance(pattern, str):
+                continue  # check_schema names it
+            try:
+                _compiled(pattern)
+            except re2.error as exc:
+                problems.append(
+                    Problem(where, f"is not a regular expression RE2 can run: {exc}", pattern)
+                )
+        for key in ("$ref", "$dynamicRef"):
+            ref = node.get(key)
+            if isinstance(ref, str) and not ref.startswith("#"):
+                problems.append(Problem(f"{path}.{key}", "must point inside the schema", ref))
+    return problems
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not regex_search(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if regex_search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(
+    validator: Any, allowed: Any, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    known = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = [
+        key
+        for key in instance
+        if key not in known and not any(regex_search(p, key) for p in patterns)
+    ]
+    if validator.is_type(allowed, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], allowed, path=extra)
+    elif allowed is False and extras:
+        listed = ", ".join(repr(e) for e in sorted(extras))
+        yield ValidationError(f"Additional properties are not allowed ({listed} unexpected)")
+
+
+SchemaValidator: Any = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    {
+        "pattern": _pattern,
+        "patternProperties": _pattern_properties,
+        "additionalProperties": _additional_properties,
+    },
+)
+"""Draft 2020-12 with every user pattern run by RE2."""
 
 
 def _finish(
@@ -225,7 +335,7 @@ def load_zip(data: bytes, *, source: str = "upload", limits: Limits = LIMITS) ->
     problems: list[Problem] = []
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
         raise ValidationFailed(
             f"package {source}", [Problem("archive", f"is not a zip file: {exc}")]
         ) from exc
@@ -265,6 +375,18 @@ def load_zip(data: bytes, *, source: str = "upload", limits: Limits = LIMITS) ->
             continue
         if entry.is_dir():
             continue
+        if entry.flag_bits & 0x1:
+            problems.append(Problem(name, "is encrypted"))
+            continue
+        if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            problems.append(
+                Problem(
+                    name,
+                    "uses a compression method other than stored or deflate",
+                    entry.compress_type,
+                )
+            )
+            continue
         if entry.file_size > limits.max_file_bytes:
             problems.append(
                 Problem(name, f"is {entry.file_size} bytes; at most {limits.max_file_bytes}")
@@ -283,8 +405,13 @@ def load_zip(data: bytes, *, source: str = "upload", limits: Limits = LIMITS) ->
         if relative in files:
             problems.append(Problem(name, "appears twice"))
             continue
-        with archive.open(entry) as handle:
-            content = handle.read(limits.max_file_bytes + 1)
+        try:
+            with archive.open(entry) as handle:
+                content = handle.read(limits.max_file_bytes + 1)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+            # A bad CRC, a broken deflate stream, a truncated entry.
+            problems.append(Problem(name, f"cannot be read: {exc}"))
+            continue
         if len(content) > limits.max_file_bytes:
             problems.append(Problem(name, "is larger than its header says"))
             continue
@@ -336,7 +463,7 @@ def resolve_properties(package: Package, given: Any) -> dict[str, Any]:
 
 def validate_against(schema: dict[str, Any], value: Any, *, what: str) -> None:
     """Raise once, naming every field that breaks `schema`."""
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = SchemaValidator(schema)
     problems = []
     for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in error.absolute_path)
@@ -355,9 +482,48 @@ def validate_against(schema: dict[str, Any], value: Any, *, what: str) -> None:
 PACKAGES = "/marina/packages/"
 
 
-async def save_package(store: Store, package: Package) -> None:
-    """Store a package, replacing an older upload of the same name and version."""
-    await store.put(f"{PACKAGES}{package.name}", package.to_document())
+def version_key(version: str) -> tuple[int, int, int, int, str]:
+    """Order of versions: numbers first; a pre-release (1.0.0-rc1) before its release."""
+    core, _, rest = version.partition("+")[0].partition("-")
+    major, minor, patch = (int(p) for p in core.split("."))
+    return major, minor, patch, 0 if rest else 1, rest
+
+
+class Downgrade(Conflict):
+    """An upload older than the stored package, without the flag that allows it."""
+
+    def __init__(self, name: str, stored: str, given: str) -> None:
+        super().__init__(
+            f"package {name!r}",
+            f"version {given} is older than the stored {stored}; "
+            "upload with allow_downgrade=true to replace it",
+        )
+        self.name, self.stored, self.given = name, stored, given
+
+
+async def save_package(
+    store: Store, package: Package, *, allow_downgrade: bool = False
+) -> dict[str, Any]:
+    """Store a package, replacing the stored one of that name; an older version
+    replaces a newer one only when allowed. Says what changed."""
+    key = f"{PACKAGES}{package.name}"
+    found = await store.get(key)
+    stored = str(found.value["manifest"]["version"]) if found is not None else None
+    if stored is None:
+        change = "added"
+    elif version_key(package.version) > version_key(stored):
+        change = "upgraded"
+    elif version_key(package.version) < version_key(stored):
+        if not allow_downgrade:
+            raise Downgrade(package.name, stored, package.version)
+        change = "downgraded"
+    else:
+        change = "replaced"
+    if found is None:
+        await store.create(key, package.to_document())
+    else:
+        await store.replace(key, package.to_document(), mod_revision=found.mod_revision)
+    return {"change": change, "previous_version": stored, "version": package.version}
 
 
 async def get_package(store: Store, name: str) -> Package:

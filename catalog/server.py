@@ -31,8 +31,9 @@ from catalog.engines.local import LocalEngine
 from catalog.errors import MarinaError, StoreUnavailable
 from catalog.nodeagent import die_with_parent
 from catalog.operations import Operations
-from catalog.packages import Package, get_package, load_folder, save_package
+from catalog.packages import Downgrade, Package, get_package, load_folder, save_package
 from catalog.providers.local import LocalProvider, stop_all_agents
+from catalog.serving import serve
 from catalog.store import Store
 from catalog.tasks import Worker
 
@@ -159,7 +160,11 @@ async def load_shipped_packages(store: Store, folder: Path) -> list[str]:
             or current.version != package.version
             or current.files != (package.files)
         ):
-            await save_package(store, package)
+            try:
+                await save_package(store, package)
+            except Downgrade as exc:  # an admin uploaded a newer one: keep it
+                log.warning("shipped package not loaded: %s", exc)
+                continue
             loaded.append(package.name)
     return loaded
 
@@ -215,9 +220,7 @@ class Server:
             asyncio.create_task(worker.run(self.stop_event)),
             asyncio.create_task(controller.run(self.stop_event)),
         ]
-        self.runner = web.AppRunner(make_app(self.store), access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, settings.host, settings.port).start()
+        self.runner = await serve(make_app(self.store), host=settings.host, port=settings.port)
         (settings.state_dir / "api-url").write_text(settings.api_url + "\n")
 
     async def stop(self, *, stop_nodes: bool) -> None:

@@ -32,6 +32,7 @@ LOGS = "/marina/tasklogs/"
 FILES = "/marina/taskfiles/"
 QUEUE = "/marina/queue/"
 BY_ENVIRONMENT = "/marina/tasks-by-environment/"
+BY_PROJECT = "/marina/tasks-by-project/"
 LOCKS = "/marina/locks/env/"
 MAX_ATTEMPTS = 2
 LEASE_TTL = 5
@@ -165,8 +166,44 @@ async def enqueue(store: Store, task: TaskDoc) -> TaskId:
     await store.put(
         f"{BY_ENVIRONMENT}{task['environment']}/{task['created']:020.6f}-{task['id']}", task["id"]
     )
+    # The project's index outlives the environment, so its tasks can be collected.
+    await store.put(
+        f"{BY_PROJECT}{task['project']}/{task['created']:020.6f}-{task['id']}",
+        {"task": task["id"], "environment": task["environment"]},
+    )
     await store.create(f"{QUEUE}{task['environment']}/{task['id']}", {"task": task["id"]})
     return TaskId(task["id"])
+
+
+async def collect_tasks(
+    store: Store,
+    project: str,
+    *,
+    environment: str | None = None,
+    keep: int | None = None,
+    spare: frozenset[str] = frozenset(),
+) -> int:
+    """Remove a project's stored tasks (with their logs and files): every one of
+    a deleted `environment` but those in `spare`, and the oldest finished ones
+    beyond `keep`. Answers how many the project still stores."""
+    index = sorted(await store.list(f"{BY_PROJECT}{project}/"), key=lambda v: v.key)
+    left = len(index)
+    for entry in index:
+        task_id, env = entry.value["task"], entry.value["environment"]
+        gone = env == environment and task_id not in spare
+        if not gone and keep is not None and left > keep:
+            found = await store.get(f"{TASKS}{task_id}")
+            gone = found is None or found.value["state"] in ("succeeded", "failed")
+        if not gone:
+            continue
+        suffix = entry.key.rsplit("/", 1)[1]
+        await store.delete(f"{TASKS}{task_id}")
+        await store.delete_prefix(f"{LOGS}{task_id}/")
+        await store.delete_prefix(f"{FILES}{task_id}/")
+        await store.delete(f"{BY_ENVIRONMENT}{env}/{suffix}")
+        await store.delete(entry.key)
+        left -= 1
+    return left
 
 
 async def get_task(store: Store, task_id: str) -> TaskDoc:
@@ -390,6 +427,19 @@ class Worker:
                 + (f": {outcome.reason}" if outcome.reason else "")
             )
             await self._finish(task_id, outcome=outcome)
+            if task["method"] == "destroy":
+                # The environment is gone: its tasks go too, but the one that deleted it.
+                try:
+                    await collect_tasks(
+                        self.store,
+                        task["project"],
+                        environment=task["environment"],
+                        spare=frozenset({task_id}),
+                    )
+                except MarinaError as exc:
+                    log.warning(
+                        "tasks of environment %s not collected: %s", task["environment"], exc
+                    )
 
     async def _finish(
         self,
