@@ -11,17 +11,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import time
 from typing import Any
 
-from gateway.errors import EtcdUnavailable, GatewayError, HAProxyError
+from gateway.errors import AlreadyRunning, EtcdUnavailable, GatewayError, HAProxyError, PortsHeld
 from gateway.etcd import EtcdClient
 from gateway.haproxy import HAProxy, bound_ports_failing
 from gateway.metrics import Metrics, serve_metrics
 from gateway.planning import Layout, build_layout, plan_changes
-from gateway.rendering import RenderContext, fd_limit, plan_budget, render_config, render_map
+from gateway.ports import foreign_holders
+from gateway.rendering import (
+    Budget,
+    RenderContext,
+    fd_limit,
+    plan_budget,
+    render_config,
+    render_map,
+    routes_blamed,
+)
 from gateway.routes import Route, Skipped, routes_prefix, select_routes, status_key
 from gateway.settings import Settings
 from gateway.watching import Item, Listed, Unreachable, follow_routes
@@ -33,6 +44,10 @@ BUSY_RETRY = 30.0
 # This many changes within the window make a burst, which puts reloads off.
 BURST_EVENTS = 20
 BURST_WINDOW = 1.0
+# How often the agent looks whether its HAProxy still runs.
+WATCHDOG_INTERVAL = 0.1
+# Stopping never waits longer than this for etcd to take the status down.
+WITHDRAW_TIMEOUT = 0.3
 
 
 class Agent:
@@ -60,39 +75,85 @@ class Agent:
         self.last_event = 0.0
         self.recent_events: collections.deque[float] = collections.deque(maxlen=BURST_EVENTS)
         self.reload_wanted: float | None = None
+        # Routes HAProxy refused: service -> (the value refused, HAProxy's words).
+        self.refused: dict[str, tuple[bytes, str]] = {}
+        self.incident: str | None = None
+        self.applying = asyncio.Lock()
+        self._lock_file: int | None = None
+        self.candidate = ""  # the configuration last rendered for a reload
 
     # -- the main loop ---------------------------------------------------
 
     async def run(self, *, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         runner = None
-        if self.settings.metrics_port:
-            runner = await serve_metrics(
-                self.metrics, host=self.settings.address, port=self.settings.metrics_port
-            )
-        self.haproxy.adopt()
-        queue: asyncio.Queue[Item] = asyncio.Queue()
-        tasks = [
-            asyncio.create_task(self._watch(queue)),
-            asyncio.create_task(self._report()),
-            asyncio.create_task(self._consume(queue)),
-        ]
-        stopper = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                if task.done() and task.exception():
-                    raise task.exception()  # type: ignore[misc]
+            self._claim()
+            runner = await self._start_up()
+            queue: asyncio.Queue[Item] = asyncio.Queue()
+            tasks = [
+                asyncio.create_task(self._watch(queue)),
+                asyncio.create_task(self._report()),
+                asyncio.create_task(self._consume(queue)),
+                asyncio.create_task(self._watchdog()),
+            ]
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:
+                    if task.done() and task.exception():
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                stopper.cancel()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                # HAProxy first: whatever etcd does, the ports are free at once.
+                await self.haproxy.stop()
+                await self._withdraw_status()
         finally:
-            stopper.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._withdraw_status()
-            await self.haproxy.stop()
             await self.etcd.close()
             if runner is not None:
                 await runner.cleanup()
+            self._release()
+
+    def _claim(self) -> None:
+        """One agent per state directory: a second would fight over its HAProxy."""
+        path = self.settings.state_dir / "agent.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise AlreadyRunning(str(self.settings.state_dir), holder) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_file = fd
+
+    def _release(self) -> None:
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    async def _start_up(self) -> Any:
+        """Adopt what an earlier agent left running, then make sure no other
+        process holds the ports this gateway serves."""
+        self.haproxy.adopt()
+        ports: set[int] = set()
+        if self.settings.port_range is not None:
+            low, high = self.settings.port_range
+            ports.update(range(low, high + 1))
+        if self.settings.metrics_port:
+            ports.add(self.settings.metrics_port)
+        holders = foreign_holders(self.settings.address, ports, ours=self.haproxy.pids())
+        if holders:
+            raise PortsHeld([h.describe() for h in holders])
+        if self.settings.metrics_port:
+            return await serve_metrics(
+                self.metrics, host=self.settings.address, port=self.settings.metrics_port
+            )
+        return None
 
     async def _watch(self, queue: asyncio.Queue[Item]) -> None:
         async for item in follow_routes(self.etcd, self.prefix):
@@ -158,6 +219,41 @@ class Agent:
                 await self.reconcile()
             self.status_changed.set()
 
+    async def _watchdog(self) -> None:
+        """Notice a dead HAProxy within WATCHDOG_INTERVAL and serve again."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            pid = self.haproxy.pid
+            if pid is None or self.haproxy.running() or self.applying.locked():
+                continue
+            async with self.applying:
+                if self.haproxy.pid != pid or self.haproxy.running():
+                    continue  # a reload replaced it meanwhile
+                await self._restart_haproxy(pid)
+
+    async def _restart_haproxy(self, pid: int) -> None:
+        how = await self.haproxy.exit_reason(pid)
+        self.haproxy.forget(pid)
+        self.metrics.haproxy_restarts += 1
+        what = "no good configuration to restart from"
+        try:
+            if self.layout is not None:
+                # The layout it served, runtime changes included, which the
+                # files of the last reload lack.
+                config, port_map, _ = self._render(self.layout)
+                await self.haproxy.apply(config, port_map)
+                what = "restarted from the last good configuration"
+            elif await self.haproxy.start_last_good():
+                what = "restarted from the last good configuration file"
+        except HAProxyError as exc:
+            what = f"could not restart it: {exc}"
+            with contextlib.suppress(HAProxyError):
+                if await self.haproxy.start_last_good():
+                    what += "; restarted from the last good configuration file"
+        self.incident = f"haproxy pid {pid} {how}; {what}"
+        log.error("%s", self.incident)
+        self.status_changed.set()
+
     def _next_wakeup(self) -> float | None:
         """Seconds until a put-off reload, a held wipe or a busy port is due."""
         due = [t + BUSY_RETRY for _, _, t in self.busy_ports.values()]
@@ -182,6 +278,11 @@ class Agent:
         for service, reason, _ in self.busy_ports.values():
             del routes[service]
             skipped.append(Skipped(service, reason))
+        # A refused route stays out until its value changes.
+        self.refused = {s: v for s, v in self.refused.items() if self.raw.get(s) == v[0]}
+        for service, (_, reason) in self.refused.items():
+            if routes.pop(service, None) is not None:
+                skipped.append(Skipped(service, reason))
         self.skipped = skipped
         served = self.layout.routes() if self.layout else {}
         removed = set(served) - set(routes)
@@ -204,6 +305,10 @@ class Agent:
 
     async def reconcile(self) -> None:
         """Bring HAProxy to the known routes; never raises for a bad change."""
+        async with self.applying:
+            await self._reconcile_locked()
+
+    async def _reconcile_locked(self) -> None:
         applied = False
         try:
             applied = await self._reconcile()
@@ -269,6 +374,11 @@ class Agent:
                 return False
             else:
                 log.info("reload: %s", plan.reload)
+        return await self.reload_isolating(desired)
+
+    async def reload_isolating(self, desired: dict[str, Route]) -> bool:
+        """Reload with `desired`, leaving out each route that HAProxy refuses
+        or whose port another process holds, and reporting why."""
         for _ in range(BIND_RETRIES):
             try:
                 await self._reload(desired)
@@ -281,7 +391,15 @@ class Agent:
                     r.port: s for s, r in desired.items() if (r.address or here, r.port) in busy
                 }
                 if not owners:
-                    raise
+                    refused = await self._find_refused(desired, exc.detail)
+                    if not refused:
+                        raise
+                    for service, reason in refused.items():
+                        self.refused[service] = (self.raw.get(service, b""), reason)
+                        del desired[service]
+                        self.skipped.append(Skipped(service, reason))
+                        log.error("route %s refused: %s", service, reason)
+                    continue
                 for port, service in owners.items():
                     reason = f"port {port} could not be bound on {self.settings.address}"
                     self.busy_ports[port] = (service, reason, time.monotonic())
@@ -289,9 +407,46 @@ class Agent:
                     self.skipped.append(Skipped(service, reason))
         return False
 
-    async def _reload(self, desired: dict[str, Route]) -> None:
-        started = time.perf_counter()
-        layout = build_layout(desired, port_range=self.settings.port_range)
+    async def _find_refused(self, desired: dict[str, Route], detail: str) -> dict[str, str]:
+        """Routes that make HAProxy refuse the configuration on their own.
+
+        HAProxy's message names a line or a proxy, which the rendered file
+        ties to a route; when it names neither, the routes changed since the
+        running layout are checked in halves with `haproxy -c`.
+        """
+        blamed = routes_blamed(self.candidate, detail) & desired.keys()
+        if blamed:
+            return {s: f"haproxy refused this route: {detail}" for s in sorted(blamed)}
+        served = self.layout.routes() if self.layout else {}
+        changed = sorted(s for s in desired if served.get(s) != desired[s])
+        base = {s: r for s, r in desired.items() if s not in changed}
+        found: dict[str, str] = {}
+
+        async def refusal(routes: dict[str, Route]) -> str | None:
+            layout = build_layout(routes, port_range=self.settings.port_range)
+            config, port_map, _ = self._render(layout)
+            try:
+                await self.haproxy.check(config, port_map)
+            except HAProxyError as exc:
+                return exc.detail
+            return None
+
+        async def search(group: list[str]) -> None:
+            reason = await refusal({**base, **{s: desired[s] for s in group}})
+            if reason is None:
+                return
+            if len(group) == 1:
+                found[group[0]] = f"haproxy refused this route: {reason}"
+                return
+            middle = len(group) // 2
+            await search(group[:middle])
+            await search(group[middle:])
+
+        if changed and await refusal(base) is None:
+            await search(changed)
+        return found
+
+    def _render(self, layout: Layout) -> tuple[str, str, Budget]:
         context = RenderContext(
             gateway_id=self.settings.ident,
             address=self.settings.address,
@@ -300,8 +455,13 @@ class Agent:
             revision=self.revision,
         )
         budget = plan_budget(layout, limit=fd_limit())
-        config = render_config(layout, context, budget)
-        port_map = render_map(layout)
+        return render_config(layout, context, budget), render_map(layout), budget
+
+    async def _reload(self, desired: dict[str, Route]) -> None:
+        started = time.perf_counter()
+        layout = build_layout(desired, port_range=self.settings.port_range)
+        config, port_map, budget = self._render(layout)
+        self.candidate = config
         self.metrics.render_seconds_sum += time.perf_counter() - started
         self.metrics.render_count += 1
         rendered = time.perf_counter()
@@ -331,6 +491,8 @@ class Agent:
             "unchecked_backends": self.unchecked,
             "reloads": self.metrics.reloads,
             "runtime_updates": self.metrics.runtime_updates,
+            "haproxy_restarts": self.metrics.haproxy_restarts,
+            "last_incident": self.incident,
         }
 
     async def _report(self) -> None:
@@ -365,5 +527,8 @@ class Agent:
                 await asyncio.sleep(0.05)
 
     async def _withdraw_status(self) -> None:
-        with contextlib.suppress(EtcdUnavailable):
-            await self.etcd.delete(status_key(self.settings.ident).encode())
+        # The status lease expires anyway; stopping does not wait on etcd.
+        with contextlib.suppress(EtcdUnavailable, TimeoutError):
+            await asyncio.wait_for(
+                self.etcd.delete(status_key(self.settings.ident).encode()), WITHDRAW_TIMEOUT
+            )

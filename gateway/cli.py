@@ -80,15 +80,11 @@ def parse_settings(argv: list[str]) -> Settings:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gateway.routes import NAME_RE
+    from gateway.routes import valid_ip, valid_name
 
-    if not NAME_RE.match(args.cluster):
+    if not valid_name(args.cluster):
         parser.error(f"--cluster {args.cluster!r} must be letters, digits, '.', '_' or '-'")
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(args.address)
-    except ValueError:
+    if not valid_ip(args.address):
         parser.error(f"--address {args.address!r} is not an IP address")
     if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
         parser.error(f"--metrics-port {args.metrics_port} must be from 1 to 65535")

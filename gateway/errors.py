@@ -25,3 +25,20 @@ class HAProxyError(GatewayError):
         self.operation = operation
         self.detail = detail
         super().__init__(f"haproxy {operation} failed: {detail}")
+
+
+class PortsHeld(GatewayError):
+    """Another process listens on ports this gateway serves."""
+
+    def __init__(self, holders: list[str]) -> None:
+        self.holders = holders
+        more = f"; and {len(holders) - 5} more" if len(holders) > 5 else ""
+        shown = "; ".join(holders[:5]) + more
+        super().__init__(f"refusing to start: {shown}")
+
+
+class AlreadyRunning(GatewayError):
+    def __init__(self, state_dir: str, pid: str) -> None:
+        self.state_dir = state_dir
+        self.pid = pid
+        super().__init__(f"another marina-gateway (pid {pid or '?'}) runs from {state_dir}")

@@ -54,6 +54,7 @@ class HAProxy:
         self.pid: int | None = None
         self.others: list[int] = []  # adopted older processes, told to finish at the next reload
         self._children: set[asyncio.subprocess.Process] = set()
+        self._exits: dict[int, int] = {}  # exit status of children already reaped
 
     # -- process state -------------------------------------------------
 
@@ -64,12 +65,18 @@ class HAProxy:
         newest last, written as soon as each is spawned: an agent killed in the
         middle of a reload leaves none behind that its successor cannot find.
         """
-        alive = [p for p in self._recorded() if _alive(p) and "haproxy" in _cmdline(p)]
+        alive = self._recorded_alive()
         if not alive:
             return None
         self.pid, self.others = alive[-1], alive[:-1]
         log.info("adopted running haproxy pid %s", " ".join(map(str, alive)))
         return self.pid
+
+    def _recorded_alive(self) -> list[int]:
+        """Recorded processes still running this gateway's configuration (a
+        recorded pid may since belong to another program)."""
+        mine = f" -f {self.config_path}"
+        return [p for p in self._recorded() if _alive(p) and mine in _cmdline(p)]
 
     def _recorded(self) -> list[int]:
         try:
@@ -86,7 +93,10 @@ class HAProxy:
     # -- configuration -------------------------------------------------
 
     async def check(self, config: str, port_map: str) -> None:
-        """`haproxy -c` on a candidate; raises with HAProxy's own words."""
+        """`haproxy -c` on a candidate; raises with HAProxy's own words.
+
+        Not `-q`: it silences the alerts too, which leaves nothing to report.
+        """
         candidate = self.state_dir / "haproxy.cfg.new"
         map_candidate = self.state_dir / "ports.map.new"
         _write_atomic(map_candidate, port_map)
@@ -94,7 +104,6 @@ class HAProxy:
         proc = await asyncio.create_subprocess_exec(
             self.binary,
             "-c",
-            "-q",
             "-f",
             str(candidate),
             stdout=asyncio.subprocess.PIPE,
@@ -102,15 +111,19 @@ class HAProxy:
         )
         out, _ = await proc.communicate()
         if proc.returncode != 0:
-            raise HAProxyError("check", _alerts(out.decode(errors="replace")))
+            text = out.decode(errors="replace")
+            raise HAProxyError("check", _alerts(text) or f"exit status {proc.returncode}")
 
     async def apply(self, config: str, port_map: str) -> float:
-        """Validate, swap in and confirm a configuration; seconds the swap took.
+        """Swap in and confirm a configuration; seconds the swap took.
 
-        On failure the previous files are restored and the running process,
+        The new process is its own check: it parses the whole configuration
+        before it takes a listener or tells the old process to finish (`-sf`
+        acts after start-up), so a configuration HAProxy rejects is never
+        loaded, and a separate `haproxy -c` would only parse it twice. On
+        failure the previous files are restored and the running process,
         which was never told to stop, keeps serving them.
         """
-        await self.check(config, port_map)
         started = time.perf_counter()
         previous = {p: p.read_text() for p in (self.config_path, self.map_path) if p.exists()}
         _write_atomic(self.map_path, port_map)
@@ -158,6 +171,8 @@ class HAProxy:
             if proc.returncode is not None or _reaped(proc):
                 self._children.discard(proc)
                 self._record(old)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 1.0)
                 raise HAProxyError(
                     "reload",
                     _alerts(self._log_since(offset)) or f"haproxy exited with {proc.returncode}",
@@ -181,6 +196,10 @@ class HAProxy:
         with contextlib.suppress(Exception):
             await proc.wait()
         self._children.discard(proc)
+        if proc.returncode is not None:
+            self._exits[proc.pid] = proc.returncode
+            while len(self._exits) > 16:  # only the latest matter
+                del self._exits[next(iter(self._exits))]
 
     def _log_since(self, offset: int) -> str:
         try:
@@ -190,15 +209,47 @@ class HAProxy:
         except OSError:
             return ""
 
-    async def stop(self) -> None:
-        """Stop serving: the current process and any still draining."""
-        pids = {p.pid for p in self._children} | set(self.others) | set(self._recorded())
+    def pids(self) -> set[int]:
+        """Every HAProxy process of this gateway that may still run."""
+        pids = {p.pid for p in self._children} | set(self.others) | set(self._recorded_alive())
         if self.pid is not None:
             pids.add(self.pid)
+        return {p for p in pids if _alive(p)}
+
+    async def exit_reason(self, pid: int) -> str:
+        """How a process of ours ended, as far as this agent can know (an
+        adopted one is not its child: its status went to someone else)."""
+        for child in list(self._children):
+            if child.pid == pid:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(child.wait(), 0.5)
+                if child.returncode is not None:
+                    self._exits[pid] = child.returncode
+        code = self._exits.pop(pid, None)
+        if code is None:
+            return "exited"
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+    def forget(self, pid: int) -> None:
+        """Drop a dead process from the record."""
+        if self.pid == pid:
+            self.pid = None
+        self.others = [p for p in self.others if p != pid]
+        self._record([p for p in self._recorded() if p != pid and _alive(p)])
+
+    async def stop(self) -> None:
+        """Stop serving: the current process and any still draining.
+
+        SIGTERM is HAProxy's hard stop, so this takes milliseconds; a process
+        that has not gone after half a second is killed.
+        """
+        pids = self.pids()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 0.5
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for pid in pids:
@@ -258,8 +309,17 @@ def bound_ports_failing(message: str) -> set[tuple[str, int]]:
     return {(host.strip("[]"), int(port)) for host, port in BIND_FAILURE.findall(message)}
 
 
+_ALERT_PREFIX = re.compile(r"^\[(ALERT|WARNING)\]\s*\(\d+\)\s*:\s*(config\s*:\s*)?")
+_SUMMARY = re.compile(r"Error\(s\) found in configuration file|Fatal errors found in configuration")
+
+
 def _alerts(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if "ALERT" in ln or "error" in ln.lower()]
+    """HAProxy's alerts without the boilerplate around them."""
+    lines = [
+        _ALERT_PREFIX.sub("", ln.strip())
+        for ln in text.splitlines()
+        if ln.startswith("[ALERT]") and not _SUMMARY.search(ln)
+    ]
     return " | ".join(lines[-8:]) or text.strip()[-500:]
 
 

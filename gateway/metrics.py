@@ -20,6 +20,7 @@ class Metrics:
     skipped_routes: int = 0
     held_routes: int = 0
     etcd_errors: int = 0
+    haproxy_restarts: int = 0
 
     def text(self) -> str:
         rows = [
@@ -56,6 +57,12 @@ class Metrics:
                 self.held_routes,
             ),
             ("marina_gateway_etcd_errors_total", "counter", "failed etcd calls", self.etcd_errors),
+            (
+                "marina_gateway_haproxy_restarts_total",
+                "counter",
+                "times HAProxy was found dead and started again",
+                self.haproxy_restarts,
+            ),
         ]
         out = []
         for name, kind, help_text, value in rows:

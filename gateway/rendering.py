@@ -8,6 +8,7 @@ ports.
 from __future__ import annotations
 
 import ipaddress
+import re
 import resource
 from dataclasses import dataclass
 
@@ -118,3 +119,38 @@ def render_config(layout: Layout, context: RenderContext, budget: Budget) -> str
 
 def render_map(layout: Layout) -> str:
     return "".join(f"{port} {name}\n" for port, name in sorted(layout.port_map().items()))
+
+
+_LINE_REF = re.compile(r"\[[^\]\s]*\.cfg[^\]\s:]*:(\d+)\]")
+_PROXY_REF = re.compile(r"(?:proxy|backend|frontend) '([^']+)'")
+_ROUTE_MARK = re.compile(r"# route (\S+)")
+_SECTION = re.compile(r"(?:backend|frontend) (\S+)")
+
+
+def routes_blamed(config: str, message: str) -> set[str]:
+    """Services whose part of `config` HAProxy's `message` points at, by line
+    number or by proxy name."""
+    lines = config.splitlines()
+    blamed: set[str] = set()
+    numbers = [int(n) for n in _LINE_REF.findall(message)]
+    names = set(_PROXY_REF.findall(message))
+    if names:
+        numbers += [
+            i + 1
+            for i, line in enumerate(lines)
+            if (m := _SECTION.match(line)) and m.group(1) in names
+        ]
+    for number in numbers:
+        # Find the section the line belongs to: a route's backend names the
+        # route on its own line, a route's frontend on the line above it;
+        # shared sections and spare backends name none.
+        for index in range(min(number, len(lines)) - 1, -1, -1):
+            if not lines[index] or lines[index][0].isspace() or lines[index][0] == "#":
+                continue
+            marked = [lines[index], lines[index - 1] if index else ""]
+            for line in marked:
+                if (mark := _ROUTE_MARK.search(line)) is not None:
+                    blamed.add(mark.group(1))
+                    break
+            break
+    return blamed

@@ -18,10 +18,12 @@ from typing import NotRequired, TypedDict
 ROUTES_PREFIX = "/marina/gateway/routes/"
 STATUS_PREFIX = "/marina/gateway/status/"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Always used with `fullmatch`: `$` also matches before a final newline, which
+# would let "name\n" through into haproxy.cfg.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
 MODES = ("http", "tcp")
 BALANCES = ("roundrobin", "leastconn", "source", "first")
@@ -76,14 +78,26 @@ def status_key(gateway_id: str) -> str:
     return f"{STATUS_PREFIX}{gateway_id}"
 
 
+def valid_name(name: object) -> bool:
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None
+
+
+def valid_ip(text: object) -> bool:
+    """An IP address, without an IPv6 zone: `ipaddress` accepts any text after
+    `%` (spaces and newlines too), which would reach haproxy.cfg."""
+    if not isinstance(text, str) or "%" in text:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_host(host: object) -> bool:
     if not isinstance(host, str):
         return False
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return bool(HOSTNAME_RE.match(host))
+    return valid_ip(host) or HOSTNAME_RE.fullmatch(host) is not None
 
 
 def _valid_port(port: object) -> bool:
@@ -93,7 +107,7 @@ def _valid_port(port: object) -> bool:
 def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> Route | Skipped:
     """Turn one etcd value into a `Route`, or say every rule it breaks."""
     problems: list[str] = []
-    if not NAME_RE.match(service):
+    if not valid_name(service):
         shown = service.encode("unicode_escape").decode("ascii")[:80]
         problems.append(
             f"service name {shown!r} must be 1-63 characters of letters, digits, '.', '_' or '-'"
@@ -122,12 +136,9 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
     if not isinstance(check, bool):
         problems.append(f"check {check!r} must be true or false")
     address = doc.get("address")
-    if address is not None:
-        try:
-            ipaddress.ip_address(address)
-        except (ValueError, TypeError):
-            shown = str(address).encode("unicode_escape").decode("ascii")[:80]
-            problems.append(f"address {shown!r} must be an IP address")
+    if address is not None and not valid_ip(address):
+        shown = str(address).encode("unicode_escape").decode("ascii")[:80]
+        problems.append(f"address {shown!r} must be an IP address")
     backends_raw = doc.get("backends")
     backends: list[Backend] = []
     if not isinstance(backends_raw, list):

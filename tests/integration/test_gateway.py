@@ -85,6 +85,25 @@ BAD_ROUTES = {
     "backend-port": {"port": 30015, "mode": "http", "backends": [{"host": "h", "port": -1}]},
     "not-json": "{port: 1",
     "bad\nname": {"port": 30016, "mode": "http", "backends": []},
+    # `$` matches before a final newline: each of these passed a `$` regex.
+    "trailing-newline\n": {"port": 30017, "mode": "http", "backends": []},
+    "host-newline": {
+        "port": 30018,
+        "mode": "http",
+        "backends": [{"host": "backend.example\n", "port": 80}],
+    },
+    # `ipaddress` takes any text after an IPv6 zone's `%`.
+    "zone-address": {
+        "port": 30019,
+        "mode": "http",
+        "address": "fe80::1%lo\n    stats enable",
+        "backends": [],
+    },
+    "zone-host": {
+        "port": 30021,
+        "mode": "http",
+        "backends": [{"host": "fe80::1%x backup", "port": 80}],
+    },
 }
 
 
@@ -116,6 +135,10 @@ def test_bad_routes_are_skipped_and_reported_without_harm(etcd, cluster, backend
     assert "backends[0].port" in reasons["backend-port"]
     assert "not JSON" in reasons["not-json"]
     assert "service name" in reasons["bad\nname"]
+    assert "service name" in reasons["trailing-newline\n"]
+    assert "must be an IP address or a host name" in reasons["host-newline"]
+    assert "must be an IP address" in reasons["zone-address"]
+    assert "must be an IP address or a host name" in reasons["zone-host"]
     config = (gw.state_dir / "haproxy.cfg").read_text()
     assert "stats enable" not in config and "backup" not in config and "udp" not in config
     assert metrics(gw, mport)["marina_gateway_skipped_routes"] == len(BAD_ROUTES) + 1
