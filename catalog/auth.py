@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from catalog.errors import Problem, Unauthorized, ValidationFailed
 from catalog.ids import ProjectId
 from catalog.store import Store
-from catalog.validation import PROJECT
+from catalog.validation import PROJECT, encodable
 
 TOKENS = "/marina/tokens/"
 PROJECT_RE = PROJECT
@@ -40,9 +40,12 @@ async def issue_token(store: Store, *, project: str, admin: bool = False) -> str
 
 
 async def authenticate(store: Store, header: str | None) -> Identity:
-    if not header or not header.startswith("Bearer "):
+    # Authentication schemes are case-insensitive (RFC 9110, section 11.1).
+    scheme, _, token = (header or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or not encodable(token):
         raise Unauthorized("send 'Authorization: Bearer <token>'")
-    found = await store.get(f"{TOKENS}{_digest(header[len('Bearer ') :].strip())}")
+    found = await store.get(f"{TOKENS}{_digest(token)}")
     if found is None:
         raise Unauthorized("the token is not known")
     return Identity(ProjectId(found.value["project"]), bool(found.value["admin"]))
