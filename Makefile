@@ -3,7 +3,7 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := etcd-server haproxy
+DEBS := etcd-server haproxy bubblewrap
 TEST_DEBS := chromium chromium-driver
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from catalog.pki import TLSFiles
 from catalog.server import (
     Server,
     ServerSettings,
@@ -279,9 +280,18 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:
+    files = (args.etcd_cacert, args.etcd_cert, args.etcd_key)
+    if any(files) and not all(files):
+        raise CliError("--etcd-cacert, --etcd-cert and --etcd-key go together")
+    if any(files) and not args.etcd:
+        raise CliError("--etcd-cacert, --etcd-cert and --etcd-key are for an external --etcd")
+    for option, path in zip(("--etcd-cacert", "--etcd-cert", "--etcd-key"), files, strict=True):
+        if path and not Path(path).is_file():
+            raise CliError(f"{option} {path}: no such file")
     return ServerSettings(
         state_dir=Path(args.state_dir),
         etcd=args.etcd,
+        etcd_tls=TLSFiles(*(Path(f) for f in files)) if all(files) else None,
         host=args.host,
         port=args.port,
         etcd_port=args.etcd_port,
@@ -403,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--etcd", help="use this etcd instead of starting one")
+        p.add_argument("--etcd-cacert", help="CA bundle of an https:// --etcd")
+        p.add_argument("--etcd-cert", help="client certificate for an https:// --etcd")
+        p.add_argument("--etcd-key", help="client certificate's key for an https:// --etcd")
         p.add_argument("--etcd-port", type=int, default=23790)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8787)

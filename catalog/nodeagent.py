@@ -9,8 +9,12 @@ PR_SET_PDEATHSIG: when the agent dies they die too and nothing is orphaned.
 Gateway nodes run `marina-gateway` for the cluster's public routes; the
 master runs one for the internal service addresses.
 
+Each replica runs confined (see `catalog.sandbox`): its environment's uid,
+its own package files read-only, a private work directory and /tmp.
+
     python -m catalog.nodeagent --etcd URL --cluster KEY --node NAME --address IP
         --role minion|master|gateway [--cores N] [--memory MiB] --state-dir DIR
+        [--etcd-cacert CA --etcd-cert CERT --etcd-key KEY]
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -29,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from catalog import sandbox
 from catalog.errors import MarinaError, StoreUnavailable
 from catalog.packages import get_package
+from catalog.pki import TLSFiles
 from catalog.store import Store
 
 log = logging.getLogger("marina.nodeagent")
@@ -61,6 +69,7 @@ class Replica:
     ready: bool = False
     probed: float = 0.0
     reported: dict[str, Any] | None = None
+    reason: str = ""
 
     @property
     def generation(self) -> int:
@@ -74,7 +83,13 @@ class NodeAgent:
         self.node: str = args.node
         self.address: str = args.address
         self.state_dir = Path(args.state_dir)
-        self.store = Store(args.etcd)
+        self.tls = (
+            TLSFiles(Path(args.etcd_cacert), Path(args.etcd_cert), Path(args.etcd_key))
+            if args.etcd_cacert
+            else None
+        )
+        self.store = Store(args.etcd, tls=self.tls)
+        self.uids: dict[str, int] = {}
         self.lease: int | None = None
         self.replicas: dict[str, Replica] = {}
         self.desired: dict[str, dict[str, Any]] = {}
@@ -161,6 +176,7 @@ class NodeAgent:
             "5",
             "--log-level",
             "WARNING",
+            *(self.tls.args() if self.tls else []),
         ]
         delay = BACKOFF[0]
         while not stop.is_set():
@@ -218,6 +234,7 @@ class NodeAgent:
             if want is None:
                 await self._stop_replica(replica)
                 del self.replicas[ident]
+                shutil.rmtree(self._replica_dir(ident) / "work", ignore_errors=True)
                 with contextlib.suppress(MarinaError):
                     await self.store.delete(f"{STATUS}{self.cluster}/{ident}")
             elif int(want.get("generation", 0)) != replica.generation:
@@ -231,6 +248,8 @@ class NodeAgent:
         for replica in self.replicas.values():
             alive = bool(replica.procs) and all(p.returncode is None for p in replica.procs)
             if replica.procs and not alive:
+                codes = [p.returncode for p in replica.procs if p.returncode is not None]
+                replica.reason = _exit_reason(codes[0] if codes else None)
                 await self._stop_replica(replica)
                 replica.restarts += 1
                 quick = now - replica.started < 10
@@ -254,61 +273,90 @@ class NodeAgent:
             await self._report(replica)
 
     async def _package_dir(self, package: str) -> Path:
-        target = self.state_dir / "packages" / package
+        """The package's files as stored now: an upgraded package gets a new folder."""
+        pkg = await get_package(self.store, package)
+        digest = hashlib.sha256()
+        for path in sorted(pkg.files):
+            digest.update(path.encode() + b"\0" + hashlib.sha256(pkg.files[path]).digest())
+        target = self.state_dir / "packages" / package / digest.hexdigest()[:16]
         if not target.exists():
-            pkg = await get_package(self.store, package)
             staging = target.with_name(target.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            root = staging.resolve()
             for path, data in pkg.files.items():
-                file = staging / path
+                file = (staging / path).resolve()
+                if not file.is_relative_to(root) or file == root:
+                    raise MarinaError(f"package {package}: file path {path!r} leaves the package")
                 file.parent.mkdir(parents=True, exist_ok=True)
                 file.write_bytes(data)
-            staging.mkdir(parents=True, exist_ok=True)
+                file.chmod(0o644)
             os.replace(staging, target)
         return target
 
+    def _replica_dir(self, ident: str) -> Path:
+        return self.state_dir / "replicas" / ident
+
+    async def _confinement(self, replica: Replica) -> sandbox.Confinement:
+        doc = replica.doc
+        uid: int | None = None
+        if os.geteuid() == 0:
+            environment = str(doc.get("environment") or self.cluster)
+            if environment not in self.uids:
+                self.uids[environment] = await sandbox.environment_uid(self.store, environment)
+            uid = self.uids[environment]
+        work = self._replica_dir(replica.ident) / "work"
+        sandbox.prepare_work_dir(work, uid)
+        package = await self._package_dir(doc["package"]) if doc.get("package") else None
+        return sandbox.Confinement(
+            work_dir=work, package_dir=package, uid=uid, hostname=str(doc["name"])[:63]
+        )
+
     async def _start_replica(self, replica: Replica) -> None:
         doc = replica.doc
-        package_dir = str(await self._package_dir(doc["package"])) if doc.get("package") else ""
-        logdir = self.state_dir / "replicas" / replica.ident
+        logdir = self._replica_dir(replica.ident)
         logdir.mkdir(parents=True, exist_ok=True)
         replica.procs = []
-        for container in doc["containers"]:
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "LANG": "C.UTF-8",
-                **doc.get("env", {}),
-                **container.get("env", {}),
-                **container.get("secrets", {}),
-                "POD_IP": doc["ip"],
-                "HOSTNAME": doc["name"],
-                "MARINA_NODE": self.node,
-            }
-            argv = [
-                part.replace("${package}", package_dir)
-                for part in [*container["command"], *container.get("args", [])]
-            ]
-            if argv and argv[0] in ("python3", "python"):
-                argv[0] = sys.executable
-            with open(logdir / f"{container['name']}.log", "ab") as logfile:
-                try:
+        try:
+            confinement = await self._confinement(replica)
+            for container in doc["containers"]:
+                env = {
+                    "PATH": sandbox.SANDBOX_PATH,
+                    "LANG": "C.UTF-8",
+                    "HOME": sandbox.WORK_MOUNT,
+                    "TMPDIR": "/tmp",
+                    **doc.get("env", {}),
+                    **container.get("env", {}),
+                    **container.get("secrets", {}),
+                    "POD_IP": doc["ip"],
+                    "HOSTNAME": doc["name"],
+                    "MARINA_NODE": self.node,
+                }
+                argv = [
+                    part.replace("${package}", sandbox.PACKAGE_MOUNT)
+                    for part in [*container["command"], *container.get("args", [])]
+                ]
+                with open(logdir / f"{container['name']}.log", "ab") as logfile:
                     proc = await asyncio.create_subprocess_exec(
-                        *argv,
+                        *sandbox.confine(argv, confinement),
                         env=env,
-                        cwd=package_dir or str(logdir),
+                        cwd="/",
                         stdout=logfile,
                         stderr=logfile,
                         stdin=asyncio.subprocess.DEVNULL,
                         preexec_fn=die_with_parent,
                     )
-                except OSError as exc:
-                    log.warning("replica %s: cannot start %s: %s", replica.ident, argv[0], exc)
-                    replica.state = "failed"
-                    replica.next_start = time.monotonic() + BACKOFF[1]
-                    await self._stop_replica(replica)
-                    return
-            replica.procs.append(proc)
+                replica.procs.append(proc)
+        except (OSError, MarinaError) as exc:
+            log.warning("replica %s: cannot start: %s", replica.ident, exc)
+            replica.state = "failed"
+            replica.reason = str(exc)
+            replica.next_start = time.monotonic() + BACKOFF[1]
+            await self._stop_replica(replica)
+            return
         replica.started = time.monotonic()
         replica.state = "starting"
+        replica.reason = ""
 
     async def _stop_replica(self, replica: Replica) -> None:
         for proc in replica.procs:
@@ -337,12 +385,23 @@ class NodeAgent:
             "restarts": replica.restarts,
             "generation": replica.generation,
             "pids": [p.pid for p in replica.procs],
+            "reason": replica.reason,
         }
         if status != replica.reported:
             await self.store.put(
                 f"{STATUS}{self.cluster}/{replica.ident}", status, lease=self.lease
             )
             replica.reported = status
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "exited"
+    if code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    if code == 127:
+        return "exited with code 127: command not found"
+    return f"exited with code {code}"
 
 
 def _ports_open(doc: dict[str, Any]) -> bool:
@@ -366,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", type=int, default=2048)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--lease-ttl", type=int, default=3)
+    parser.add_argument("--etcd-cacert", help="CA bundle of an https:// etcd")
+    parser.add_argument("--etcd-cert", help="client certificate for etcd")
+    parser.add_argument("--etcd-key", help="client certificate's key for etcd")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

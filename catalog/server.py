@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from catalog import sandbox
 from catalog.api import make_app
 from catalog.auth import authenticate, issue_token
 from catalog.controller import Controller
@@ -32,6 +34,7 @@ from catalog.errors import MarinaError, StoreUnavailable
 from catalog.nodeagent import die_with_parent
 from catalog.operations import Operations
 from catalog.packages import Downgrade, Package, get_package, load_folder, save_package
+from catalog.pki import EtcdPKI, TLSFiles, ensure_etcd_pki
 from catalog.providers.local import LocalProvider, stop_all_agents
 from catalog.serving import serve
 from catalog.store import Store
@@ -40,6 +43,7 @@ from catalog.tasks import Worker
 log = logging.getLogger(__name__)
 
 PACKAGES_DIR = Path(__file__).resolve().parent.parent / "packages"
+ETCD_RESTART_BACKOFF = (0.5, 10.0)
 
 
 def default_state_dir() -> Path:
@@ -53,6 +57,8 @@ class ServerSettings:
     """Where etcd's data, node agents and the admin token live."""
     etcd: str | None = None
     """An external etcd endpoint; when unset, etcd runs as a child process."""
+    etcd_tls: TLSFiles | None = None
+    """CA, client certificate and key for an external `https://` etcd."""
     etcd_port: int = 23790
     """Client port of the embedded etcd (its peer port is the next one)."""
     host: str = "127.0.0.1"
@@ -68,13 +74,40 @@ class ServerSettings:
 
 
 class EmbeddedEtcd:
-    """etcd as a child process on loopback, with its log beside its data."""
+    """etcd as a child process on loopback, with its log beside its data.
 
-    def __init__(self, data_dir: Path, port: int, *, peer_port: int | None = None) -> None:
+    Given a `pki`, both its ports speak TLS and accept only clients with a
+    certificate of Marina's CA: `marina up` always runs it so.
+    """
+
+    def __init__(
+        self, data_dir: Path, port: int, *, peer_port: int | None = None, pki: EtcdPKI | None = None
+    ) -> None:
         self.data_dir = data_dir
-        self.url = f"http://127.0.0.1:{port}"
-        self.peer = f"http://127.0.0.1:{peer_port or port + 1}"
+        self.pki = pki
+        scheme = "https" if pki else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
+        self.peer = f"{scheme}://127.0.0.1:{peer_port or port + 1}"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_tls(self) -> TLSFiles | None:
+        return self.pki.client if self.pki else None
+
+    def _tls_args(self) -> list[str]:
+        if self.pki is None:
+            return []
+        server, peer = self.pki.server, self.pki.peer
+        return [
+            "--client-cert-auth",
+            "--trusted-ca-file", str(server.ca),
+            "--cert-file", str(server.cert),
+            "--key-file", str(server.key),
+            "--peer-client-cert-auth",
+            "--peer-trusted-ca-file", str(peer.ca),
+            "--peer-cert-file", str(peer.cert),
+            "--peer-key-file", str(peer.key),
+        ]  # fmt: skip
 
     def spawn(self) -> None:
         """Start etcd; from the main thread, since it dies with the thread that made it."""
@@ -112,6 +145,7 @@ class EmbeddedEtcd:
                     "1h",
                     "--log-level",
                     "error",
+                    *self._tls_args(),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
@@ -119,8 +153,16 @@ class EmbeddedEtcd:
                 preexec_fn=die_with_parent,
             )
 
+    def _health_context(self) -> ssl.SSLContext | None:
+        if self.pki is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.pki.client.ca))
+        context.load_cert_chain(str(self.pki.client.cert), str(self.pki.client.key))
+        return context
+
     def wait_healthy(self) -> None:
         assert self.proc is not None
+        context = self._health_context()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -129,7 +171,7 @@ class EmbeddedEtcd:
                 )
             with (
                 contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/health", timeout=1) as reply,
+                urllib.request.urlopen(self.url + "/health", timeout=1, context=context) as reply,
             ):
                 if b"true" in reply.read():
                     return
@@ -198,21 +240,28 @@ class Server:
         self.tasks: list[asyncio.Task[None]] = []
         self.token = ""
         self.etcd_url = settings.etcd or ""
+        self.etcd_tls = settings.etcd_tls
 
     async def start(self) -> None:
         settings = self.settings
+        sandbox.tools()  # refuse to start at all rather than run pods unconfined
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.state_dir, 0o700)
         if settings.etcd is None:
-            self.etcd = EmbeddedEtcd(settings.state_dir / "etcd", settings.etcd_port)
+            pki = ensure_etcd_pki(settings.state_dir / "pki")
+            self.etcd = EmbeddedEtcd(settings.state_dir / "etcd", settings.etcd_port, pki=pki)
             self.etcd.spawn()
             await asyncio.to_thread(self.etcd.wait_healthy)
             self.etcd_url = self.etcd.url
-        self.store = Store(self.etcd_url)
+            self.etcd_tls = self.etcd.client_tls
+        self.store = Store(self.etcd_url, tls=self.etcd_tls)
         loaded = await load_shipped_packages(self.store, settings.packages_dir)
         if loaded:
             log.info("packages loaded: %s", ", ".join(loaded))
         self.token = await admin_token(self.store, settings.state_dir)
-        provider = LocalProvider(self.store, etcd_url=self.etcd_url, state_dir=settings.state_dir)
+        provider = LocalProvider(
+            self.store, etcd_url=self.etcd_url, etcd_tls=self.etcd_tls, state_dir=settings.state_dir
+        )
         engine = LocalEngine(self.store)
         worker = Worker(self.store, Operations(self.store, provider, engine))
         controller = Controller(self.store, engine)
@@ -220,8 +269,29 @@ class Server:
             asyncio.create_task(worker.run(self.stop_event)),
             asyncio.create_task(controller.run(self.stop_event)),
         ]
+        if self.etcd is not None:
+            self.tasks.append(asyncio.create_task(self._supervise_etcd(self.etcd)))
         self.runner = await serve(make_app(self.store), host=settings.host, port=settings.port)
         (settings.state_dir / "api-url").write_text(settings.api_url + "\n")
+
+    async def _supervise_etcd(self, etcd: EmbeddedEtcd) -> None:
+        """Start the embedded etcd again whenever it dies; the API answers 503 meanwhile."""
+        delay = ETCD_RESTART_BACKOFF[0]
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), 0.2)
+            if self.stop_event.is_set() or etcd.proc is None or etcd.proc.poll() is None:
+                continue
+            log.warning("embedded etcd exited with %s; starting it again", etcd.proc.returncode)
+            try:
+                etcd.spawn()
+                await asyncio.to_thread(etcd.wait_healthy)
+                delay = ETCD_RESTART_BACKOFF[0]
+            except MarinaError as exc:
+                log.error("embedded etcd did not come back: %s; next try in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), delay)
+                delay = min(delay * 2, ETCD_RESTART_BACKOFF[1])
 
     async def stop(self, *, stop_nodes: bool) -> None:
         self.stop_event.set()

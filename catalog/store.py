@@ -4,6 +4,9 @@ Every write that depends on what was read compares `mod_revision` in one
 transaction, so two writers never overwrite each other silently: `replace`
 raises `Conflict` and `update` reads again and retries. aetcd is imported
 here only and its errors become `StoreUnavailable`, with the cause chained.
+
+An `https://` endpoint is spoken to over TLS with a client certificate: the
+embedded etcd accepts nobody else (see `catalog.pki`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,21 @@ from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import aetcd.watcher
+import grpc
 
 from catalog.errors import Conflict, MarinaError, StoreUnavailable
+from catalog.pki import TLSFiles
 
 T = TypeVar("T")
 UPDATE_RETRIES = 50
+CHANNEL_OPTIONS = {
+    # gRPC's default backoff grows to two minutes: a restarted etcd would go
+    # unnoticed for that long. Retry every second at most instead.
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.min_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 1000,
+}
 
 
 @dataclass(frozen=True)
@@ -49,15 +62,71 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
+class _TLSClient(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client on a TLS channel: aetcd itself only opens plain ones."""
+
+    def __init__(self, *, credentials: grpc.ChannelCredentials, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            self.channel = grpc.aio.secure_channel(
+                f"{self._host}:{self._port}", self._credentials, options=self._options.items()
+            )
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int, bool]:
+    """Host, port and whether TLS is spoken, from `http(s)://HOST:PORT`."""
+    parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
+        raise StoreUnavailable(endpoint, "expected http://HOST:PORT or https://HOST:PORT")
+    return parsed.hostname, parsed.port, parsed.scheme == "https"
+
+
 class Store:
     """JSON documents under string keys in one etcd cluster."""
 
-    def __init__(self, endpoint: str, *, timeout: int = 5) -> None:
-        parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        if not parsed.hostname or not parsed.port:
-            raise StoreUnavailable(endpoint, "expected http://HOST:PORT")
+    def __init__(self, endpoint: str, *, tls: TLSFiles | None = None, timeout: int = 5) -> None:
+        host, port, secure = parse_endpoint(endpoint)
         self.endpoint = endpoint
-        self._client = aetcd.Client(host=parsed.hostname, port=parsed.port, timeout=timeout)
+        self.tls = tls
+        if secure:
+            try:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=tls.ca.read_bytes() if tls else None,
+                    private_key=tls.key.read_bytes() if tls else None,
+                    certificate_chain=tls.cert.read_bytes() if tls else None,
+                )
+            except OSError as exc:
+                raise StoreUnavailable(endpoint, f"cannot read its TLS files: {exc}") from exc
+            self._client: aetcd.Client = _TLSClient(
+                credentials=credentials,
+                host=host,
+                port=port,
+                timeout=timeout,
+                options=CHANNEL_OPTIONS,
+            )
+        else:
+            self._client = aetcd.Client(
+                host=host, port=port, timeout=timeout, options=CHANNEL_OPTIONS
+            )
 
     async def close(self) -> None:
         await self._call(self._client.close())

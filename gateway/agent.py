@@ -54,7 +54,7 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.prefix = routes_prefix(settings.cluster).encode()
-        self.etcd = EtcdClient(settings.etcd)
+        self.etcd = EtcdClient(settings.etcd, tls=settings.etcd_tls)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.haproxy = HAProxy(settings.state_dir, binary=settings.haproxy)
         self.metrics = Metrics()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -58,11 +60,26 @@ class Event:
 class EtcdClient:
     """A small asyncio client for one etcd endpoint (or a list, tried in turn)."""
 
-    def __init__(self, endpoints: list[str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        timeout: float = 5.0,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """`tls` is (CA bundle, client certificate, client key) for `https://` endpoints."""
         self._endpoints = [e.rstrip("/") for e in endpoints]
         self._current = 0
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+        if tls is not None:
+            ca, cert, key = tls
+            try:
+                self._ssl = ssl.create_default_context(cafile=str(ca))
+                self._ssl.load_cert_chain(str(cert), str(key))
+            except (OSError, ssl.SSLError) as exc:
+                raise EtcdUnavailable(",".join(endpoints), f"bad TLS files: {exc}") from exc
 
     async def __aenter__(self) -> EtcdClient:
         return self
@@ -79,6 +96,7 @@ class EtcdClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True),
             )
         return self._session
 

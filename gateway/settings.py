@@ -40,6 +40,8 @@ class Settings:
     """Ports no route may take (etcd's); the metrics port is added."""
     haproxy: str = "haproxy"
     """HAProxy binary."""
+    etcd_tls: tuple[Path, Path, Path] | None = None
+    """CA bundle, client certificate and key for `https://` etcd endpoints."""
 
     @property
     def ident(self) -> str:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from catalog.pki import ensure_etcd_pki
 from catalog.server import EmbeddedEtcd
 
 _addresses = itertools.count(2)
@@ -62,15 +64,22 @@ def wait_for(
 class Etcd:
     """An etcd server on loopback with its data in `data_dir`."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, *, port: int | None = None, pki: Path | None = None) -> None:
+        """With `pki` (a directory), it speaks TLS and wants client certificates."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.pki = ensure_etcd_pki(pki) if pki else None
+        self.tls = self.pki.client if self.pki else None
+        self.url = f"{'https' if pki else 'http'}://127.0.0.1:{self.port}"
+        self._context: ssl.SSLContext | None = None
+        if self.tls:
+            self._context = ssl.create_default_context(cafile=str(self.tls.ca))
+            self._context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
 
     def start(self) -> Etcd:
         """Start (or start again) the same server, through Marina's own launcher."""
-        self._etcd = EmbeddedEtcd(self.data_dir, self.port, peer_port=self.peer_port)
+        self._etcd = EmbeddedEtcd(self.data_dir, self.port, peer_port=self.peer_port, pki=self.pki)
         self._etcd.spawn()
         self._etcd.wait_healthy()
         return self
@@ -84,7 +93,7 @@ class Etcd:
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=self._context) as r:
             result: dict[str, Any] = json.loads(r.read())
             return result
 

@@ -21,6 +21,7 @@ from typing import Any
 from catalog.addresses import allocate, release
 from catalog.errors import ActionFailed
 from catalog.nodeagent import NODES
+from catalog.pki import TLSFiles
 from catalog.store import Store
 
 
@@ -29,10 +30,17 @@ class LocalProvider:
     capabilities = frozenset({"create_node", "remove_node"})
 
     def __init__(
-        self, store: Store, *, etcd_url: str, state_dir: Path, start_timeout: float = 30.0
+        self,
+        store: Store,
+        *,
+        etcd_url: str,
+        state_dir: Path,
+        etcd_tls: TLSFiles | None = None,
+        start_timeout: float = 30.0,
     ) -> None:
         self.store = store
         self.etcd_url = etcd_url
+        self.etcd_tls = etcd_tls
         self.state_dir = state_dir
         self.start_timeout = start_timeout
 
@@ -81,6 +89,7 @@ class LocalProvider:
                         str(props.get("memory", 2048)),
                         "--state-dir",
                         str(directory),
+                        *(self.etcd_tls.args() if self.etcd_tls else []),
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=logfile,
