@@ -5,6 +5,10 @@ It follows node registrations, replicas and their reports in etcd and
 reconciles after every burst of changes (and every few seconds regardless).
 Only one controller acts at a time: it holds a lock under its lease, so
 several Marina processes can run and one takes over when another dies.
+
+A node whose registration is gone is only declared lost after a grace
+period: an etcd restart or a short stall of its agent must not move every
+pod. A lost node whose agent registers again is ready again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from catalog import environments as envs
@@ -21,6 +27,7 @@ from catalog.nodeagent import NODES
 from catalog.routing import ROUTES, routes_for
 from catalog.scheduling import NodeCapacity, choose_node, usage
 from catalog.store import Store
+from catalog.tasks import LOCKS
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +35,32 @@ LOCK = "/marina/locks/controller"
 WATCHED = ("/marina/replicas/", "/marina/replica-status/", NODES, envs.ENVIRONMENTS)
 
 
+@dataclass(frozen=True)
+class ControllerSettings:
+    lease_ttl: int = 5
+    """Seconds the controller's lock outlives a controller that died."""
+    lost_after: float = 15.0
+    """Seconds a node may stay unregistered before it is declared lost and its
+    replicas move (five times a node agent's 3-second lease)."""
+    orphan_drain_after: float = 10.0
+    """Seconds a draining replica may wait while no task of its environment
+    runs before it is stopped (its action died for good)."""
+
+
 class Controller:
-    def __init__(self, store: Store, engine: Engine, *, lease_ttl: int = 5) -> None:
+    def __init__(
+        self, store: Store, engine: Engine, settings: ControllerSettings | None = None
+    ) -> None:
         self.store = store
         self.engine = engine
-        self.lease_ttl = lease_ttl
+        self.settings = settings or ControllerSettings()
+        self.lease_ttl = self.settings.lease_ttl
         self.wake = asyncio.Event()
+        # When each node was first seen unregistered, and each draining
+        # replica first seen without a task: in memory, so a new leader
+        # starts these clocks again (it errs on the side of waiting).
+        self.missing_since: dict[tuple[str, str], float] = {}
+        self.unattended_since: dict[tuple[str, str], float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         watchers = [asyncio.create_task(self._watch(stop, p)) for p in WATCHED]
@@ -52,9 +79,13 @@ class Controller:
                             leader = False
                     if leader:
                         await self.reconcile()
+                    else:
+                        self.missing_since.clear()
                 except StoreUnavailable as exc:
                     log.warning("controller paused: %s", exc)
                     lease, leader = None, False
+                    # Nothing could be seen while the store was away.
+                    self.missing_since.clear()
                 except MarinaError as exc:
                     log.warning("controller pass failed: %s", exc)
                 self.wake.clear()
@@ -90,18 +121,32 @@ class Controller:
         key = cluster["key"]
         registered = {v.key.rsplit("/", 1)[1] for v in await self.store.list(f"{NODES}{key}/")}
         nodes = [doc["objects"][n] for n in cluster["nodes"] if n in doc["objects"]]
-        lost = [
-            n
-            for n in nodes
-            if n["state"] in ("ready", "cordoned")
-            and n["steps"]["setupNode"]
-            and n["?"]["name"] not in registered
-        ]
+        now = time.monotonic()
+        lost = []
+        for node in nodes:
+            name = node["?"]["name"]
+            watched = node["state"] in ("ready", "cordoned") and node["steps"]["setupNode"]
+            if not watched or name in registered:
+                self.missing_since.pop((key, name), None)
+                continue
+            since = self.missing_since.setdefault((key, name), now)
+            if now - since >= self.settings.lost_after:
+                lost.append(node)
+        back = [n for n in nodes if n["state"] == "lost" and n["?"]["name"] in registered]
         replicas = await self.engine.replicas(key)
+        if back:
+            await self._set_state(doc["id"], back, "ready")
         if lost:
-            await self._mark_lost(doc["id"], lost)
-            await self._reschedule(doc, cluster, lost, replicas)
+            await self._set_state(doc["id"], lost, "lost")
+        # Every pass, not only when a node is lost: a replica that found no
+        # room then moves once there is some.
+        gone = {n["?"]["name"] for n in lost} | {
+            n["?"]["name"] for n in nodes if n["state"] == "lost" and n not in back
+        }
+        stranded = [r for r in replicas.values() if r["node"] in gone and not r.get("draining")]
+        if stranded and await self._reschedule(doc, cluster, gone, stranded, replicas):
             replicas = await self.engine.replicas(key)
+        await self._stop_orphaned_drains(doc["id"], key, replicas)
         pods = [
             o
             for o in doc["objects"].values()
@@ -163,25 +208,59 @@ class Controller:
         with contextlib.suppress(MarinaError):
             await envs.change(self.store, env_id, edit)
 
-    async def _mark_lost(self, env_id: str, lost: list[dict[str, Any]]) -> None:
-        names = ", ".join(n["?"]["name"] for n in lost)
-        log.warning("nodes lost (their agents stopped renewing): %s", names)
+    async def _set_state(self, env_id: str, nodes: list[dict[str, Any]], state: str) -> None:
+        names = ", ".join(n["?"]["name"] for n in nodes)
+        if state == "lost":
+            log.warning("nodes lost (unregistered for %.0fs): %s", self.settings.lost_after, names)
+        else:
+            log.warning("nodes back (their agents registered again): %s", names)
+        before = {n["?"]["id"]: n["state"] for n in nodes}
 
         def edit(doc: dict[str, Any]) -> None:
-            for node in lost:
-                if node["?"]["id"] in doc["objects"]:
-                    doc["objects"][node["?"]["id"]]["state"] = "lost"
+            for node_id, was in before.items():
+                node = doc["objects"].get(node_id)
+                # Only the state this pass saw: an action may have moved on since.
+                if node is not None and node["state"] == was:
+                    node["state"] = state
 
         await envs.change(self.store, env_id, edit)
+
+    async def _stop_orphaned_drains(
+        self, env_id: str, cluster_key: str, replicas: dict[str, dict[str, Any]]
+    ) -> None:
+        """Stop draining replicas that no running task will stop.
+
+        Only an action drains a replica, under its environment's lock; one
+        that stays draining while no task holds the lock was left by an
+        action that died for good. It is out of every route already.
+        """
+        draining = {i for i, r in replicas.items() if r.get("draining")}
+        for seen in [k for k in self.unattended_since if k[0] == cluster_key]:
+            if seen[1] not in draining:
+                del self.unattended_since[seen]
+        if not draining:
+            return
+        if await self.store.get(f"{LOCKS}{env_id}") is not None:
+            for ident in draining:
+                self.unattended_since.pop((cluster_key, ident), None)
+            return
+        now = time.monotonic()
+        for ident in draining:
+            since = self.unattended_since.setdefault((cluster_key, ident), now)
+            if now - since >= self.settings.orphan_drain_after:
+                log.warning("stopping replica %s: left draining by an action that died", ident)
+                await self.engine.stop_replica(cluster_key, ident)
+                del self.unattended_since[(cluster_key, ident)]
 
     async def _reschedule(
         self,
         doc: dict[str, Any],
         cluster: dict[str, Any],
-        lost: list[dict[str, Any]],
+        gone: set[str],
+        stranded: list[dict[str, Any]],
         replicas: dict[str, dict[str, Any]],
-    ) -> None:
-        gone = {n["?"]["name"] for n in lost}
+    ) -> bool:
+        """Move replicas off lost nodes to nodes that fit; whether any moved."""
         healthy = [
             n
             for n in (doc["objects"][i] for i in cluster["nodes"] if i in doc["objects"])
@@ -191,9 +270,8 @@ class Controller:
             and n.get("capacity")
         ]
         staying = [r for r in replicas.values() if r["node"] not in gone]
-        for replica in replicas.values():
-            if replica["node"] not in gone:
-                continue
+        moved = False
+        for replica in stranded:
             nodes = usage(
                 [
                     NodeCapacity(
@@ -210,4 +288,6 @@ class Controller:
                 continue
             await self.engine.update_replica(cluster["key"], replica["id"], node=node)
             staying.append({**replica, "node": node})
+            moved = True
             log.warning("replica %s moved from lost %s to %s", replica["id"], replica["node"], node)
+        return moved

@@ -24,6 +24,7 @@ from catalog.store import Store
 from catalog.tasks import BY_ENVIRONMENT, Outcome, TaskContext
 
 READY_TIMEOUT = 60.0
+MAX_REPLICAS = 50
 
 
 class Operations:
@@ -155,104 +156,71 @@ class Operations:
     async def kubernetes_cluster_scaleNodesUp(
         self, ctx: TaskContext, cluster: dict[str, Any]
     ) -> Outcome:
-        return await self._scale_up(ctx, cluster, "minion", "maxNodes", "worker nodes")
+        return await self._scale_by(ctx, cluster, "minion", "maxNodes", "worker nodes", +1)
 
     async def kubernetes_cluster_scaleGatewaysUp(
         self, ctx: TaskContext, cluster: dict[str, Any]
     ) -> Outcome:
-        return await self._scale_up(ctx, cluster, "gateway", "maxGateways", "gateway nodes")
-
-    async def _scale_up(
-        self, ctx: TaskContext, cluster: dict[str, Any], role: str, limit: str, what: str
-    ) -> Outcome:
-        self._require_ready(cluster, f"scale {what} up")
-        doc = await self._doc(ctx)
-        nodes = self._nodes(doc, cluster, role)
-        unfinished = [n for n in nodes if n["state"] != "ready" and n["state"] != "lost"]
-        if unfinished:  # a run that was cut off: finish its node, add no other
-            await self._deploy_node(ctx, cluster, unfinished[0]["?"]["id"])
-            return Outcome.done(
-                f"{unfinished[0]['?']['name']} added", node=unfinished[0]["?"]["name"]
-            )
-        live = [n for n in nodes if n["state"] == "ready"]
-        maximum = cluster["properties"][limit]
-        if len(live) >= maximum:
-            return Outcome.noop(f"the cluster already has the maximum of {maximum} {what}")
-        node_id = await self._add_node(ctx, cluster["?"]["id"], role)
-        await self._deploy_node(ctx, cluster, node_id)
-        name = (await self._doc(ctx))["objects"][node_id]["?"]["name"]
-        return Outcome.done(f"{name} added", node=name)
+        return await self._scale_by(ctx, cluster, "gateway", "maxGateways", "gateway nodes", +1)
 
     async def kubernetes_cluster_scaleNodesDown(
         self, ctx: TaskContext, cluster: dict[str, Any]
     ) -> Outcome:
-        self._require_ready(cluster, "scale worker nodes down")
-        doc = await self._doc(ctx)
-        minions = [n for n in self._nodes(doc, cluster, "minion") if n["state"] != "lost"]
-        cordoned = [n for n in minions if n["state"] in ("cordoned", "removing")]
-        if not cordoned and len(minions) <= 1:
-            return Outcome.noop("at least one node must remain")
-        replicas = await self.engine.replicas(cluster["key"])
-        if cordoned:
-            victim = cordoned[0]
-        else:
-            load = {n["?"]["name"]: 0 for n in minions}
-            for replica in replicas.values():
-                if replica["node"] in load:
-                    load[replica["node"]] += 1
-            victim = min(minions, key=lambda n: (load[n["?"]["name"]], -n["index"]))
-            await self._edit_object(ctx, victim["?"]["id"], state="cordoned")
-            await ctx.log(
-                f"{victim['?']['name']} cordoned ({load[victim['?']['name']]} replicas to move)"
-            )
-        name = victim["?"]["name"]
-        for replica_id, replica in replicas.items():
-            if replica["node"] == name:
-                await self._move_replica(ctx, cluster, replica_id, replica)
-        await self._edit_object(ctx, victim["?"]["id"], state="removing")
-        await self.provider.remove_node(cluster["key"], victim)
-        await self._forget_node(ctx, cluster["?"]["id"], victim["?"]["id"])
-        return Outcome.done(f"{name} removed", node=name)
+        return await self._scale_by(ctx, cluster, "minion", "maxNodes", "worker nodes", -1)
 
     async def kubernetes_cluster_scaleGatewaysDown(
         self, ctx: TaskContext, cluster: dict[str, Any]
     ) -> Outcome:
-        self._require_ready(cluster, "scale gateway nodes down")
-        doc = await self._doc(ctx)
-        gateways = [n for n in self._nodes(doc, cluster, "gateway") if n["state"] != "lost"]
-        if len(gateways) <= 1:
-            return Outcome.noop("at least one gateway must remain")
-        victim = max(gateways, key=lambda n: n["index"])
-        await self._edit_object(ctx, victim["?"]["id"], state="removing")
-        await self.provider.remove_node(cluster["key"], victim)
-        await self._forget_node(ctx, cluster["?"]["id"], victim["?"]["id"])
-        return Outcome.done(f"{victim['?']['name']} removed", node=victim["?"]["name"])
+        return await self._scale_by(ctx, cluster, "gateway", "maxGateways", "gateway nodes", -1)
 
     async def kubernetes_cluster_scaleNodes(
         self, ctx: TaskContext, cluster: dict[str, Any]
     ) -> Outcome:
         return await self._scale_to(
-            ctx,
-            cluster,
-            "minion",
-            "maxNodes",
-            "worker nodes",
-            self.kubernetes_cluster_scaleNodesUp,
-            self.kubernetes_cluster_scaleNodesDown,
+            ctx, cluster, "minion", "maxNodes", "worker nodes", int(ctx.args["count"])
         )
 
     async def kubernetes_cluster_scaleGateways(
         self, ctx: TaskContext, cluster: dict[str, Any]
     ) -> Outcome:
         return await self._scale_to(
-            ctx,
-            cluster,
-            "gateway",
-            "maxGateways",
-            "gateway nodes",
-            self.kubernetes_cluster_scaleGatewaysUp,
-            self.kubernetes_cluster_scaleGatewaysDown,
+            ctx, cluster, "gateway", "maxGateways", "gateway nodes", int(ctx.args["count"])
         )
+
+    def _members(self, doc: dict[str, Any], cluster: dict[str, Any], role: str) -> list[Any]:
+        """The nodes of `role` that count towards its size: not lost, not on
+        their way out (pending ones count: a resumed run finishes them)."""
+        return [
+            n
+            for n in self._nodes(doc, cluster, role)
+            if n["state"] not in ("lost", "cordoned", "removing")
+        ]
+
+    async def _scale_by(
+        self,
+        ctx: TaskContext,
+        cluster: dict[str, Any],
+        role: str,
+        limit: str,
+        what: str,
+        step: int,
+    ) -> Outcome:
+        """One more or one fewer, pinned as an absolute count when the task
+        starts: a resumed run reaches that count, it does not add another."""
+        self._require_ready(cluster, f"scale {what} {'up' if step > 0 else 'down'}")
+        doc = await self._doc(ctx)
+        now = len(self._members(doc, cluster, role))
+        target = int(await ctx.pinned("nodes", now + step))
+        maximum = cluster["properties"][limit]
+        if target > maximum:
+            return Outcome.noop(f"the cluster already has the maximum of {maximum} {what}")
+        if target < 1:
+            return Outcome.noop(
+                "at least one node must remain"
+                if role == "minion"
+                else "at least one gateway must remain"
+            )
+        return await self._scale_to(ctx, cluster, role, limit, what, target)
 
     async def _scale_to(
         self,
@@ -261,29 +229,88 @@ class Operations:
         role: str,
         limit: str,
         what: str,
-        up: Any,
-        down: Any,
+        want: int,
     ) -> Outcome:
-        want = int(ctx.args["count"])
+        """Add or remove nodes of `role` until exactly `want` are ready.
+
+        Every step is recorded on the nodes (a pending node, a cordoned one),
+        so running this again after a crash finishes what was begun and
+        never adds or removes one node too many.
+        """
+        self._require_ready(cluster, f"scale {what}")
         maximum = cluster["properties"][limit]
         if want > maximum:
             raise ActionFailed(
                 f"scale {what}", f"count {want} exceeds the cluster's {limit} of {maximum}"
             )
-        changed = 0
-        for _ in range(40):
+        cluster_id = cluster["?"]["id"]
+        added: list[str] = []
+        removed: list[str] = []
+        for _ in range(2 * maximum + 2):
             doc = await self._doc(ctx)
-            cluster = doc["objects"][cluster["?"]["id"]]
-            live = [n for n in self._nodes(doc, cluster, role) if n["state"] == "ready"]
-            if len(live) == want:
+            cluster = doc["objects"][cluster_id]
+            leaving = [
+                n for n in self._nodes(doc, cluster, role) if n["state"] in ("cordoned", "removing")
+            ]
+            members = self._members(doc, cluster, role)
+            unfinished = [n for n in members if n["state"] != "ready"]
+            if leaving:  # a removal that was cut off: finish it first
+                removed.append(await self._remove_node(ctx, cluster, leaving[0]))
+            elif unfinished:  # an addition that was cut off
+                await self._deploy_node(ctx, cluster, unfinished[0]["?"]["id"])
+                added.append(unfinished[0]["?"]["name"])
+            elif len(members) < want:
+                node_id = await self._add_node(ctx, cluster_id, role)
+                await self._deploy_node(ctx, cluster, node_id)
+                added.append((await self._doc(ctx))["objects"][node_id]["?"]["name"])
+            elif len(members) > want:
+                victim = await self._victim(cluster, members, role)
+                removed.append(await self._remove_node(ctx, cluster, victim))
+            else:
                 break
-            outcome = await (up if len(live) < want else down)(ctx, cluster)
-            if not outcome.changed:
-                break
-            changed += 1
-        if not changed:
-            return Outcome.noop(f"the cluster already has {want} {what}")
-        return Outcome.done(f"{want} {what}", count=want)
+        else:
+            raise ActionFailed(f"scale {what}", f"did not reach {want} {what}", retryable=True)
+        if not added and not removed:
+            return Outcome.noop(f"the cluster already has {want} {what}", count=want)
+        names = ", ".join(added + removed)
+        return Outcome.done(
+            f"{names} {'added' if added else 'removed'}", count=want, added=added, removed=removed
+        )
+
+    async def _victim(
+        self, cluster: dict[str, Any], members: list[dict[str, Any]], role: str
+    ) -> dict[str, Any]:
+        """The node to remove: the emptiest worker, the newest gateway."""
+        if role != "minion":
+            return max(members, key=lambda n: n["index"])
+        load = {n["?"]["name"]: 0 for n in members}
+        for replica in (await self.engine.replicas(cluster["key"])).values():
+            if replica["node"] in load:
+                load[replica["node"]] += 1
+        return min(members, key=lambda n: (load[n["?"]["name"]], -n["index"]))
+
+    async def _remove_node(
+        self, ctx: TaskContext, cluster: dict[str, Any], node: dict[str, Any]
+    ) -> str:
+        """Cordon, move every replica off, stop the agent, forget the node.
+
+        Each state is recorded first, and moving a replica finds the
+        replacement an earlier run started, so this can run again at any point.
+        """
+        name: str = node["?"]["name"]
+        if node["state"] not in ("cordoned", "removing"):
+            await self._edit_object(ctx, node["?"]["id"], state="cordoned")
+            await ctx.log(f"{name} cordoned")
+        if node["role"] == "minion":
+            replicas = await self.engine.replicas(cluster["key"])
+            for replica_id, replica in replicas.items():
+                if replica["node"] == name:
+                    await self._move_replica(ctx, cluster, replica_id)
+        await self._edit_object(ctx, node["?"]["id"], state="removing")
+        await self.provider.remove_node(cluster["key"], node)
+        await self._forget_node(ctx, cluster["?"]["id"], node["?"]["id"])
+        await ctx.log(f"{name} removed")
+        return name
 
     async def kubernetes_cluster_exportConfig(
         self, ctx: TaskContext, cluster: dict[str, Any]
@@ -311,14 +338,16 @@ class Operations:
         return Outcome.done(f"{len(app['pods'])} pods deployed")
 
     async def kubernetes_pod_scalePodUp(self, ctx: TaskContext, pod: dict[str, Any]) -> Outcome:
-        if pod["replicas"]["desired"] >= 50:
-            return Outcome.noop("the pod already has the maximum of 50 replicas")
-        return await self._reconcile_pod(ctx, pod, pod["replicas"]["desired"] + 1)
+        want = int(await ctx.pinned("replicas", pod["replicas"]["desired"] + 1))
+        if want > MAX_REPLICAS:
+            return Outcome.noop(f"the pod already has the maximum of {MAX_REPLICAS} replicas")
+        return await self._reconcile_pod(ctx, pod, want)
 
     async def kubernetes_pod_scalePodDown(self, ctx: TaskContext, pod: dict[str, Any]) -> Outcome:
-        if pod["replicas"]["desired"] <= 0:
+        want = int(await ctx.pinned("replicas", pod["replicas"]["desired"] - 1))
+        if want < 0:
             return Outcome.noop("the pod already has no replicas")
-        return await self._reconcile_pod(ctx, pod, pod["replicas"]["desired"] - 1)
+        return await self._reconcile_pod(ctx, pod, want)
 
     async def kubernetes_pod_scalePod(self, ctx: TaskContext, pod: dict[str, Any]) -> Outcome:
         return await self._reconcile_pod(ctx, pod, int(ctx.args["replicas"]))
@@ -327,12 +356,16 @@ class Operations:
         doc = await self._doc(ctx)
         cluster = self._cluster_of(doc, pod)
         self._require_ready(cluster, "recreatePod")
-        mine = await self._pod_replicas(cluster, pod)
-        for replica_id, replica in mine.items():
-            await self._move_replica(ctx, cluster, replica_id, replica, same_node_ok=True)
-        if not mine:
+        # The replicas to replace are those of when the task started, not the
+        # replacements a resumed run finds.
+        mine = sorted(await self._pod_replicas(cluster, pod))
+        targets: list[str] = await ctx.pinned("recreate", mine)
+        for replica_id in targets:
+            await self._move_replica(ctx, cluster, replica_id, same_node_ok=True, pod=pod)
+        await self._finish_draining(ctx, cluster, pod)
+        if not targets:
             return Outcome.noop("the pod has no replicas to recreate")
-        return Outcome.done(f"{len(mine)} replicas recreated")
+        return Outcome.done(f"{len(targets)} replicas recreated")
 
     async def kubernetes_pod_restartContainers(
         self, ctx: TaskContext, pod: dict[str, Any]
@@ -423,6 +456,7 @@ class Operations:
         pod: dict[str, Any],
         *,
         avoid: frozenset[str] = frozenset(),
+        replaces: str | None = None,
     ) -> str:
         doc = await self._doc(ctx)
         pod = doc["objects"][pod["?"]["id"]]
@@ -442,6 +476,10 @@ class Operations:
                 "package": pod["?"].get("package"),
                 "labels": pod["spec"].get("labels", {}),
                 "created": time.time(),
+                # Who started it and whom it replaces: how a resumed run
+                # finds its own work instead of repeating it.
+                "task": ctx.task["id"],
+                "replaces": replaces,
             },
         )
         await ctx.log(f"replica {replica_id} of {pod['spec']['name']} placed on {node}")
@@ -454,14 +492,19 @@ class Operations:
         await self._ensure_services(ctx, pod)
         replicas = {"desired": want, "ready": pod["replicas"]["ready"]}
         await self._edit_object(ctx, pod["?"]["id"], replicas=replicas, state="deploying")
+        # A run cut off while retiring left replicas draining: they go first.
+        stopped = await self._finish_draining(ctx, cluster, pod)
         mine = await self._pod_replicas(cluster, pod)
-        started: list[str] = []
+        # Replicas this task started before it was cut off are waited for too.
+        started = [i for i, r in mine.items() if r.get("task") == ctx.task["id"]]
+        fresh = 0
         try:
-            while len(mine) + len(started) < want:
+            while len(mine) + fresh < want:
                 started.append(await self._place(ctx, cluster, pod))
+                fresh += 1
         except SchedulingFailed:
             # What runs is what the pod has; the request that did not fit is not kept.
-            running = {"desired": len(mine) + len(started), "ready": pod["replicas"]["ready"]}
+            running = {"desired": len(mine) + fresh, "ready": pod["replicas"]["ready"]}
             await self._edit_object(ctx, pod["?"]["id"], replicas=running, state="running")
             raise
         if started:
@@ -473,52 +516,82 @@ class Operations:
         for replica_id, replica in extra:
             await self._retire(ctx, cluster, replica_id, replica)
         await self._edit_object(ctx, pod["?"]["id"], state="running")
-        if not started and not extra:
+        if not started and not extra and not stopped:
             return Outcome.noop(f"the pod already runs {want} replicas", replicas=want)
         return Outcome.done(
-            f"{want} replicas", replicas=want, started=len(started), stopped=len(extra)
+            f"{want} replicas", replicas=want, started=len(started), stopped=len(extra) + stopped
         )
+
+    async def _finish_draining(
+        self, ctx: TaskContext, cluster: dict[str, Any], pod: dict[str, Any]
+    ) -> int:
+        """Stop the pod's replicas that an earlier run left draining."""
+        replicas = await self.engine.replicas(cluster["key"])
+        left = {
+            i: r for i, r in replicas.items() if r["pod"] == pod["?"]["id"] and r.get("draining")
+        }
+        for replica_id, replica in left.items():
+            await ctx.log(f"finishing the retirement of {replica['name']}")
+            await self._retire(ctx, cluster, replica_id, replica)
+        return len(left)
 
     async def _move_replica(
         self,
         ctx: TaskContext,
         cluster: dict[str, Any],
         replica_id: str,
-        replica: dict[str, Any],
         *,
         same_node_ok: bool = False,
+        pod: dict[str, Any] | None = None,
     ) -> None:
-        """Start a replacement, wait until it serves, then retire the old replica."""
+        """Start a replacement, wait until it serves, then retire the old replica.
+
+        Idempotent: a replacement that an earlier run started (it names the
+        replica it `replaces`) is used instead of starting another, and an old
+        replica already gone or draining is only finished off.
+        """
+        replicas = await self.engine.replicas(cluster["key"])
+        old = replicas.get(replica_id)
+        new = next((i for i, r in replicas.items() if r.get("replaces") == replica_id), None)
         doc = await self._doc(ctx)
-        pod = doc["objects"].get(replica["pod"])
+        pod_id = old["pod"] if old is not None else (pod or {}).get("?", {}).get("id")
+        pod = doc["objects"].get(pod_id) if pod_id else None
         if pod is None:
-            await self.engine.stop_replica(cluster["key"], replica_id)
+            if old is not None:
+                await self.engine.stop_replica(cluster["key"], replica_id)
             return
-        avoid = frozenset() if same_node_ok else frozenset({replica["node"]})
-        try:
-            new = await self._place(ctx, cluster, pod, avoid=avoid)
-        except SchedulingFailed:
-            if not same_node_ok:
-                raise
-            # No room for a replacement beside it: replace it in place.
-            await ctx.log(
-                f"no room to start a replacement first; replacing {replica['name']} in place",
-                level="warning",
-            )
-            await self._retire(ctx, cluster, replica_id, replica)
-            new = await self._place(ctx, cluster, pod)
-            await self._wait_ready(cluster, [new])
-            await self._wait_routed(ctx, cluster, pod, include=[new])
-            return
+        if old is None and new is None and not same_node_ok:
+            return  # already moved and retired by an earlier run
+        # (With `same_node_ok`, neither left means a run retired it in place
+        # and was cut off before the replacement: it is placed below.)
+        if new is None and old is not None and not old.get("draining"):
+            avoid = frozenset() if same_node_ok else frozenset({old["node"]})
+            try:
+                new = await self._place(ctx, cluster, pod, avoid=avoid, replaces=replica_id)
+            except SchedulingFailed:
+                if not same_node_ok:
+                    raise
+                await ctx.log(
+                    f"no room to start a replacement first; replacing {old['name']} in place",
+                    level="warning",
+                )
+        if new is None:
+            if old is not None:
+                await self._retire(ctx, cluster, replica_id, old)
+                old = None
+            new = await self._place(ctx, cluster, pod, replaces=replica_id)
         await self._wait_ready(cluster, [new])
         await self._wait_routed(ctx, cluster, pod, include=[new])
-        await self._retire(ctx, cluster, replica_id, replica)
+        if old is not None:
+            await self._retire(ctx, cluster, replica_id, old)
 
     async def _retire(
         self, ctx: TaskContext, cluster: dict[str, Any], replica_id: str, replica: dict[str, Any]
     ) -> None:
         """Take a replica out of every route, wait for the gateways, then stop it."""
-        await self.engine.update_replica(cluster["key"], replica_id, draining=True)
+        if not replica.get("draining"):
+            await self.engine.update_replica(cluster["key"], replica_id, draining=True)
+            await ctx.log(f"replica {replica_id} ({replica['name']}) draining")
         doc = await self._doc(ctx)
         pod = doc["objects"].get(replica["pod"])
         if pod is not None:

@@ -60,6 +60,7 @@ class TaskDoc(TypedDict):
     attempts: int
     worker: str | None
     files: list[str]
+    pinned: dict[str, Any]
 
 
 @dataclass
@@ -105,6 +106,24 @@ class TaskContext:
             f"{LOGS}{self.task['id']}/{self._line:08d}",
             {"time": time.time(), "level": level, "message": message},
         )
+
+    async def pinned(self, name: str, value: Any) -> Any:
+        """`value`, recorded in the task the first time; the recorded one after.
+
+        An action's target ("4 replicas", not "one more") is pinned when it
+        starts, so a run resumed after its worker died aims at the same one.
+        """
+        pins = self.task.get("pinned") or {}
+        if name in pins:
+            return pins[name]
+
+        def pin(doc: Any) -> Any:
+            doc["pinned"] = {name: value, **(doc.get("pinned") or {})}
+            return doc
+
+        found = await self.store.update(f"{TASKS}{self.task['id']}", pin)
+        self.task["pinned"] = found.value["pinned"]
+        return self.task["pinned"][name]
 
     async def attach(self, name: str, data: bytes, *, content_type: str) -> None:
         await self.store.put(
@@ -156,6 +175,7 @@ def new_task(
         attempts=0,
         worker=None,
         files=[],
+        pinned={},
     )
 
 
@@ -351,7 +371,10 @@ class Worker:
             try:
                 await self.store.create(f"{LOCKS}{env}", {"worker": self.ident}, lease=self.lease)
             except MarinaError:
-                continue  # another worker holds it
+                # Ours when the store went away before a drain could let it go.
+                held = await self.store.get(f"{LOCKS}{env}")
+                if held is None or held.value.get("worker") != self.ident:
+                    continue  # another worker holds it
             self._busy.add(env)
             drain = asyncio.create_task(self._drain(env))
             self._drains.add(drain)
@@ -411,6 +434,8 @@ class Worker:
         context = TaskContext(self.store, task, lines)
         try:
             outcome = await self.runner(context)
+        except StoreUnavailable:
+            raise  # not the action's fault: the task stays running and resumes
         except ActionFailed as exc:
             await context.log(str(exc), level="error")
             await self._finish(task_id, failed=(str(exc), exc.retryable))

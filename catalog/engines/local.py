@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from catalog.addresses import allocate, release
+from catalog.errors import NotFound
 from catalog.ids import new_id
 from catalog.nodeagent import REPLICAS, STATUS
 from catalog.store import Store
@@ -46,11 +47,32 @@ class LocalEngine:
         await self.store.update(f"{REPLICAS}{cluster}/{replica_id}", bump)
 
     async def update_replica(self, cluster: str, replica_id: str, **fields: Any) -> None:
+        key = f"{REPLICAS}{cluster}/{replica_id}"
+        old_ip = None
+        if "node" in fields:
+            found = await self.store.get(key)
+            if found is not None and found.value.get("node") != fields["node"]:
+                # A moved replica gets a fresh address: the old node may still
+                # run the old process, bound to the old one.
+                old_ip = found.value.get("ip")
+                fields = {
+                    **fields,
+                    "ip": await allocate(self.store, "pod", f"{cluster}/{replica_id}"),
+                }
+
         def edit(doc: Any) -> Any:
+            if doc is None:
+                raise NotFound("replica", replica_id)
             doc.update(fields)
             return doc
 
-        await self.store.update(f"{REPLICAS}{cluster}/{replica_id}", edit)
+        try:
+            await self.store.update(key, edit)
+        except NotFound:
+            if old_ip is not None:
+                await release(self.store, fields["ip"])
+            raise
+        await release(self.store, old_ip)
 
     async def replicas(self, cluster: str) -> dict[str, dict[str, Any]]:
         prefix = f"{REPLICAS}{cluster}/"

@@ -51,15 +51,15 @@ class LocalProvider:
     async def deploy_instance(self, cluster: str, node: dict[str, Any]) -> str:
         if node.get("address"):
             return str(node["address"])
-        return await allocate(self.store, "node", f"{cluster}/{node['?']['name']}")
+        # A run cut off after allocating finds the address it took.
+        return await allocate(self.store, "node", f"{cluster}/{node['?']['name']}", reuse=True)
 
     async def setup_etcd(self, cluster: str, node: dict[str, Any]) -> None:
         # Local nodes share Marina's own etcd; record where it is for the agents.
         await self.store.put(f"/marina/clusters/{cluster}/etcd", {"endpoints": [self.etcd_url]})
 
     async def node_running(self, cluster: str, node: dict[str, Any]) -> bool:
-        pid = _read_pid(self._dir(cluster, node) / "agent.pid")
-        return pid is not None and _alive(pid)
+        return bool(_agent_pids(self._dir(cluster, node)))
 
     async def setup_node(self, cluster: str, node: dict[str, Any]) -> None:
         key = f"{NODES}{cluster}/{node['?']['name']}"
@@ -117,11 +117,11 @@ class LocalProvider:
 
     async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
         directory = self._dir(cluster, node)
-        pid = _read_pid(directory / "agent.pid")
-        if pid is not None:
-            await stop_processes([pid])
+        await stop_processes(_agent_pids(directory))
         with contextlib.suppress(FileNotFoundError):
             (directory / "agent.pid").unlink()
+        # An agent killed earlier left its gateway's HAProxy (own session) serving.
+        await stop_processes(_haproxy_pids(directory / "gateway" / "haproxy.pid"), grace=5)
         await self.store.delete(f"{NODES}{cluster}/{node['?']['name']}")
         await release(self.store, node.get("address"))
 
@@ -141,16 +141,46 @@ async def stop_processes(pids: list[int], *, grace: float = 20.0) -> None:
 
 async def stop_all_agents(state_dir: Path) -> None:
     """Stop every node agent under `state_dir` (their replicas die with them)."""
-    pid_files = list((state_dir / "nodes").glob("*/*/agent.pid"))
-    await stop_processes([p for p in map(_read_pid, pid_files) if p is not None])
-    for pid_file in pid_files:
-        pid_file.unlink(missing_ok=True)
+    directories = [d for d in (state_dir / "nodes").glob("*/*") if d.is_dir()]
+    await stop_processes([pid for d in directories for pid in _agent_pids(d)])
+    for directory in directories:
+        (directory / "agent.pid").unlink(missing_ok=True)
     # Gateways' HAProxy runs in its own session; end what the agents left.
-    haproxies = []  # a gateway's pid file may list several (one per line) mid-reload
+    haproxies = []
     for pid_file in (state_dir / "nodes").glob("*/*/gateway/haproxy.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            haproxies += [int(p) for p in pid_file.read_text().split()]
+        haproxies += _haproxy_pids(pid_file)
     await stop_processes(haproxies, grace=5)
+
+
+def _haproxy_pids(pid_file: Path) -> list[int]:
+    # A gateway's pid file may list several (one per line) mid-reload.
+    with contextlib.suppress(OSError, ValueError):
+        return [int(p) for p in pid_file.read_text().split()]
+    return []
+
+
+def _agent_pids(directory: Path) -> list[int]:
+    """The live agents of the node whose state is in `directory`.
+
+    The pid file first; then any process whose command line names this
+    directory, for a start that was cut off before it wrote its pid file
+    (the agent runs in its own session and outlives whoever started it).
+    """
+    pid = _read_pid(directory / "agent.pid")
+    found = {pid} if pid is not None and _alive(pid) else set()
+    wanted = ["-m", "catalog.nodeagent"]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv[1:3] == wanted and "--state-dir" in argv:
+            at = argv.index("--state-dir")
+            if at + 1 < len(argv) and argv[at + 1] == str(directory) and _alive(int(proc.name)):
+                found.add(int(proc.name))
+    return sorted(found)
 
 
 def _read_pid(path: Path) -> int | None:
