@@ -8,7 +8,11 @@ builds the package through `building`, the same way for every format.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from catalog.errors import Conflict, NotFound
+from catalog.packages import get_package, save_package
+from catalog.store import Store
 from catalog.translators.base import (
     Source,
     SourceProblem,
@@ -34,6 +38,7 @@ __all__ = [
     "Translation",
     "TranslationWarning",
     "Translator",
+    "import_package",
     "translate",
 ]
 
@@ -78,3 +83,35 @@ def _by_content(source: Source) -> Translator:
     if stripped.startswith(b"{"):
         return TRANSLATORS["zapp"]
     return TRANSLATORS["compose"]
+
+
+async def import_package(
+    store: Store,
+    data: bytes,
+    *,
+    filename: str,
+    fmt: str | None = None,
+    name: str | None = None,
+    dry_run: bool = False,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """POST /v1/packages/import: translate an uploaded file and save the package.
+
+    An upload arrives without the files beside it, so env_file and bind mounts
+    are reported, not read. A package of the same name is replaced only when
+    asked: an import should not silently take a shipped package's place.
+    """
+    translation = translate(Source(filename, data), fmt=fmt, name=name)
+    package = translation.package
+    if not dry_run:
+        if not replace:
+            try:
+                await get_package(store, package.name)
+            except NotFound:
+                pass
+            else:
+                raise Conflict(
+                    f"package {package.name!r}", "exists; give another name or ask to replace it"
+                )
+        await save_package(store, package)
+    return {**translation.as_dict(), "saved": not dry_run}
