@@ -69,7 +69,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         _check_request_text(request)
         return await handler(request)
     except MarinaError as exc:
-        return _json(exc.payload(), exc.status)
+        response = _json(exc.payload(), exc.status)
+        if exc.status == 503:  # the store is away; `marina up` brings it back
+            response.headers["Retry-After"] = "1"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
