@@ -47,6 +47,7 @@ from catalog.tasks import (
     task_file,
     task_log,
 )
+from catalog.translators import import_package as translate_package
 from catalog.validation import encodable, parse_json
 
 log = logging.getLogger(__name__)
@@ -433,6 +434,25 @@ async def upload_package(request: web.Request) -> web.Response:
     return _json({**package.summary(), **change}, 201)
 
 
+async def import_package(request: web.Request) -> web.Response:
+    who = await _identity(request)
+    if not who.admin:
+        raise Unauthorized("importing packages needs an admin token")
+    data = await _read(request, what="file")
+    flag = {"true", "1"}
+    dry_run = request.query.get("dry_run", "") in flag
+    result = await translate_package(
+        _store(request),
+        data,
+        filename=request.query.get("filename", "upload"),
+        fmt=request.query.get("format"),
+        name=request.query.get("name"),
+        dry_run=dry_run,
+        replace=request.query.get("replace", "") in flag,
+    )
+    return _json(result, 200 if dry_run else 201)
+
+
 async def create_token(request: web.Request) -> web.Response:
     who = await _identity(request)
     if not who.admin:
@@ -491,6 +511,7 @@ def make_app(store: Store) -> web.Application:
     r.add_get("/v1/tasks/{task_id}/files/{name}", task_file_download)
     r.add_get("/v1/catalog/packages", packages)
     r.add_post("/v1/catalog/packages", upload_package)
+    r.add_post("/v1/packages/import", import_package)
     r.add_post("/v1/tokens", create_token)
     r.add_get("/", dashboard)
     r.add_static("/dashboard/", DASHBOARD)

@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from catalog.pki import TLSFiles
 from catalog.server import (
     Server,
@@ -29,6 +31,8 @@ from catalog.server import (
     serve_until_stopped,
     stop_on_signals,
 )
+from catalog.translators import Source, SourceRejected, translate
+from catalog.translators.building import package_zip
 
 
 class CliError(Exception):
@@ -279,6 +283,50 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Translate locally (env_file and bind mounts are read beside the file),
+    then upload the package; --dry-run and --strict need no server."""
+    path = Path(args.path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    source = Source(path.name, data, path.resolve().parent)
+    try:
+        translation = translate(source, fmt=args.format, name=args.name)
+    except SourceRejected as exc:
+        raise CliError(
+            f"{path} cannot be imported:\n" + "\n".join(f"  - {p}" for p in exc.problems)
+        ) from None
+    package, warnings = translation.package, translation.warnings
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = (
+        f"{package.name}: {translation.format}, {translation.services} services, "
+        f"{len(warnings)} warnings"
+    )
+    if args.dry_run:
+        print(yaml.safe_dump(package.manifest, sort_keys=False), end="")
+        print(summary, file=sys.stderr)
+        return 1 if args.strict and warnings else 0
+    if args.strict and warnings:
+        raise CliError(f"{summary}; --strict: nothing saved")
+    client = _client(args)
+    if not args.replace:
+        listed = client.call("GET", "/v1/catalog/packages?limit=1000")["packages"]
+        if any(p["name"] == package.name for p in listed):
+            raise CliError(f"package {package.name!r} exists; use --name or --replace")
+    query = urllib.parse.urlencode({"filename": f"{package.name}.zip", "allow_downgrade": "true"})
+    client.call(
+        "POST",
+        f"/v1/catalog/packages?{query}",
+        raw=package_zip(package),
+        content_type="application/zip",
+    )
+    print(f"imported {summary}")
+    return 0
+
+
 def _settings(args: argparse.Namespace) -> ServerSettings:
     files = (args.etcd_cacert, args.etcd_cert, args.etcd_key)
     if any(files) and not all(files):
@@ -476,6 +524,21 @@ def parser() -> argparse.ArgumentParser:
         help="replace a stored package even with an older version",
     )
     package.set_defaults(func=cmd_package)
+
+    imports = sub.add_parser(
+        "import", help="a package from a docker-compose file, Panamax template or ZApp"
+    )
+    imports.add_argument("path")
+    imports.add_argument("--format", choices=("compose", "pmx", "zapp"))
+    imports.add_argument("--name", help="the package name (default: from the file)")
+    imports.add_argument(
+        "--dry-run", action="store_true", help="print the manifest and warnings; save nothing"
+    )
+    imports.add_argument(
+        "--strict", action="store_true", help="exit 1 (saving nothing) when there are warnings"
+    )
+    imports.add_argument("--replace", action="store_true", help="replace a package of that name")
+    imports.set_defaults(func=cmd_import)
     return top
 
 
