@@ -1,7 +1,19 @@
-"""Gateway benchmark: route latency, loss under change, bursts, reloads, memory.
+"""Gateway benchmark against confd, in the same run, on the same machine.
 
-Prints one JSON document. Everything runs on loopback: a real etcd, real
-HAProxy started by the agent, back ends and load generators as processes.
+Every gateway figure is taken with the gateway's default settings (port range
+30000-32767, default debouncing). confd (see `bench/confd.py`) renders the
+same route keys into HAProxy and reloads it seamlessly; the `ratios` are
+gateway / confd, so below 0.5 means at most half of confd's time.
+
+- `reload_path_ms`: a new route on a port outside the range (a reload);
+- `runtime_path_ms`: a new route on a port inside the range (no reload);
+- `burst_2000`: 2,000 routes written at once, inside and outside the range;
+- `table_10000`: one route added to a table of 10,000 (2,700 in the range,
+  the rest on ports of their own), on both paths;
+- `changes_under_load`, `backend_changes`: requests lost and reloads while
+  routes change under new-connection load from wrk.
+
+Prints one JSON document. Everything runs on loopback.
 
     python bench/gateway.py [--quick]
 """
@@ -25,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.confd import Confd, locate
 from tests.support import (
     Etcd,
     FastBackend,
@@ -36,11 +49,10 @@ from tests.support import (
 )
 
 TARGETS = {
-    "new_route_p50_ms": 20,
-    "new_route_p99_ms": 50,
+    "reload_path_ratio_p50_and_max": 0.5,
+    "runtime_path_ratio_p50_and_max": 0.5,
+    "burst_2000_ratio": 0.5,
     "failed_requests": 0,
-    "burst_2000_s": 1.5,
-    "burst_10000_s": 6.0,
     "backend_change_reloads": 0,
 }
 
@@ -140,7 +152,16 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def start_gateway(etcd: Etcd, work: Path, cluster: str, port_range: str) -> tuple[Gateway, int]:
+class Target:
+    """What the measurements talk to: a gateway agent or confd, one cluster
+    of route keys, served on one address."""
+
+    def __init__(self, cluster: str, address: str, stop: Any, pid: int) -> None:
+        self.cluster, self.address, self.stop, self.pid = cluster, address, stop, pid
+
+
+def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway, int]:
+    """A gateway with default settings, apart from logging and a metrics port."""
     address = fresh_address()
     mport = free_port(address)
     gw = Gateway(
@@ -148,8 +169,6 @@ def start_gateway(etcd: Etcd, work: Path, cluster: str, port_range: str) -> tupl
         cluster,
         address,
         work / f"gw-{cluster}",
-        "--port-range",
-        port_range,
         "--metrics-port",
         str(mport),
         "--log-level",
@@ -165,106 +184,133 @@ def start_gateway(etcd: Etcd, work: Path, cluster: str, port_range: str) -> tupl
         timeout=20,
         what="gateway's first configuration",
     )
-    return gw, mport
+    assert gw.proc is not None
+    return Target(cluster, address, gw.stop, gw.proc.pid), gw, mport
+
+
+def start_confd(etcd: Etcd, binary: Path, cluster: str) -> Target:
+    address = fresh_address()
+    placeholder = free_port(address)
+    confd = Confd(
+        binary, etcd_url=etcd.url, cluster=cluster, address=address, placeholder=placeholder
+    )
+    first_200_or_open(address, placeholder)
+    return Target(cluster, address, confd.stop, confd.proc.pid)
+
+
+def first_200_or_open(host: str, port: int, *, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise TimeoutError(f"{host}:{port} never opened")
 
 
 def new_route_latency(
-    etcd: Etcd, gw: Gateway, backend: FastBackend, ports: list[int], name: str
+    etcd: Etcd, target: Target, backend: FastBackend, ports: list[int], name: str
 ) -> list[float]:
     samples = []
     for i, port in enumerate(ports):
         time.sleep(0.05)  # one at a time: each put meets an idle agent
         started = time.monotonic()
-        etcd.put(f"/marina/gateway/routes/{gw.cluster}/{name}{i}", route(port, backend))
-        samples.append((first_200(gw.address, port) - started) * 1000)
+        etcd.put(f"/marina/gateway/routes/{target.cluster}/{name}{i}", route(port, backend))
+        samples.append((first_200(target.address, port) - started) * 1000)
     return samples
 
 
-def burst(
-    etcd: Etcd, gw: Gateway, backend: FastBackend, count: int, base: int
-) -> dict[str, object]:
-    items = [
-        (f"/marina/gateway/routes/{gw.cluster}/b{i}", route(base + i, backend))
-        for i in range(count)
-    ]
-    started = time.monotonic()
-    revision = etcd.put_many(items)
-    written = time.monotonic() - started
-    first_200(gw.address, base + count - 1, timeout=120)
-    wait_for(
-        lambda: (
-            (etcd.get(f"/marina/gateway/status/{gw.ident}") or {}).get("applied_revision", 0)
-            >= revision
-        ),
-        timeout=120,
-        interval=0.005,
-        what="burst applied",
-    )
-    converged = time.monotonic() - started
-    sample = range(0, count, max(1, count // 200))
-    serving = sum(http_get(gw.url(base + i))[0] == 200 for i in sample)
+def summary(samples: list[float]) -> dict[str, float]:
     return {
-        "routes": count,
-        "seconds": round(converged, 3),
-        "write_seconds": round(written, 3),
-        "sampled": len(sample),
-        "sampled_serving": serving,
+        "routes": len(samples),
+        "p50": round(statistics.median(samples), 1),
+        "p99": round(percentile(samples, 0.99), 1),
+        "max": round(max(samples), 1),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
-    args = parser.parse_args()
-    n_routes = 10 if args.quick else 40
-    n_changes = 40 if args.quick else 200
-    bursts = (200, 1000) if args.quick else (2000, 10000)
-    work = Path(tempfile.mkdtemp(prefix="marina-bench-"))
-    etcd = Etcd(work / "etcd").start()
-    backends = [FastBackend(f"f{i}") for i in range(3)]
-    gateways: list[Gateway] = []
-    result: dict[str, object] = {"benchmark": "gateway", "targets": TARGETS}
-    try:
-        gw, mport = start_gateway(etcd, work, "lat", "30000-30999")
-        gateways.append(gw)
-        in_range = new_route_latency(
-            etcd, gw, backends[0], list(range(30000, 30000 + n_routes)), "r"
-        )
-        outside = new_route_latency(
-            etcd, gw, backends[0], [free_port(gw.address) for _ in range(n_routes // 2)], "o"
-        )
-        result["new_route_ms"] = {
-            "routes": len(in_range),
-            "p50": round(statistics.median(in_range), 2),
-            "p99": round(percentile(in_range, 0.99), 2),
-        }
-        result["new_route_outside_range_ms"] = {
-            "routes": len(outside),
-            "p50": round(statistics.median(outside), 2),
-            "p99": round(percentile(outside, 0.99), 2),
-        }
+def burst(
+    etcd: Etcd, target: Target, backend: FastBackend, ports: list[int], name: str
+) -> dict[str, object]:
+    """Write routes for `ports` at once; seconds until every sampled one serves."""
+    items = [
+        (f"/marina/gateway/routes/{target.cluster}/{name}{i}", route(port, backend))
+        for i, port in enumerate(ports)
+    ]
+    started = time.monotonic()
+    etcd.put_many(items)
+    written = time.monotonic() - started
+    sample = [*ports[:: max(1, len(ports) // 100)], ports[-1]]
+    for port in sample:
+        first_200(target.address, port, timeout=120)
+    converged = time.monotonic() - started
+    return {
+        "routes": len(ports),
+        "seconds": round(converged, 3),
+        "write_seconds": round(written, 3),
+        "sampled_serving": len(sample),
+    }
 
-        # (b) route changes under new-connection load; every fourth change reloads.
-        etcd.put(f"/marina/gateway/routes/{gw.cluster}/hot", route(30999, *backends))
-        first_200(gw.address, 30999)
-        before = metrics(gw.address, mport)
-        load = Wrk(gw.address, 30999, seconds=10 if not args.quick else 4)
+
+def table_then_change(
+    etcd: Etcd,
+    target: Target,
+    backend: FastBackend,
+    *,
+    in_range: int,
+    outside: int,
+    changes: int,
+    runtime_path: bool,
+) -> dict[str, object]:
+    """A table of `in_range` + `outside` routes, then single new routes."""
+    ports = [30000 + i for i in range(in_range)] + [40000 + i for i in range(outside)]
+    loaded = burst(etcd, target, backend, ports, "t")
+    figures: dict[str, object] = {"routes": len(ports), "table_seconds": loaded["seconds"]}
+    spare = [free_port(target.address) for _ in range(changes)]
+    figures["reload_path_ms"] = summary(new_route_latency(etcd, target, backend, spare, "tx"))
+    if runtime_path:
+        free = [30000 + in_range + i for i in range(changes)]
+        figures["runtime_path_ms"] = summary(new_route_latency(etcd, target, backend, free, "ti"))
+    return figures
+
+
+def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: bool) -> Any:
+    result: dict[str, Any] = {"settings": "defaults"}
+    n = 10 if quick else 40
+    target, _, mport = start_gateway(etcd, work, "gw-latency")
+    try:
+        outside = [free_port(target.address) for _ in range(n)]
+        result["reload_path_ms"] = summary(
+            new_route_latency(etcd, target, backends[0], outside, "o")
+        )
+        inside = list(range(30000, 30000 + n))
+        result["runtime_path_ms"] = summary(
+            new_route_latency(etcd, target, backends[0], inside, "r")
+        )
+
+        # Route changes under new-connection load; every fourth one reloads.
+        changes = 40 if quick else 200
+        etcd.put(f"/marina/gateway/routes/{target.cluster}/hot", route(32767, *backends))
+        first_200(target.address, 32767)
+        before = metrics(target.address, mport)
+        load = Wrk(target.address, 32767, seconds=4 if quick else 10)
         time.sleep(0.3)
-        spare_ports = [free_port(gw.address) for _ in range(n_changes // 4 + 1)]
-        for i in range(n_changes):
+        spare_ports = [free_port(target.address) for _ in range(changes // 4 + 1)]
+        for i in range(changes):
             if i % 4 == 3:
-                port = spare_ports[i // 4]
-                etcd.put(f"/marina/gateway/routes/{gw.cluster}/x{i}", route(port, backends[0]))
+                etcd.put(
+                    f"/marina/gateway/routes/{target.cluster}/x{i}",
+                    route(spare_ports[i // 4], backends[0]),
+                )
             else:
                 chosen = backends[: 1 + i % 3]
-                etcd.put(f"/marina/gateway/routes/{gw.cluster}/hot", route(30999, *chosen))
+                etcd.put(f"/marina/gateway/routes/{target.cluster}/hot", route(32767, *chosen))
             time.sleep(0.02)
-        changed_for = time.monotonic() - load.started
         loaded = load.result()
-        after = metrics(gw.address, mport)
+        after = metrics(target.address, mport)
         result["changes_under_load"] = {
-            "changes": n_changes,
-            "changes_seconds": round(changed_for, 2),
+            "changes": changes,
             "requests": loaded["requests"],
             "new_connections_per_s": loaded["rate"],
             "failed_requests": loaded["failed"],
@@ -273,21 +319,21 @@ def main() -> None:
             - before["marina_gateway_reloads_total"],
         }
 
-        # (d) backend-only changes: replicas added, removed and moved.
-        before = metrics(gw.address, mport)
-        key = f"/marina/gateway/routes/{gw.cluster}/r0"
+        # Backend-only changes: replicas added, removed and moved.
+        before = metrics(target.address, mport)
+        key = f"/marina/gateway/routes/{target.cluster}/r0"
         for i in range(100):
             chosen = [backends[(i + j) % 3] for j in range(1 + i % 3)]
             etcd.put(key, route(30000, *chosen))
             time.sleep(0.015)
         wait_for(
             lambda: (
-                metrics(gw.address, mport)["marina_gateway_applied_revision"]
+                metrics(target.address, mport)["marina_gateway_applied_revision"]
                 >= before["marina_gateway_applied_revision"] + 100
             ),
             what="backend changes",
         )
-        after = metrics(gw.address, mport)
+        after = metrics(target.address, mport)
         result["backend_changes"] = {
             "changes": 100,
             "reloads": after["marina_gateway_reloads_total"]
@@ -295,29 +341,124 @@ def main() -> None:
             "runtime_updates": after["marina_gateway_runtime_updates_total"]
             - before["marina_gateway_runtime_updates_total"],
         }
-        result["latency_gateway_peak_rss_mb"] = peak_rss_mb(gw.proc.pid)  # type: ignore[union-attr]
-        gw.stop()
-
-        # (c) bursts, each on a fresh gateway whose range holds the whole burst.
-        result["bursts"] = []
-        for count in bursts:
-            bgw, _ = start_gateway(etcd, work, f"burst{count}", f"20000-{20000 + count + 99}")
-            gateways.append(bgw)
-            figures = burst(etcd, bgw, backends[1], count, 20000)
-            figures["agent_peak_rss_mb"] = peak_rss_mb(bgw.proc.pid)  # type: ignore[union-attr]
-            result["bursts"].append(figures)  # type: ignore[union-attr]
-            bgw.stop()
-        result["agent_peak_rss_mb"] = max(
-            [result["latency_gateway_peak_rss_mb"]]
-            + [b["agent_peak_rss_mb"] for b in result["bursts"]]  # type: ignore[union-attr]
+        result["agent_peak_rss_mb"] = peak_rss_mb(target.pid)
+    finally:
+        target.stop()
+    count = 200 if quick else 2000
+    for path, ports in (
+        ("inside_range", list(range(30000, 30000 + count))),
+        ("outside_range", list(range(40000, 40000 + count))),
+    ):
+        target, _, _ = start_gateway(etcd, work, f"gw-burst-{path}")
+        try:
+            result.setdefault(f"burst_{count}", {})[path] = burst(
+                etcd, target, backends[1], ports, "b"
+            )
+        finally:
+            target.stop()
+    target, _, _ = start_gateway(etcd, work, "gw-table")
+    try:
+        result["table_10000"] = table_then_change(
+            etcd,
+            target,
+            backends[2],
+            in_range=270 if quick else 2700,
+            outside=730 if quick else 7300,
+            changes=5 if quick else 10,
+            runtime_path=True,
         )
+        result["agent_peak_rss_mb"] = max(result["agent_peak_rss_mb"], peak_rss_mb(target.pid))
+    finally:
+        target.stop()
+    return result
+
+
+def measure_confd(etcd: Etcd, backends: list[FastBackend], quick: bool) -> Any:
+    binary, reason = locate()
+    if binary is None:
+        return {"unavailable": reason}
+    result: dict[str, Any] = {"binary": str(binary), "reload": "seamless (-x, -sf)"}
+    n = 10 if quick else 40
+    target = start_confd(etcd, binary, "confd-latency")
+    try:
+        ports = [free_port(target.address) for _ in range(n)]
+        result["reload_path_ms"] = summary(new_route_latency(etcd, target, backends[0], ports, "o"))
+    finally:
+        target.stop()
+    count = 200 if quick else 2000
+    target = start_confd(etcd, binary, "confd-burst")
+    try:
+        result[f"burst_{count}"] = burst(
+            etcd, target, backends[1], list(range(40000, 40000 + count)), "b"
+        )
+    finally:
+        target.stop()
+    target = start_confd(etcd, binary, "confd-table")
+    try:
+        result["table_10000"] = table_then_change(
+            etcd,
+            target,
+            backends[2],
+            in_range=270 if quick else 2700,
+            outside=730 if quick else 7300,
+            changes=5 if quick else 10,
+            runtime_path=False,
+        )
+    finally:
+        target.stop()
+    return result
+
+
+def ratios(gateway: Any, confd: Any, count: int) -> dict[str, float]:
+    if "unavailable" in confd:
+        return {}
+
+    def ratio(ours: float, theirs: float) -> float:
+        return round(ours / theirs, 2)
+
+    burst_key = f"burst_{count}"
+    out = {}
+    for stat in ("p50", "max"):
+        out[f"reload_path_{stat}"] = ratio(
+            gateway["reload_path_ms"][stat], confd["reload_path_ms"][stat]
+        )
+        out[f"runtime_path_{stat}"] = ratio(
+            gateway["runtime_path_ms"][stat], confd["reload_path_ms"][stat]
+        )
+        for path in ("reload_path_ms", "runtime_path_ms"):
+            out[f"table_10000_{path[:-3]}_{stat}"] = ratio(
+                gateway["table_10000"][path][stat], confd["table_10000"]["reload_path_ms"][stat]
+            )
+    for path in ("inside_range", "outside_range"):
+        out[f"{burst_key}_{path}"] = ratio(
+            gateway[burst_key][path]["seconds"], confd[burst_key]["seconds"]
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
+    parser.add_argument("--skip-confd", action="store_true", help="measure the gateway only")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="marina-bench-"))
+    etcd = Etcd(work / "etcd").start()
+    backends = [FastBackend(f"f{i}") for i in range(3)]
+    result: dict[str, Any] = {"benchmark": "gateway", "targets": TARGETS}
+    try:
+        result["gateway"] = measure_gateway(etcd, work, backends, args.quick)
+        result["confd"] = (
+            {"unavailable": "skipped (--skip-confd)"}
+            if args.skip_confd
+            else measure_confd(etcd, backends, args.quick)
+        )
+        result["ratios"] = ratios(result["gateway"], result["confd"], 200 if args.quick else 2000)
         result["cpu_count"] = os.cpu_count()
     finally:
-        for g in gateways:
-            g.stop()
         for b in backends:
             b.stop()
         etcd.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 

@@ -48,15 +48,24 @@ BURST_WINDOW = 1.0
 WATCHDOG_INTERVAL = 0.1
 # Stopping never waits longer than this for etcd to take the status down.
 WITHDRAW_TIMEOUT = 0.3
+PARTS = {"static": "routes on ports of their own", "pool": "routes in the port range"}
 
 
 class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.prefix = routes_prefix(settings.cluster).encode()
-        self.etcd = EtcdClient(settings.etcd, tls=settings.etcd_tls)
+        self.etcd = EtcdClient(settings.etcd)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # Two processes: routes on ports of their own (the static part), and
+        # the port range with its pool backends, so that a reload for a new
+        # port never has to hand over thousands of range listeners.
         self.haproxy = HAProxy(settings.state_dir, binary=settings.haproxy)
+        self.pool_proxy = (
+            HAProxy(settings.state_dir, name="range", binary=settings.haproxy)
+            if settings.port_range is not None
+            else None
+        )
         self.metrics = Metrics()
         self.raw: dict[str, bytes] = {}
         self.parsed: dict[str, tuple[bytes, Route | Skipped]] = {}
@@ -70,7 +79,6 @@ class Agent:
         self.held_since: float | None = None
         self.last_error: str | None = None
         self.last_apply = 0.0
-        self.unchecked = 0
         self.status_changed = asyncio.Event()
         self.last_event = 0.0
         self.recent_events: collections.deque[float] = collections.deque(maxlen=BURST_EVENTS)
@@ -81,6 +89,7 @@ class Agent:
         self.applying = asyncio.Lock()
         self._lock_file: int | None = None
         self.candidate = ""  # the configuration last rendered for a reload
+        self.unchecked_parts: dict[str, int] = {}
 
     # -- the main loop ---------------------------------------------------
 
@@ -109,7 +118,8 @@ class Agent:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 # HAProxy first: whatever etcd does, the ports are free at once.
-                await self.haproxy.stop()
+                for proxy in self._proxies().values():
+                    await proxy.stop()
                 await self._withdraw_status()
         finally:
             await self.etcd.close()
@@ -139,14 +149,21 @@ class Agent:
     async def _start_up(self) -> Any:
         """Adopt what an earlier agent left running, then make sure no other
         process holds the ports this gateway serves."""
-        self.haproxy.adopt()
+        for proxy in self._proxies().values():
+            proxy.adopt()
+        if self.pool_proxy is not None and self.haproxy.running():
+            with contextlib.suppress(OSError):
+                if "frontend fe_range" in self.haproxy.config_path.read_text():
+                    # Left by an agent that ran everything in one process.
+                    await self.haproxy.retire()
         ports: set[int] = set()
         if self.settings.port_range is not None:
             low, high = self.settings.port_range
             ports.update(range(low, high + 1))
         if self.settings.metrics_port:
             ports.add(self.settings.metrics_port)
-        holders = foreign_holders(self.settings.address, ports, ours=self.haproxy.pids())
+        ours = {pid for proxy in self._proxies().values() for pid in proxy.pids()}
+        holders = foreign_holders(self.settings.address, ports, ours=ours)
         if holders:
             raise PortsHeld([h.describe() for h in holders])
         if self.settings.metrics_port:
@@ -186,10 +203,11 @@ class Agent:
         return True
 
     async def _consume(self, queue: asyncio.Queue[Item]) -> None:
-        if not self.haproxy.running():
-            with contextlib.suppress(HAProxyError):
-                if await self.haproxy.start_last_good():
-                    log.info("serving the last good configuration until etcd answers")
+        for proxy in self._proxies().values():
+            if not proxy.running():
+                with contextlib.suppress(HAProxyError):
+                    if await proxy.start_last_good():
+                        log.info("%s: serving the last good configuration", proxy.config_path)
         while True:
             timeout = self._next_wakeup()
             try:
@@ -223,36 +241,51 @@ class Agent:
         """Notice a dead HAProxy within WATCHDOG_INTERVAL and serve again."""
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
-            pid = self.haproxy.pid
-            if pid is None or self.haproxy.running() or self.applying.locked():
-                continue
-            async with self.applying:
-                if self.haproxy.pid != pid or self.haproxy.running():
-                    continue  # a reload replaced it meanwhile
-                await self._restart_haproxy(pid)
+            for part, proxy in self._proxies().items():
+                pid = proxy.pid
+                if pid is None or proxy.running() or self.applying.locked():
+                    continue
+                async with self.applying:
+                    if proxy.pid != pid or proxy.running():
+                        continue  # a reload replaced it meanwhile
+                    await self._restart(part, proxy, pid)
 
-    async def _restart_haproxy(self, pid: int) -> None:
-        how = await self.haproxy.exit_reason(pid)
-        self.haproxy.forget(pid)
+    async def _restart(self, part: str, proxy: HAProxy, pid: int) -> None:
+        how = await proxy.exit_reason(pid)
+        proxy.forget(pid)
         self.metrics.haproxy_restarts += 1
         what = "no good configuration to restart from"
         try:
             if self.layout is not None:
                 # The layout it served, runtime changes included, which the
                 # files of the last reload lack.
-                config, port_map, _ = self._render(self.layout)
-                await self.haproxy.apply(config, port_map)
+                config, port_map, _ = self._render(self.layout, part)
+                await proxy.apply(config, port_map)
                 what = "restarted from the last good configuration"
-            elif await self.haproxy.start_last_good():
+            elif await proxy.start_last_good():
                 what = "restarted from the last good configuration file"
         except HAProxyError as exc:
             what = f"could not restart it: {exc}"
             with contextlib.suppress(HAProxyError):
-                if await self.haproxy.start_last_good():
+                if await proxy.start_last_good():
                     what += "; restarted from the last good configuration file"
-        self.incident = f"haproxy pid {pid} {how}; {what}"
+        self.incident = f"haproxy pid {pid} {how}; {what} ({PARTS[part]})"
         log.error("%s", self.incident)
         self.status_changed.set()
+
+    def _proxies(self) -> dict[str, HAProxy]:
+        proxies = {"static": self.haproxy}
+        if self.pool_proxy is not None:
+            proxies["pool"] = self.pool_proxy
+        return proxies
+
+    def _running_as_planned(self, layout: Layout) -> bool:
+        """Every part that should run a process runs one: the pool always (it
+        holds the range), the static part when it has routes."""
+        return all(
+            proxy.running() or (part == "static" and not layout.static)
+            for part, proxy in self._proxies().items()
+        )
 
     def _next_wakeup(self) -> float | None:
         """Seconds until a put-off reload, a held wipe or a busy port is due."""
@@ -348,40 +381,54 @@ class Agent:
         """Apply what is known; False when a reload was put off for now."""
         started = time.perf_counter()
         desired = self._desired()
-        if self.layout is not None and self.haproxy.running():
-            plan = plan_changes(self.layout, desired, map_path=str(self.haproxy.map_path))
-            planned = time.perf_counter()
-            if plan.reload is None:
-                if not plan.commands:
-                    self.layout = plan.layout
-                    return True
-                try:
-                    await self.haproxy.run_commands(plan.commands)
-                except HAProxyError as exc:
-                    log.warning("runtime update failed, reloading instead: %s", exc)
-                else:
-                    self.metrics.runtime_updates += 1
-                    self.layout = plan.layout
-                    log.info(
-                        "revision %d: %d runtime commands (plan %.0f ms, apply %.0f ms)",
-                        self.revision,
-                        len(plan.commands),
-                        (planned - started) * 1000,
-                        (time.perf_counter() - planned) * 1000,
-                    )
-                    return True
-            elif self._defer_reload():
-                return False
+        if self.layout is None or not self._running_as_planned(self.layout):
+            return await self.reload_isolating(desired, set(self._proxies()))
+        map_path = str(self.pool_proxy.map_path) if self.pool_proxy else ""
+        plan = plan_changes(self.layout, desired, map_path=map_path)
+        planned = time.perf_counter()
+        parts: set[str] = set()
+        deferred = False
+        if plan.reload_static:
+            parts.add("static")
+            log.info("reload of the static part: %s", plan.reload_static)
+        if plan.reload_pool:
+            if self._defer_reload():
+                deferred = True
             else:
-                log.info("reload: %s", plan.reload)
-        return await self.reload_isolating(desired)
+                parts.add("pool")
+                log.info("reload of the pool part: %s", plan.reload_pool)
+        # Commands for a part about to be reloaded would be lost anyway.
+        sends = [
+            (self._proxies()[part], commands)
+            for part, commands in (("static", plan.static_commands), ("pool", plan.pool_commands))
+            if commands and part not in parts
+        ]
+        try:
+            for proxy, commands in sends:
+                await proxy.run_commands(commands)
+        except HAProxyError as exc:
+            log.warning("runtime update failed, reloading instead: %s", exc)
+            return await self.reload_isolating(desired, set(self._proxies()))
+        self.layout = plan.layout
+        if sends:
+            self.metrics.runtime_updates += 1
+            log.info(
+                "revision %d: %d runtime commands (plan %.0f ms, apply %.0f ms)",
+                self.revision,
+                sum(len(c) for _, c in sends),
+                (planned - started) * 1000,
+                (time.perf_counter() - planned) * 1000,
+            )
+        if parts and not await self.reload_isolating(desired, parts):
+            return False
+        return not deferred
 
-    async def reload_isolating(self, desired: dict[str, Route]) -> bool:
-        """Reload with `desired`, leaving out each route that HAProxy refuses
-        or whose port another process holds, and reporting why."""
+    async def reload_isolating(self, desired: dict[str, Route], parts: set[str]) -> bool:
+        """Reload `parts` with `desired`, leaving out each route that HAProxy
+        refuses or whose port another process holds, and reporting why."""
         for _ in range(BIND_RETRIES):
             try:
-                await self._reload(desired)
+                await self._reload(desired, parts)
                 return True
             except HAProxyError as exc:
                 self.metrics.reload_failures += 1
@@ -424,11 +471,12 @@ class Agent:
 
         async def refusal(routes: dict[str, Route]) -> str | None:
             layout = build_layout(routes, port_range=self.settings.port_range)
-            config, port_map, _ = self._render(layout)
-            try:
-                await self.haproxy.check(config, port_map)
-            except HAProxyError as exc:
-                return exc.detail
+            for part, proxy in self._proxies().items():
+                config, port_map, _ = self._render(layout, part)
+                try:
+                    await proxy.check(config, port_map)
+                except HAProxyError as exc:
+                    return exc.detail
             return None
 
         async def search(group: list[str]) -> None:
@@ -446,37 +494,65 @@ class Agent:
             await search(changed)
         return found
 
-    def _render(self, layout: Layout) -> tuple[str, str, Budget]:
+    def _render(self, layout: Layout, part: str) -> tuple[str, str | None, Budget]:
+        proxy = self._proxies()[part]
         context = RenderContext(
             gateway_id=self.settings.ident,
             address=self.settings.address,
-            socket=str(self.haproxy.socket_path),
-            map_path=str(self.haproxy.map_path),
+            socket=str(proxy.socket_path),
+            map_path=str(proxy.map_path),
             revision=self.revision,
         )
-        budget = plan_budget(layout, limit=fd_limit())
-        return render_config(layout, context, budget), render_map(layout), budget
+        # Each part is a process of its own, with its own open-file limit.
+        if self.pool_proxy is None:
+            own = layout
+        elif part == "static":
+            own = Layout(None, layout.static, [])
+        else:
+            own = Layout(layout.port_range, {}, layout.pool)
+        budget = plan_budget(own, limit=fd_limit())
+        # Without a port range the static part holds everything.
+        rendered_part = part if self.pool_proxy is not None else None
+        config = render_config(layout, context, budget, part=rendered_part)
+        port_map = render_map(layout) if part == "pool" else None
+        return config, port_map, budget
 
-    async def _reload(self, desired: dict[str, Route]) -> None:
+    async def _reload(self, desired: dict[str, Route], parts: set[str]) -> None:
+        """Rebuild `parts` from `desired` (the other part keeps its running
+        layout) and start a new process for each."""
         started = time.perf_counter()
-        layout = build_layout(desired, port_range=self.settings.port_range)
-        config, port_map, budget = self._render(layout)
-        self.candidate = config
-        self.metrics.render_seconds_sum += time.perf_counter() - started
-        self.metrics.render_count += 1
-        rendered = time.perf_counter()
-        seconds = await self.haproxy.apply(config, port_map)
-        log.info(
-            "revision %d: reloaded with %d routes (render %.0f ms, check and swap %.0f ms)",
-            self.revision,
-            len(desired),
-            (rendered - started) * 1000,
-            (time.perf_counter() - rendered) * 1000,
-        )
-        self.metrics.reloads += 1
-        self.metrics.reload_seconds_sum += seconds
-        self.layout = layout
-        self.unchecked = budget.unchecked_servers
+        # Spares are built only for a pool that is rebuilt: thousands of them.
+        fresh = build_layout(desired, port_range=self.settings.port_range, spares="pool" in parts)
+        current = self.layout or Layout(self.settings.port_range)
+        for part in sorted(parts):
+            proxy = self._proxies()[part]
+            if part == "static":
+                layout = Layout(fresh.port_range, fresh.static, current.pool)
+            else:
+                layout = Layout(fresh.port_range, current.static, fresh.pool)
+            if part == "static" and not layout.static and self.pool_proxy is not None:
+                await proxy.retire()  # no route of its own, so no process
+                current = self.layout = layout
+                continue
+            config, port_map, budget = self._render(layout, part)
+            self.candidate = config
+            self.metrics.render_seconds_sum += time.perf_counter() - started
+            self.metrics.render_count += 1
+            rendered = time.perf_counter()
+            seconds = await proxy.apply(config, port_map)
+            log.info(
+                "revision %d: reloaded the %s part with %d routes (render %.0f ms, swap %.0f ms)",
+                self.revision,
+                part,
+                len(layout.routes()),
+                (rendered - started) * 1000,
+                (time.perf_counter() - rendered) * 1000,
+            )
+            self.metrics.reloads += 1
+            self.metrics.reload_seconds_sum += seconds
+            current = self.layout = layout
+            self.unchecked_parts[part] = budget.unchecked_servers
+            started = time.perf_counter()
 
     # -- status -----------------------------------------------------------
 
@@ -488,7 +564,7 @@ class Agent:
             "last_error": self.last_error,
             "skipped": [{"service": s.service, "reason": s.reason} for s in self.skipped],
             "held": sorted(self.held),
-            "unchecked_backends": self.unchecked,
+            "unchecked_backends": sum(self.unchecked_parts.values()),
             "reloads": self.metrics.reloads,
             "runtime_updates": self.metrics.runtime_updates,
             "haproxy_restarts": self.metrics.haproxy_restarts,

@@ -40,17 +40,24 @@ class HAProxy:
     """One gateway's HAProxy process and the files it runs from."""
 
     def __init__(
-        self, state_dir: Path, *, binary: str = "haproxy", start_timeout: float = 60.0
+        self,
+        state_dir: Path,
+        *,
+        name: str = "haproxy",
+        binary: str = "haproxy",
+        start_timeout: float = 60.0,
     ) -> None:
+        """`name` tells apart the processes of one gateway in its state directory."""
         self.state_dir = state_dir
+        self.name = name
         self.binary = binary
         self.start_timeout = start_timeout
-        self.config_path = state_dir / "haproxy.cfg"
-        self.good_path = state_dir / "haproxy.cfg.good"
-        self.map_path = state_dir / "ports.map"
-        self.socket_path = socket_path_for(state_dir)
-        self.pid_path = state_dir / "haproxy.pid"
-        self.log_path = state_dir / "haproxy.log"
+        self.config_path = state_dir / f"{name}.cfg"
+        self.good_path = state_dir / f"{name}.cfg.good"
+        self.map_path = state_dir / ("ports.map" if name == "haproxy" else f"{name}.map")
+        self.socket_path = socket_path_for(state_dir, name)
+        self.pid_path = state_dir / f"{name}.pid"
+        self.log_path = state_dir / f"{name}.log"
         self.pid: int | None = None
         self.others: list[int] = []  # adopted older processes, told to finish at the next reload
         self._children: set[asyncio.subprocess.Process] = set()
@@ -92,14 +99,14 @@ class HAProxy:
 
     # -- configuration -------------------------------------------------
 
-    async def check(self, config: str, port_map: str) -> None:
+    async def check(self, config: str, port_map: str | None) -> None:
         """`haproxy -c` on a candidate; raises with HAProxy's own words.
 
         Not `-q`: it silences the alerts too, which leaves nothing to report.
         """
-        candidate = self.state_dir / "haproxy.cfg.new"
-        map_candidate = self.state_dir / "ports.map.new"
-        _write_atomic(map_candidate, port_map)
+        candidate = self.state_dir / f"{self.name}.cfg.new"
+        map_candidate = self.map_path.with_name(self.map_path.name + ".new")
+        _write_atomic(map_candidate, port_map or "")
         _write_atomic(candidate, config.replace(str(self.map_path), str(map_candidate)))
         proc = await asyncio.create_subprocess_exec(
             self.binary,
@@ -114,7 +121,7 @@ class HAProxy:
             text = out.decode(errors="replace")
             raise HAProxyError("check", _alerts(text) or f"exit status {proc.returncode}")
 
-    async def apply(self, config: str, port_map: str) -> float:
+    async def apply(self, config: str, port_map: str | None) -> float:
         """Swap in and confirm a configuration; seconds the swap took.
 
         The new process is its own check: it parses the whole configuration
@@ -126,7 +133,7 @@ class HAProxy:
         """
         started = time.perf_counter()
         previous = {p: p.read_text() for p in (self.config_path, self.map_path) if p.exists()}
-        _write_atomic(self.map_path, port_map)
+        _write_atomic(self.map_path, port_map or "")
         _write_atomic(self.config_path, config)
         try:
             await self._start()
@@ -136,12 +143,28 @@ class HAProxy:
                     _write_atomic(path, previous[path])
             raise
         shutil.copyfile(self.config_path, self.good_path)
-        shutil.copyfile(self.map_path, self.state_dir / "ports.map.good")
+        shutil.copyfile(self.map_path, self._good_map)
         return time.perf_counter() - started
+
+    @property
+    def _good_map(self) -> Path:
+        return self.map_path.with_name(self.map_path.name + ".good")
+
+    async def retire(self) -> None:
+        """Stop taking connections and let open ones finish (a soft stop);
+        the last good configuration goes too, so nothing starts it again."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        self.pid, self.others = None, []
+        self._record([])
+        for path in (self.good_path, self._good_map):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     async def start_last_good(self) -> bool:
         """Serve the last configuration that worked, when nothing else is known."""
-        good_map = self.state_dir / "ports.map.good"
+        good_map = self._good_map
         if self.running() or not self.good_path.exists():
             return False
         shutil.copyfile(self.good_path, self.config_path)
@@ -289,11 +312,11 @@ class HAProxy:
                     raise HAProxyError("runtime", line.strip())
 
 
-def socket_path_for(state_dir: Path) -> Path:
+def socket_path_for(state_dir: Path, name: str = "haproxy") -> Path:
     """The stats socket: in the state directory unless its path is too long for
     a UNIX socket; then in a private folder under the temporary directory,
     named after the state directory so a restarted agent finds it again."""
-    inside = state_dir / "haproxy.sock"
+    inside = state_dir / f"{name}.sock"
     if len(str(inside)) <= MAX_SOCKET_PATH:
         return inside
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
@@ -301,7 +324,7 @@ def socket_path_for(state_dir: Path) -> Path:
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.getuid():
         raise HAProxyError("setup", f"{folder} belongs to another user")
-    return folder / "haproxy.sock"
+    return folder / f"{name}.sock"
 
 
 def bound_ports_failing(message: str) -> set[tuple[str, int]]:

@@ -24,9 +24,15 @@ MIN_SLOTS = 4
 # own backend can be small; with 10,000 routes the server lines dominate
 # HAProxy's start-up time.
 MIN_POOL_SLOTS = 2
-MIN_SPARES = {"http": 64, "tcp": 16}
-MAX_SPARES = 1024
-SPARE_SHARE = 0.25
+# Spare pool backends wait for new routes in the range, so that a burst of
+# thousands (a cluster coming up) is served at runtime, without a reload: a
+# reload of the pool part hands over every range listener. Each costs about
+# 20 KB in HAProxy; there are never more than free ports in the range.
+MIN_SPARES = {"http": 2048, "tcp": 256}
+MAX_SPARES = 4096
+SPARE_SHARE = 1.0
+# Most routes have one or two replicas: most spares have two slots.
+LARGE_SPARE_EVERY = 4
 
 
 def slots_for(count: int, *, minimum: int = MIN_SLOTS) -> int:
@@ -80,8 +86,11 @@ class Layout:
         return {b.route.port: b.name for b in self.pool if b.route}
 
 
-def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None) -> Layout:
-    """A fresh layout for `routes`, with spare pool backends for routes to come."""
+def build_layout(
+    routes: dict[str, Route], *, port_range: tuple[int, int] | None, spares: bool = True
+) -> Layout:
+    """A fresh layout for `routes`, with spare pool backends for routes to come
+    unless `spares` is false (a layout of which only the static part is used)."""
     layout = Layout(port_range)
     counts = {"http": 0, "tcp": 0}
     for service in sorted(routes):
@@ -103,16 +112,22 @@ def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None
         else:
             slot.name = f"be_{service}"
             layout.static[service] = slot
-    if port_range is not None:
-        for mode, minimum in MIN_SPARES.items():
-            for _ in range(max(minimum, min(MAX_SPARES, int(counts[mode] * SPARE_SHARE)))):
+    if port_range is not None and spares:
+        free = port_range[1] - port_range[0] + 1 - len(layout.pool)
+        wanted = {
+            mode: max(minimum, min(MAX_SPARES, int(counts[mode] * SPARE_SHARE)))
+            for mode, minimum in MIN_SPARES.items()
+        }
+        tcp = min(wanted["tcp"], free // 8)
+        for mode, count in (("http", min(wanted["http"], free - tcp)), ("tcp", tcp)):
+            for index in range(count):
                 layout.pool.append(
                     BackendSlot(
                         name=f"pool_{len(layout.pool) + 1}",
                         mode=mode,
                         balance="roundrobin",
                         check=True,
-                        slots=MIN_SLOTS,
+                        slots=MIN_SLOTS if index % LARGE_SPARE_EVERY == 0 else MIN_POOL_SLOTS,
                     )
                 )
     return layout
@@ -120,12 +135,34 @@ def build_layout(routes: dict[str, Route], *, port_range: tuple[int, int] | None
 
 @dataclass
 class Plan:
-    """Runtime commands that take the running layout to the desired routes,
-    or `reload` with the reason a reload is needed."""
+    """Runtime commands that take the running layout towards the desired
+    routes, and for each part that cannot get there at runtime the reason it
+    must be reloaded. `layout` is the running one with the commands applied.
 
-    commands: list[str]
+    The parts run as separate HAProxy processes: `static` (a frontend per
+    port outside the range) and `pool` (the range frontend and its pool
+    backends), so a new port outside the range reloads only the small static
+    process, never the one that holds thousands of range listeners.
+    """
+
+    static_commands: list[str]
+    pool_commands: list[str]
     layout: Layout
-    reload: str | None = None
+    reload_static: str | None = None
+    reload_pool: str | None = None
+
+    @property
+    def commands(self) -> list[str]:
+        return self.static_commands + self.pool_commands
+
+    @property
+    def reload(self) -> str | None:
+        return self.reload_static or self.reload_pool
+
+
+def is_static(layout: Layout, route: Route) -> bool:
+    """Whether a route needs a frontend of its own (the static part)."""
+    return not layout.in_range(route.port) or route.address is not None
 
 
 def _server_commands(slot: BackendSlot, new: tuple[Backend, ...]) -> list[str]:
@@ -183,28 +220,35 @@ class _Draft:
 
 
 def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -> Plan:
-    """Commands for what fits the running layout, else the reason to reload.
+    """Commands for what fits the running layout; per part, the reason to reload.
 
     Pool backends are released before any is assigned, so a port that one
-    route frees can be taken by another in the same change.
+    route frees can be taken by another in the same change. Routes that fit
+    get their commands even when others need a reload, so a burst is served
+    as it arrives.
     """
     draft = _Draft(current)
-    commands: list[str] = []
+    static_commands: list[str] = []
+    pool_commands: list[str] = []
+    reload_static: str | None = None
+    reload_pool: str | None = None
     served = current.routes()
     for service, slot in current.static.items():
         route = desired.get(service)
         if route is None:
-            return Plan([], current, f"route {service} on port {served[service].port} removed")
-        if not _fits(slot, route):
-            return Plan([], current, f"route {service} changed beyond its listener or slots")
+            reload_static = reload_static or (
+                f"route {service} on port {served[service].port} removed"
+            )
+        elif not _fits(slot, route) or not is_static(current, route):
+            reload_static = reload_static or f"route {service} changed beyond its listener or slots"
     pool_by_service: dict[str, BackendSlot] = {}
     for slot in current.pool:
         if slot.route is None:
             continue
         route = desired.get(slot.route.service)
-        if route is None or not _fits(slot, route):
-            commands.append(f"del map {map_path} {slot.route.port}")
-            commands += _server_commands(slot, ())
+        if route is None or not _fits(slot, route) or is_static(current, route):
+            pool_commands.append(f"del map {map_path} {slot.route.port}")
+            pool_commands += _server_commands(slot, ())
             draft.assign(slot, None)
         else:
             pool_by_service[route.service] = slot
@@ -212,19 +256,34 @@ def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -
         route = desired[service]
         if served.get(service) == route:
             continue
+        static = is_static(current, route)
         if any(not is_ip(b.host) for b in route.backends):
-            return Plan([], current, f"route {service} names a host to resolve")
-        found = current.static.get(service) or pool_by_service.get(service)
+            reason = f"route {service} names a host to resolve"
+            if static:
+                reload_static = reload_static or reason
+            else:
+                reload_pool = reload_pool or reason
+            continue
+        if static:
+            found = current.static.get(service)
+            if found is not None and _fits(found, route):
+                static_commands += _server_commands(found, route.backends)
+                draft.assign(found, route)
+            else:
+                reload_static = reload_static or (
+                    f"route {service} needs a listener on port {route.port}"
+                )
+            continue
+        found = pool_by_service.get(service)
         if found is not None:
-            commands += _server_commands(found, route.backends)
+            pool_commands += _server_commands(found, route.backends)
             draft.assign(found, route)
             continue
-        if not draft.layout.in_range(route.port) or route.address is not None:
-            return Plan([], current, f"route {service} needs a listener on port {route.port}")
         spare = draft.take_spare(route)
         if spare is None:
-            return Plan([], current, f"no spare {route.mode} backend left for {service}")
-        commands += _server_commands(spare, route.backends)
-        commands.append(f"add map {map_path} {route.port} {spare.name}")
+            reload_pool = reload_pool or f"no spare {route.mode} backend left for {service}"
+            continue
+        pool_commands += _server_commands(spare, route.backends)
+        pool_commands.append(f"add map {map_path} {route.port} {spare.name}")
         draft.assign(spare, route)
-    return Plan(commands, draft.layout)
+    return Plan(static_commands, pool_commands, draft.layout, reload_static, reload_pool)

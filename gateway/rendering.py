@@ -99,12 +99,21 @@ def plan_budget(layout: Layout, *, limit: int) -> Budget:
     return Budget(maxconn, checked, unchecked)
 
 
-def render_config(layout: Layout, context: RenderContext, budget: Budget) -> str:
-    backends = sorted(layout.static.values(), key=lambda b: b.name) + layout.pool
+def render_config(
+    layout: Layout, context: RenderContext, budget: Budget, *, part: str | None = None
+) -> str:
+    """The configuration of one part, `static` (a frontend per route outside
+    the range) or `pool` (the range frontend and its pool backends), or of both."""
+    backends = []
+    if part != "pool":
+        backends += sorted(layout.static.values(), key=lambda b: b.name)
+    if part != "static":
+        backends += layout.pool
     return _ENV.get_template("haproxy.cfg.j2").render(
+        part=part,
         gateway_id=context.gateway_id,
         revision=context.revision,
-        route_count=len(layout.routes()),
+        route_count=sum(1 for b in backends if b.route),
         maxconn=budget.maxconn,
         checked=budget.checked,
         socket=context.socket,

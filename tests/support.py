@@ -243,10 +243,11 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait()
         # An agent killed earlier leaves its HAProxy serving; end it too.
-        with contextlib.suppress(OSError, ValueError):
-            for pid in (self.state_dir / "haproxy.pid").read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+        for record in ("haproxy.pid", "range.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                for pid in (self.state_dir / record).read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
 
     def url(self, port: int) -> str:
         return f"http://{self.address}:{port}/"

@@ -139,7 +139,8 @@ def test_bad_routes_are_skipped_and_reported_without_harm(etcd, cluster, backend
     assert "must be an IP address or a host name" in reasons["host-newline"]
     assert "must be an IP address" in reasons["zone-address"]
     assert "must be an IP address or a host name" in reasons["zone-host"]
-    config = (gw.state_dir / "haproxy.cfg").read_text()
+    config = "".join(p.read_text() for p in gw.state_dir.glob("*.cfg"))
+    assert "frontend fe_range" in config
     assert "stats enable" not in config and "backup" not in config and "udp" not in config
     assert metrics(gw, mport)["marina_gateway_skipped_routes"] == len(BAD_ROUTES) + 1
     for port in (30010, 30011, 30013):

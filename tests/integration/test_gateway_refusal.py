@@ -47,7 +47,7 @@ def test_refused_route_is_isolated_and_reported(tmp_path: Path):
 
     async def scenario() -> tuple[bool, dict[str, object]]:
         try:
-            applied = await agent.reload_isolating(dict(desired))
+            applied = await agent.reload_isolating(dict(desired), {"static", "pool"})
             return applied, agent.status()
         finally:
             await agent.haproxy.stop()
@@ -80,7 +80,7 @@ def test_served_while_running(tmp_path: Path):
 
     async def scenario() -> tuple[int, str]:
         try:
-            await agent.reload_isolating(dict(desired))
+            await agent.reload_isolating(dict(desired), {"static", "pool"})
             return await asyncio.to_thread(http_get, f"http://{address}:{static}/")
         finally:
             await agent.haproxy.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.planning import MIN_SPARES, build_layout, plan_changes, slots_for
 from gateway.routes import Backend, Route
 
-RANGE = (30000, 30999)
+RANGE = (30000, 32767)
 MAP = "/state/ports.map"
 
 
@@ -100,3 +100,24 @@ def test_no_range_means_every_new_route_reloads():
     layout = build_layout({}, port_range=None)
     assert layout.pool == []
     assert plan_changes(layout, {"a": r("a", 30001, "127.0.0.2")}, map_path=MAP).reload
+
+
+def test_a_burst_of_two_thousand_routes_needs_no_reload():
+    layout = build_layout({}, port_range=(30000, 32767))
+    desired = {f"s{i}": r(f"s{i}", 30000 + i, "127.0.0.2") for i in range(2000)}
+    plan = plan_changes(layout, desired, map_path=MAP)
+    assert plan.reload is None
+    assert len(plan.layout.port_map()) == 2000
+
+
+def test_spares_never_outnumber_the_free_ports_of_the_range():
+    layout = build_layout({"a": r("a", 30001, "127.0.0.2")}, port_range=(30000, 30099))
+    assert len(layout.pool) == 100
+
+
+def test_a_new_port_outside_the_range_leaves_the_pool_alone():
+    layout = build_layout({"p": r("p", 30001, "127.0.0.2")}, port_range=RANGE)
+    desired = {**layout.routes(), "z": r("z", 81, "127.0.0.2"), "q": r("q", 30002, "127.0.0.3")}
+    plan = plan_changes(layout, desired, map_path=MAP)
+    assert plan.reload_static and plan.reload_pool is None
+    assert any(c.startswith(f"add map {MAP} 30002 ") for c in plan.pool_commands)
