@@ -55,7 +55,7 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.prefix = routes_prefix(settings.cluster).encode()
-        self.etcd = EtcdClient(settings.etcd)
+        self.etcd = EtcdClient(settings.etcd, tls=settings.etcd_tls)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         # Two processes: routes on ports of their own (the static part), and
         # the port range with its pool backends, so that a reload for a new

@@ -44,6 +44,9 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument(
         "--etcd", required=True, action="append", help="etcd endpoint URL (repeat for several)"
     )
+    parser.add_argument("--etcd-cacert", type=Path, help="CA bundle of an https:// etcd")
+    parser.add_argument("--etcd-cert", type=Path, help="client certificate for etcd")
+    parser.add_argument("--etcd-key", type=Path, help="client certificate's key for etcd")
     parser.add_argument("--cluster", required=True, help="cluster whose routes to serve")
     parser.add_argument("--address", required=True, help="IP address to serve routes on")
     parser.add_argument("--state-dir", type=Path, help="directory for haproxy files")
@@ -96,6 +99,12 @@ def parse_settings(argv: list[str]) -> Settings:
         parser.error(f"--metrics-port {args.metrics_port} lies inside --port-range")
     if args.wipe_share > 1:
         parser.error("--wipe-share must be between 0 and 1")
+    tls_files = (args.etcd_cacert, args.etcd_cert, args.etcd_key)
+    if any(tls_files) and not all(tls_files):
+        parser.error("--etcd-cacert, --etcd-cert and --etcd-key go together")
+    for option, path in zip(("--etcd-cacert", "--etcd-cert", "--etcd-key"), tls_files, strict=True):
+        if path is not None and not path.is_file():
+            parser.error(f"{option} {path}: no such file")
     ident = args.id or f"{args.cluster}-{args.address}"
     state_dir = args.state_dir or Path.home() / ".local/share/marina/gateway" / ident
     return Settings(
@@ -110,6 +119,7 @@ def parse_settings(argv: list[str]) -> Settings:
         max_delay=args.max_delay_ms / 1000,
         wipe_share=args.wipe_share,
         wipe_hold=args.wipe_hold,
+        etcd_tls=tls_files if all(tls_files) else None,
     )
 
 
