@@ -61,6 +61,8 @@ test: lint typecheck
 bench: test-deps
 	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -qq wrk; }
+	@command -v go >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq golang-go; }
 	$(PY) bench/gateway.py
 	$(PY) bench/reload_modes.py
 	$(PY) bench/actions.py
