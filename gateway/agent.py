@@ -22,7 +22,7 @@ from gateway.errors import AlreadyRunning, EtcdUnavailable, GatewayError, HAProx
 from gateway.etcd import EtcdClient
 from gateway.haproxy import HAProxy, bound_ports_failing
 from gateway.metrics import Metrics, serve_metrics
-from gateway.planning import Layout, build_layout, plan_changes
+from gateway.planning import POOL, STATIC_SHARDS, Layout, build_layout, part_of, plan_changes
 from gateway.ports import foreign_holders
 from gateway.rendering import (
     Budget,
@@ -48,7 +48,6 @@ BURST_WINDOW = 1.0
 WATCHDOG_INTERVAL = 0.1
 # Stopping never waits longer than this for etcd to take the status down.
 WITHDRAW_TIMEOUT = 0.3
-PARTS = {"static": "routes on ports of their own", "pool": "routes in the port range"}
 
 
 class Agent:
@@ -57,15 +56,15 @@ class Agent:
         self.prefix = routes_prefix(settings.cluster).encode()
         self.etcd = EtcdClient(settings.etcd, tls=settings.etcd_tls)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        # Two processes: routes on ports of their own (the static part), and
-        # the port range with its pool backends, so that a reload for a new
-        # port never has to hand over thousands of range listeners.
-        self.haproxy = HAProxy(settings.state_dir, binary=settings.haproxy)
-        self.pool_proxy = (
-            HAProxy(settings.state_dir, name="range", binary=settings.haproxy)
-            if settings.port_range is not None
-            else None
-        )
+        # Several processes: the port range with its pool backends, and
+        # shards of the routes on ports of their own, so that a reload for a
+        # new port hands over neither the range's listeners nor most others.
+        self.proxies: dict[str, HAProxy] = {
+            f"static-{i}": HAProxy(settings.state_dir, name=f"static-{i}", binary=settings.haproxy)
+            for i in range(STATIC_SHARDS)
+        }
+        if settings.port_range is not None:
+            self.proxies[POOL] = HAProxy(settings.state_dir, name="range", binary=settings.haproxy)
         self.metrics = Metrics()
         self.raw: dict[str, bytes] = {}
         self.parsed: dict[str, tuple[bytes, Route | Skipped]] = {}
@@ -151,11 +150,10 @@ class Agent:
         process holds the ports this gateway serves."""
         for proxy in self._proxies().values():
             proxy.adopt()
-        if self.pool_proxy is not None and self.haproxy.running():
-            with contextlib.suppress(OSError):
-                if "frontend fe_range" in self.haproxy.config_path.read_text():
-                    # Left by an agent that ran everything in one process.
-                    await self.haproxy.retire()
+        # An agent of an earlier version ran everything in one process.
+        legacy = HAProxy(self.settings.state_dir, binary=self.settings.haproxy)
+        if legacy.adopt() is not None:
+            await legacy.retire()
         ports: set[int] = set()
         if self.settings.port_range is not None:
             low, high = self.settings.port_range
@@ -269,22 +267,33 @@ class Agent:
             with contextlib.suppress(HAProxyError):
                 if await proxy.start_last_good():
                     what += "; restarted from the last good configuration file"
-        self.incident = f"haproxy pid {pid} {how}; {what} ({PARTS[part]})"
+        self.incident = f"haproxy pid {pid} {how}; {what} ({part})"
         log.error("%s", self.incident)
         self.status_changed.set()
 
     def _proxies(self) -> dict[str, HAProxy]:
-        proxies = {"static": self.haproxy}
-        if self.pool_proxy is not None:
-            proxies["pool"] = self.pool_proxy
-        return proxies
+        return self.proxies
+
+    def _part_layout(self, layout: Layout, part: str) -> Layout:
+        """What one process serves: the pool, or one shard of the static routes."""
+        if part == POOL:
+            return Layout(layout.port_range, {}, layout.pool)
+        return Layout(
+            None,
+            {
+                s: b
+                for s, b in layout.static.items()
+                if b.route is not None and part_of(b.route, layout=layout) == part
+            },
+            [],
+        )
 
     def _running_as_planned(self, layout: Layout) -> bool:
         """Every part that should run a process runs one: the pool always (it
-        holds the range), the static part when it has routes."""
+        holds the range), a static shard when it has routes."""
         return all(
-            proxy.running() or (part == "static" and not layout.static)
-            for part, proxy in self._proxies().items()
+            proxy.running() or (part != POOL and not self._part_layout(layout, part).static)
+            for part, proxy in self.proxies.items()
         )
 
     def _next_wakeup(self) -> float | None:
@@ -383,24 +392,21 @@ class Agent:
         desired = self._desired()
         if self.layout is None or not self._running_as_planned(self.layout):
             return await self.reload_isolating(desired, set(self._proxies()))
-        map_path = str(self.pool_proxy.map_path) if self.pool_proxy else ""
-        plan = plan_changes(self.layout, desired, map_path=map_path)
+        pool = self.proxies.get(POOL)
+        plan = plan_changes(self.layout, desired, map_path=str(pool.map_path) if pool else "")
         planned = time.perf_counter()
         parts: set[str] = set()
         deferred = False
-        if plan.reload_static:
-            parts.add("static")
-            log.info("reload of the static part: %s", plan.reload_static)
-        if plan.reload_pool:
-            if self._defer_reload():
+        for part, reason in plan.reloads.items():
+            if part == POOL and self._defer_reload():
                 deferred = True
-            else:
-                parts.add("pool")
-                log.info("reload of the pool part: %s", plan.reload_pool)
+                continue
+            parts.add(part)
+            log.info("reload of %s: %s", part, reason)
         # Commands for a part about to be reloaded would be lost anyway.
         sends = [
-            (self._proxies()[part], commands)
-            for part, commands in (("static", plan.static_commands), ("pool", plan.pool_commands))
+            (self.proxies[part], commands)
+            for part, commands in plan.commands_by_part.items()
             if commands and part not in parts
         ]
         try:
@@ -471,7 +477,9 @@ class Agent:
 
         async def refusal(routes: dict[str, Route]) -> str | None:
             layout = build_layout(routes, port_range=self.settings.port_range)
-            for part, proxy in self._proxies().items():
+            for part, proxy in self.proxies.items():
+                if part != POOL and not self._part_layout(layout, part).static:
+                    continue  # not run: HAProxy refuses a configuration without listeners
                 config, port_map, _ = self._render(layout, part)
                 try:
                     await proxy.check(config, port_map)
@@ -504,17 +512,10 @@ class Agent:
             revision=self.revision,
         )
         # Each part is a process of its own, with its own open-file limit.
-        if self.pool_proxy is None:
-            own = layout
-        elif part == "static":
-            own = Layout(None, layout.static, [])
-        else:
-            own = Layout(layout.port_range, {}, layout.pool)
+        own = self._part_layout(layout, part)
         budget = plan_budget(own, limit=fd_limit())
-        # Without a port range the static part holds everything.
-        rendered_part = part if self.pool_proxy is not None else None
-        config = render_config(layout, context, budget, part=rendered_part)
-        port_map = render_map(layout) if part == "pool" else None
+        config = render_config(own, context, budget, part="pool" if part == POOL else "static")
+        port_map = render_map(layout) if part == POOL else None
         return config, port_map, budget
 
     async def _reload(self, desired: dict[str, Route], parts: set[str]) -> None:
@@ -525,12 +526,18 @@ class Agent:
         fresh = build_layout(desired, port_range=self.settings.port_range, spares="pool" in parts)
         current = self.layout or Layout(self.settings.port_range)
         for part in sorted(parts):
-            proxy = self._proxies()[part]
-            if part == "static":
-                layout = Layout(fresh.port_range, fresh.static, current.pool)
-            else:
+            proxy = self.proxies[part]
+            if part == POOL:
                 layout = Layout(fresh.port_range, current.static, fresh.pool)
-            if part == "static" and not layout.static and self.pool_proxy is not None:
+            else:
+                static = {
+                    s: b
+                    for s, b in current.static.items()
+                    if b.route is not None and part_of(b.route, layout=current) != part
+                }
+                static.update(self._part_layout(fresh, part).static)
+                layout = Layout(fresh.port_range, static, current.pool)
+            if part != POOL and not self._part_layout(layout, part).static:
                 await proxy.retire()  # no route of its own, so no process
                 current = self.layout = layout
                 continue

@@ -100,7 +100,8 @@ def build_layout(
             mode=route.mode,
             balance=route.balance,
             check=route.check,
-            slots=slots_for(len(route.backends)),
+            # Server lines are much of what a reload parses: room to double.
+            slots=slots_for(len(route.backends), minimum=MIN_POOL_SLOTS),
             servers=route.backends,
             route=route,
         )
@@ -133,36 +134,57 @@ def build_layout(
     return layout
 
 
+# Routes on ports of their own are spread over this many HAProxy processes
+# by port, so a new port reloads a quarter of them: a reload's cost grows
+# with the listeners handed over (75 us each).
+STATIC_SHARDS = 4
+POOL = "pool"
+
+
+def part_of(route: Route, *, layout: Layout, shards: int = STATIC_SHARDS) -> str:
+    """The HAProxy process a route belongs to: `pool` (the port range) or
+    `static-N` (a frontend of its own, in shard N by port)."""
+    if layout.in_range(route.port) and route.address is None:
+        return POOL
+    return f"static-{route.port % shards}"
+
+
 @dataclass
 class Plan:
     """Runtime commands that take the running layout towards the desired
-    routes, and for each part that cannot get there at runtime the reason it
-    must be reloaded. `layout` is the running one with the commands applied.
+    routes, by part (the HAProxy process they go to), and for each part that
+    cannot get there at runtime the reason it must be reloaded. `layout` is
+    the running one with the commands applied.
 
-    The parts run as separate HAProxy processes: `static` (a frontend per
-    port outside the range) and `pool` (the range frontend and its pool
-    backends), so a new port outside the range reloads only the small static
-    process, never the one that holds thousands of range listeners.
+    The parts run as separate HAProxy processes: the pool (the range frontend
+    and its pool backends) and the static shards (a frontend per port outside
+    the range), so a new port outside the range reloads one small process,
+    never the one that holds thousands of range listeners.
     """
 
-    static_commands: list[str]
-    pool_commands: list[str]
+    commands_by_part: dict[str, list[str]]
     layout: Layout
-    reload_static: str | None = None
-    reload_pool: str | None = None
+    reloads: dict[str, str] = field(default_factory=dict)
 
     @property
     def commands(self) -> list[str]:
-        return self.static_commands + self.pool_commands
+        return [c for commands in self.commands_by_part.values() for c in commands]
 
     @property
     def reload(self) -> str | None:
-        return self.reload_static or self.reload_pool
+        return next(iter(self.reloads.values()), None)
 
+    @property
+    def reload_static(self) -> str | None:
+        return next((r for p, r in self.reloads.items() if p != POOL), None)
 
-def is_static(layout: Layout, route: Route) -> bool:
-    """Whether a route needs a frontend of its own (the static part)."""
-    return not layout.in_range(route.port) or route.address is not None
+    @property
+    def reload_pool(self) -> str | None:
+        return self.reloads.get(POOL)
+
+    @property
+    def pool_commands(self) -> list[str]:
+        return self.commands_by_part.get(POOL, [])
 
 
 def _server_commands(slot: BackendSlot, new: tuple[Backend, ...]) -> list[str]:
@@ -219,7 +241,13 @@ class _Draft:
         return None
 
 
-def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -> Plan:
+def plan_changes(
+    current: Layout,
+    desired: dict[str, Route],
+    *,
+    map_path: str,
+    shards: int = STATIC_SHARDS,
+) -> Plan:
     """Commands for what fits the running layout; per part, the reason to reload.
 
     Pool backends are released before any is assigned, so a port that one
@@ -228,27 +256,29 @@ def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -
     as it arrives.
     """
     draft = _Draft(current)
-    static_commands: list[str] = []
-    pool_commands: list[str] = []
-    reload_static: str | None = None
-    reload_pool: str | None = None
+    commands: dict[str, list[str]] = {}
+    reloads: dict[str, str] = {}
+
+    def part(route: Route) -> str:
+        return part_of(route, layout=current, shards=shards)
+
     served = current.routes()
     for service, slot in current.static.items():
         route = desired.get(service)
+        old = part(served[service])
         if route is None:
-            reload_static = reload_static or (
-                f"route {service} on port {served[service].port} removed"
-            )
-        elif not _fits(slot, route) or not is_static(current, route):
-            reload_static = reload_static or f"route {service} changed beyond its listener or slots"
+            reloads.setdefault(old, f"route {service} on port {served[service].port} removed")
+        elif not _fits(slot, route) or part(route) != old:
+            reloads.setdefault(old, f"route {service} changed beyond its listener or slots")
     pool_by_service: dict[str, BackendSlot] = {}
     for slot in current.pool:
         if slot.route is None:
             continue
         route = desired.get(slot.route.service)
-        if route is None or not _fits(slot, route) or is_static(current, route):
-            pool_commands.append(f"del map {map_path} {slot.route.port}")
-            pool_commands += _server_commands(slot, ())
+        if route is None or not _fits(slot, route) or part(route) != POOL:
+            pool = commands.setdefault(POOL, [])
+            pool.append(f"del map {map_path} {slot.route.port}")
+            pool += _server_commands(slot, ())
             draft.assign(slot, None)
         else:
             pool_by_service[route.service] = slot
@@ -256,34 +286,29 @@ def plan_changes(current: Layout, desired: dict[str, Route], *, map_path: str) -
         route = desired[service]
         if served.get(service) == route:
             continue
-        static = is_static(current, route)
+        target = part(route)
         if any(not is_ip(b.host) for b in route.backends):
-            reason = f"route {service} names a host to resolve"
-            if static:
-                reload_static = reload_static or reason
-            else:
-                reload_pool = reload_pool or reason
+            reloads.setdefault(target, f"route {service} names a host to resolve")
             continue
-        if static:
+        if target != POOL:
             found = current.static.get(service)
             if found is not None and _fits(found, route):
-                static_commands += _server_commands(found, route.backends)
+                commands.setdefault(target, []).extend(_server_commands(found, route.backends))
                 draft.assign(found, route)
             else:
-                reload_static = reload_static or (
-                    f"route {service} needs a listener on port {route.port}"
-                )
+                reloads.setdefault(target, f"route {service} needs a listener on port {route.port}")
             continue
         found = pool_by_service.get(service)
         if found is not None:
-            pool_commands += _server_commands(found, route.backends)
+            commands.setdefault(POOL, []).extend(_server_commands(found, route.backends))
             draft.assign(found, route)
             continue
         spare = draft.take_spare(route)
         if spare is None:
-            reload_pool = reload_pool or f"no spare {route.mode} backend left for {service}"
+            reloads.setdefault(POOL, f"no spare {route.mode} backend left for {service}")
             continue
-        pool_commands += _server_commands(spare, route.backends)
-        pool_commands.append(f"add map {map_path} {route.port} {spare.name}")
+        pool = commands.setdefault(POOL, [])
+        pool += _server_commands(spare, route.backends)
+        pool.append(f"add map {map_path} {route.port} {spare.name}")
         draft.assign(spare, route)
-    return Plan(static_commands, pool_commands, draft.layout, reload_static, reload_pool)
+    return Plan(commands, draft.layout, reloads)

@@ -243,9 +243,9 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait()
         # An agent killed earlier leaves its HAProxy serving; end it too.
-        for record in ("haproxy.pid", "range.pid"):
+        for record in self.state_dir.glob("*.pid"):
             with contextlib.suppress(OSError, ValueError):
-                for pid in (self.state_dir / record).read_text().split():
+                for pid in record.read_text().split():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(int(pid), signal.SIGKILL)
 

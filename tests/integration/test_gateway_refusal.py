@@ -47,10 +47,11 @@ def test_refused_route_is_isolated_and_reported(tmp_path: Path):
 
     async def scenario() -> tuple[bool, dict[str, object]]:
         try:
-            applied = await agent.reload_isolating(dict(desired), {"static", "pool"})
+            applied = await agent.reload_isolating(dict(desired), set(agent.proxies))
             return applied, agent.status()
         finally:
-            await agent.haproxy.stop()
+            for proxy in agent.proxies.values():
+                await proxy.stop()
 
     try:
         applied, status = asyncio.run(scenario())
@@ -63,7 +64,7 @@ def test_refused_route_is_isolated_and_reported(tmp_path: Path):
     assert "unknown keyword 'no-such-keyword:80'" in skipped["reason"]
     assert agent.layout is not None
     assert sorted(agent.layout.routes()) == ["fine", "web"]
-    config = (tmp_path / "gw" / "haproxy.cfg").read_text()
+    config = "".join(p.read_text() for p in (tmp_path / "gw").glob("*.cfg"))
     assert "no-such-keyword" not in config
 
 
@@ -80,10 +81,11 @@ def test_served_while_running(tmp_path: Path):
 
     async def scenario() -> tuple[int, str]:
         try:
-            await agent.reload_isolating(dict(desired), {"static", "pool"})
+            await agent.reload_isolating(dict(desired), set(agent.proxies))
             return await asyncio.to_thread(http_get, f"http://{address}:{static}/")
         finally:
-            await agent.haproxy.stop()
+            for proxy in agent.proxies.values():
+                await proxy.stop()
 
     try:
         assert asyncio.run(scenario()) == (200, "good")
