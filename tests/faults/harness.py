@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,12 @@ SERVER = (
 SETTLE = 90.0
 
 
+RUN = uuid.uuid4().hex[:8]
+
+
 def marker(pod: str) -> str:
-    return f"marina-fault-pod-{pod}"
+    """Names this test run's replicas of `pod` (another run's are not ours)."""
+    return f"marina-fault-pod-{pod}-{RUN}"
 
 
 def pod_properties(name: str, port: int, replicas: int) -> dict[str, Any]:
@@ -190,7 +195,7 @@ def census(state_dir: Path, pods: list[str]) -> Counter[tuple[str, str]]:
         if nodes_dir not in text:
             continue
         node = text.split(nodes_dir, 1)[1].split("/")[1].split()[0]
-        if "catalog.nodeagent" in text:
+        if "nodeagent" in text:
             counted[("agent", node)] += 1
         elif "gateway.cli" in text:
             counted[("gateway", node)] += 1
@@ -238,7 +243,7 @@ def pids_of(state_dir: Path, kind: str, owner: str, pods: list[str]) -> list[int
         if nodes_dir not in text or text.split(nodes_dir, 1)[1].split("/")[1] != owner:
             continue
         if (
-            (kind == "agent" and "catalog.nodeagent" in text)
+            (kind == "agent" and "nodeagent" in text)
             or (kind == "gateway" and "gateway.cli" in text)
             or (kind == "haproxy" and "haproxy" in Path(proc.argv[0]).name)
         ):
@@ -299,6 +304,13 @@ def violations(deployment: Deployment) -> list[str]:
         extra = have - want
         missing = want - have
         found.append(f"processes: extra {dict(extra)}, missing {dict(missing)}")
+        if extra:
+            procs = processes()
+            found += [
+                f"pid {p.pid} of parent {p.ppid}"
+                for p in procs.values()
+                if any(marker(pod) in p.argv for pod in deployment.pods)
+            ]
     return found
 
 
