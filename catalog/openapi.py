@@ -7,6 +7,33 @@ from typing import Any
 from catalog.actions import ACTIONS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+PAGING = (
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "at most this many items (default 100)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+    {
+        "name": "marker",
+        "in": "query",
+        "description": "the items after this one (a previous page's next_marker)",
+        "schema": {"type": "string"},
+    },
+)
+# Every operation may answer these, besides its own success and 400/401/404.
+COMMON = {
+    "405": "method not allowed; the Allow header names those that are",
+    "408": "the body did not arrive in time",
+    "409": "conflicts with the current state (a name taken, a deletion under way)",
+    "413": "the body is too large",
+    "429": "a project quota would be exceeded (the body names it)",
+    "503": "the store is unavailable; retry later",
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
 
 
 def _op(
@@ -17,6 +44,9 @@ def _op(
     content: str = "application/json",
     request: str = "application/json",
     params: tuple[str, ...] = (),
+    query: tuple[dict[str, Any], ...] = (),
+    also: tuple[str, ...] = (),
+    secured: bool = True,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -24,23 +54,22 @@ def _op(
         "parameters": [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in params
-        ],
+        ]
+        + list(query),
         "responses": {
-            str(ok): {"description": "success", "content": {content: {"schema": {}}}},
-            "400": {
-                "description": "invalid input, naming the field",
-                "content": {"application/json": {"schema": ERROR}},
+            str(ok): {
+                "description": "success",
+                "content": {kind: {"schema": {}} for kind in (content, *also)},
             },
-            "401": {
-                "description": "no or unknown token",
-                "content": {"application/json": {"schema": ERROR}},
-            },
-            "404": {
-                "description": "not found (or another project's)",
-                "content": {"application/json": {"schema": ERROR}},
-            },
+            "400": _error("invalid input, naming the field"),
+            "401": _error("no or unknown token"),
+            "404": _error("not found (or another project's)"),
+            **{status: _error(text) for status, text in COMMON.items()},
         },
     }
+    if not secured:
+        op["security"] = []
+        del op["responses"]["401"]
     if body is not None:
         op["requestBody"] = {"required": True, "content": {request: {"schema": body}}}
     return op
@@ -75,7 +104,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/v1/environments": {
-                "get": _op("List the project's environments"),
+                "get": _op(
+                    "List the project's environments, by id, a page at a time", query=PAGING
+                ),
                 "post": _op(
                     "Create an environment",
                     ok=201,
@@ -151,24 +182,78 @@ def openapi_document() -> dict[str, Any]:
             "/v1/tasks/{task_id}": {"get": _op("The whole task", params=task)},
             "/v1/tasks/{task_id}/log": {
                 "get": _op(
-                    "The task's log; ?follow=1 streams NDJSON until it finishes", params=task
+                    "The task's log; ?follow=1 streams NDJSON until it finishes",
+                    params=task,
+                    also=("application/x-ndjson",),
+                    query=(
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["0", "1", "true", "false", "yes", "no"],
+                            },
+                        },
+                        {
+                            "name": "timeout",
+                            "in": "query",
+                            "description": "seconds to follow at most (default 600)",
+                            "schema": {
+                                "type": "number",
+                                "minimum": 0,
+                                "exclusiveMinimum": True,
+                                "maximum": 3600,
+                            },
+                        },
+                    ),
                 )
             },
             "/v1/tasks/{task_id}/files/{name}": {
                 "get": _op(
                     "A file the task attached",
                     params=("task_id", "name"),
-                    content="application/octet-stream",
+                    content="*/*",  # the type the task gave the file
                 )
             },
             "/v1/catalog/packages": {
-                "get": _op("List packages"),
+                "get": _op("List packages, by name, a page at a time", query=PAGING),
                 "post": _op(
-                    "Upload a package (zip body; admin)",
+                    "Upload a package (zip body; admin); an older version replaces a newer "
+                    "one only with allow_downgrade=true. Answers what changed.",
                     ok=201,
+                    query=(
+                        {
+                            "name": "allow_downgrade",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                        },
+                        {"name": "filename", "in": "query", "schema": {"type": "string"}},
+                    ),
                     request="application/zip",
                     body={"type": "string", "format": "binary"},
                 ),
+            },
+            "/v1/packages/import": {
+                "post": _op(
+                    "Import a docker-compose file, Panamax template (.pmx) or Zoe application "
+                    "(JSON) as a package (the file is the body; admin). Answers the package "
+                    "and every field not carried over: warnings of {file, pointer, kind, code, "
+                    "reason}. A bad file is a 400 naming each problem and its line; nothing is "
+                    "saved. A package of the same name is replaced only with replace=true.",
+                    ok=201,
+                    query=tuple(
+                        {"name": n, "in": "query", "description": d, "schema": {"type": "string"}}
+                        for n, d in (
+                            ("filename", "the file's name (its ending helps detect the format)"),
+                            ("format", "compose, pmx or zapp; detected when left out"),
+                            ("name", "the package name (a DNS label)"),
+                            ("dry_run", "true: translate and answer, save nothing (200)"),
+                            ("replace", "true: replace a package of the same name"),
+                        )
+                    ),
+                    request="application/octet-stream",
+                    body={"type": "string", "format": "binary"},
+                )
             },
             "/v1/tokens": {
                 "post": _op(
@@ -181,11 +266,6 @@ def openapi_document() -> dict[str, Any]:
                     },
                 )
             },
-            "/v1/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI"}},
-                }
-            },
+            "/v1/openapi.json": {"get": _op("This document", secured=False)},
         },
     }
