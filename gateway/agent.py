@@ -519,47 +519,60 @@ class Agent:
         return config, port_map, budget
 
     async def _reload(self, desired: dict[str, Route], parts: set[str]) -> None:
-        """Rebuild `parts` from `desired` (the other part keeps its running
-        layout) and start a new process for each."""
+        """Rebuild `parts` from `desired` (the others keep their running
+        layout) and start a new process for each, all at once."""
         started = time.perf_counter()
         # Spares are built only for a pool that is rebuilt: thousands of them.
-        fresh = build_layout(desired, port_range=self.settings.port_range, spares="pool" in parts)
-        current = self.layout or Layout(self.settings.port_range)
+        fresh = build_layout(desired, port_range=self.settings.port_range, spares=POOL in parts)
+        jobs: dict[str, tuple[str, str | None, Budget]] = {}
+        done: set[str] = set()
         for part in sorted(parts):
-            proxy = self.proxies[part]
-            if part == POOL:
-                layout = Layout(fresh.port_range, current.static, fresh.pool)
-            else:
-                static = {
-                    s: b
-                    for s, b in current.static.items()
-                    if b.route is not None and part_of(b.route, layout=current) != part
-                }
-                static.update(self._part_layout(fresh, part).static)
-                layout = Layout(fresh.port_range, static, current.pool)
-            if part != POOL and not self._part_layout(layout, part).static:
-                await proxy.retire()  # no route of its own, so no process
-                current = self.layout = layout
+            if part != POOL and not self._part_layout(fresh, part).static:
+                await self.proxies[part].retire()  # no route of its own, so no process
+                done.add(part)
                 continue
-            config, port_map, budget = self._render(layout, part)
-            self.candidate = config
-            self.metrics.render_seconds_sum += time.perf_counter() - started
-            self.metrics.render_count += 1
-            rendered = time.perf_counter()
-            seconds = await proxy.apply(config, port_map)
-            log.info(
-                "revision %d: reloaded the %s part with %d routes (render %.0f ms, swap %.0f ms)",
-                self.revision,
-                part,
-                len(layout.routes()),
-                (rendered - started) * 1000,
-                (time.perf_counter() - rendered) * 1000,
-            )
+            jobs[part] = self._render(fresh, part)
+        self.metrics.render_seconds_sum += time.perf_counter() - started
+        self.metrics.render_count += 1
+        rendered = time.perf_counter()
+        results = await asyncio.gather(
+            *(self.proxies[part].apply(job[0], job[1]) for part, job in jobs.items()),
+            return_exceptions=True,
+        )
+        failure: HAProxyError | None = None
+        for (part, (config, _, budget)), result in zip(jobs.items(), results, strict=True):
+            if isinstance(result, HAProxyError):
+                if failure is None:
+                    failure, self.candidate = result, config
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            done.add(part)
             self.metrics.reloads += 1
-            self.metrics.reload_seconds_sum += seconds
-            current = self.layout = layout
+            self.metrics.reload_seconds_sum += result
             self.unchecked_parts[part] = budget.unchecked_servers
-            started = time.perf_counter()
+        self.layout = self._merge(self.layout or Layout(self.settings.port_range), fresh, done)
+        log.info(
+            "revision %d: reloaded %s (render %.0f ms, swap %.0f ms)",
+            self.revision,
+            ", ".join(sorted(done)) or "nothing",
+            (rendered - started) * 1000,
+            (time.perf_counter() - rendered) * 1000,
+        )
+        if failure is not None:
+            raise failure
+
+    def _merge(self, current: Layout, fresh: Layout, parts: set[str]) -> Layout:
+        """`current` with the parts in `parts` taken from `fresh`."""
+        static = {
+            s: b
+            for s, b in current.static.items()
+            if b.route is not None and part_of(b.route, layout=current) not in parts
+        }
+        for part in parts - {POOL}:
+            static.update(self._part_layout(fresh, part).static)
+        pool = fresh.pool if POOL in parts else current.pool
+        return Layout(self.settings.port_range, static, pool)
 
     # -- status -----------------------------------------------------------
 

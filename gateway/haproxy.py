@@ -141,6 +141,8 @@ class HAProxy:
             for path in (self.config_path, self.map_path):
                 if path in previous:
                     _write_atomic(path, previous[path])
+                else:  # never leave a refused configuration where one is read
+                    path.unlink(missing_ok=True)
             raise
         shutil.copyfile(self.config_path, self.good_path)
         shutil.copyfile(self.map_path, self._good_map)
