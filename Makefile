@@ -8,7 +8,7 @@ TEST_DEBS := chromium chromium-driver
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo gateway-demo test lint typecheck bench deps test-deps clean
+.PHONY: demo gateway-demo test lint typecheck bench deps test-deps clean screenshots
 
 # Installs the Debian packages named in $(1) that are missing.
 define apt_install
@@ -57,6 +57,10 @@ typecheck: test-deps
 
 test: lint typecheck
 	$(PY) tests/run.py
+
+# The README's dashboard screenshots (docs/*.png), from a clean demo in headless Chromium.
+screenshots: test-deps
+	$(PY) -m tests.e2e.screenshots
 
 bench: test-deps
 	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -84,8 +84,10 @@ function time(seconds) {
   return seconds ? new Date(seconds * 1000).toLocaleTimeString() : "";
 }
 
-function stateBadge(state) {
-  return el("span", { class: `state ${state || ""}`, text: state || "unknown" });
+// Tasks' badges are styled apart: a running task is work in progress, a
+// running pod is healthy.
+function stateBadge(state, kind) {
+  return el("span", { class: `state ${kind || ""} ${state || ""}`, text: state || "unknown" });
 }
 
 function listed(words, last = "and") {
@@ -677,7 +679,7 @@ function followTask(panel, heading, taskId) {
   closeTaskSource();
   panel.hidden = false;
   const state = el("p", { id: "task-state" }, "Task ", el("code", { text: taskId }), " ",
-                   stateBadge("queued"));
+                   stateBadge("queued", "task"));
   const progress = el("p", { id: "task-progress", role: "status", "aria-live": "polite",
                              "aria-atomic": "true", text: "Waiting for a worker…" });
   const log = el("pre", { class: "log", id: "task-log", tabindex: "0", role: "log",
@@ -699,7 +701,7 @@ function followTask(panel, heading, taskId) {
   source.addEventListener("task", (event) => {
     const task = JSON.parse(event.data);
     state.replaceChildren("Task ", el("code", { text: taskId }), " ",
-      el("span", { class: "muted", text: `${task.method} ` }), stateBadge(task.state));
+      el("span", { class: "muted", text: `${task.method} ` }), stateBadge(task.state, "task"));
     if (task.state === "running" && lines === 0) progress.textContent = "Running…";
     if (task.state === "succeeded" || task.state === "failed") {
       progress.textContent = task.state === "failed" ? `Failed after ${lines} log lines.`
@@ -742,7 +744,7 @@ function renderTasks(box, tasks, context) {
           "aria-label": `${t.method} of ${objectName(t.object)}: show log and result`,
           text: t.method,
           onclick: () => followTask(context.panel, taskHeading(`${t.method} — ${objectName(t.object)}`), t.id) })),
-        el("td", {}, stateBadge(t.state)),
+        el("td", {}, stateBadge(t.state, "task")),
         el("td", { text: t.state === "failed" ? t.error : [t.outcome, t.reason].filter(Boolean).join(": ") }),
         el("td", { text: time(t.created) })))))
     : el("p", { class: "muted", text: "No tasks yet." })));
@@ -838,8 +840,16 @@ function showImport(result, preview, upload) {
   const status = el("div", { id: "import-status", role: "status", "aria-live": "polite" });
   const save = el("button", { type: "button", class: "primary", id: "import-save",
                               text: `Save ${pkg.name} to the catalog` });
+  // Replicas and public ports are package properties: show their defaults.
+  const defaults = (pkg.properties && pkg.properties.properties) || {};
+  const shown = (value) => {
+    const match = /^\$\{(\w+)\}$/.exec(String(value));
+    if (!match) return String(value);
+    const prop = defaults[match[1]];
+    return prop && prop.default !== undefined ? `${prop.default} (property ${match[1]})` : String(value);
+  };
   const services = (pod) => (pod.services || []).map((s) =>
-    `${s.name}: ${s.port} → ${s.targetPort || s.port} (${s.scope || "internal"})`);
+    `${s.name}: ${shown(s.port)} → ${s.targetPort || s.port} (${s.scope || "internal"})`);
   const saveAs = async (replace) => {
     status.replaceChildren("Saving…");
     try {
@@ -879,7 +889,7 @@ function showImport(result, preview, upload) {
         el("tbody", {}, pods.map((pod) => el("tr", { "data-pod": pod.name },
           el("th", { scope: "row", text: pod.name }),
           cell((pod.containers || []).map((c) => `${c.name}${c.image ? ` (${c.image})` : ""}`).join(", ")),
-          cell(String(pod.replicas)),
+          cell(shown(pod.replicas)),
           cell(services(pod).join("; ") || "none"))))),
       el("h3", { id: "import-warnings-heading", text: warnings.length
         ? `Warnings (${warnings.length}): what does not carry over` : "No warnings: every field carried over" }),

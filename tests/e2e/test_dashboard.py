@@ -417,7 +417,9 @@ def test_environment_can_be_deleted_after_confirmation(marina, browser):
     )
     assert browser.current_url.endswith("#/environments")
     assert marina.call("GET", f"/v1/environments/{scratch}")[0] == 404
+    wait(browser, lambda b: b.find_element(By.ID, "environments"))
     assert "scratch" not in text_of(browser, "main")
+    assert_accessible(browser, "environments")
     browser.get(env_url)
 
 
@@ -446,7 +448,9 @@ def test_import_shows_the_package_and_every_warning_before_saving(marina, browse
     wait(browser, lambda b: b.find_element(By.ID, "import-save"))
     pods = browser.find_elements(By.CSS_SELECTOR, "#import-pods tbody tr")
     assert sorted(p.get_attribute("data-pod") for p in pods) == ["cache", "db", "queue", "web"]
-    assert "web: ${web_port} → 8000 (public)" in text_of(browser, '#import-pods tr[data-pod="web"]')
+    assert "web: 8000 (property web_port) → 8000 (public)" in text_of(
+        browser, '#import-pods tr[data-pod="web"]'
+    )
     rows = browser.find_elements(By.CSS_SELECTOR, "#import-warnings tbody tr")
     shown = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in rows]
     assert shown == [
@@ -456,7 +460,12 @@ def test_import_shows_the_package_and_every_warning_before_saving(marina, browse
     assert "07-links" not in names  # a preview saves nothing
     assert_accessible(browser, "import preview")
     shot(browser, "import")
-    browser.find_element(By.ID, "import-save").click()
+    # The preview takes the focus; the next stop is saving it.
+    heading = browser.switch_to.active_element
+    assert heading.get_attribute("id") == "import-result-heading"
+    heading.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "import-save"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
     wait(browser, lambda b: "Saved 07-links 1.0.0" in text_of(b, "#import-status"))
     names = [p["name"] for p in marina.ok("GET", "/v1/catalog/packages")["packages"]]
     assert "07-links" in names
