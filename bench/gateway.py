@@ -210,14 +210,20 @@ def first_200_or_open(host: str, port: int, *, timeout: float = 20.0) -> None:
 
 
 def new_route_latency(
-    etcd: Etcd, target: Target, backend: FastBackend, ports: list[int], name: str
+    etcd: Etcd,
+    target: Target,
+    backend: FastBackend,
+    ports: list[int],
+    name: str,
+    *,
+    timeout: float = 10.0,
 ) -> list[float]:
     samples = []
     for i, port in enumerate(ports):
         time.sleep(0.05)  # one at a time: each put meets an idle agent
         started = time.monotonic()
         etcd.put(f"/marina/gateway/routes/{target.cluster}/{name}{i}", route(port, backend))
-        samples.append((first_200(target.address, port) - started) * 1000)
+        samples.append((first_200(target.address, port, timeout=timeout) - started) * 1000)
     return samples
 
 
@@ -268,10 +274,14 @@ def table_then_change(
     loaded = burst(etcd, target, backend, ports, "t")
     figures: dict[str, object] = {"routes": len(ports), "table_seconds": loaded["seconds"]}
     spare = [free_port(target.address) for _ in range(changes)]
-    figures["reload_path_ms"] = summary(new_route_latency(etcd, target, backend, spare, "tx"))
+    figures["reload_path_ms"] = summary(
+        new_route_latency(etcd, target, backend, spare, "tx", timeout=120)
+    )
     if runtime_path:
         free = [30000 + in_range + i for i in range(changes)]
-        figures["runtime_path_ms"] = summary(new_route_latency(etcd, target, backend, free, "ti"))
+        figures["runtime_path_ms"] = summary(
+            new_route_latency(etcd, target, backend, free, "ti", timeout=120)
+        )
     return figures
 
 

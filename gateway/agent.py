@@ -320,6 +320,18 @@ class Agent:
         for service, reason, _ in self.busy_ports.values():
             del routes[service]
             skipped.append(Skipped(service, reason))
+        if self.settings.port_range is not None:
+            low, high = self.settings.port_range
+            for service, route in list(routes.items()):
+                if route.hosts and route.address is None and low <= route.port <= high:
+                    del routes[service]
+                    skipped.append(
+                        Skipped(
+                            service,
+                            f"port {route.port} lies in the port range, which is "
+                            "routed by port alone; host names need a port outside it",
+                        )
+                    )
         # A refused route stays out until its value changes.
         self.refused = {s: v for s, v in self.refused.items() if self.raw.get(s) == v[0]}
         for service, (_, reason) in self.refused.items():

@@ -206,6 +206,8 @@ def _fits(slot: BackendSlot, route: Route) -> bool:
     return (
         slot.route is not None
         and slot.route.port == route.port
+        and (slot.route.hosts, slot.route.paths, slot.route.tls)
+        == (route.hosts, route.paths, route.tls)
         and slot.signature == (route.mode, route.balance, route.check)
         and slot.slots >= len(route.backends)
     )

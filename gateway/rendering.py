@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from gateway.planning import Layout
+from gateway.planning import BackendSlot, Layout
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("gateway", "templates"),
@@ -51,6 +51,8 @@ class RenderContext:
     map_path: str
     revision: int
     hard_stop_after: str = "30s"
+    certs: str = ""
+    """Folder of the TLS certificates: `default.pem` and a crt-list per port."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,63 @@ def plan_budget(layout: Layout, *, limit: int) -> Budget:
     return Budget(maxconn, checked, unchecked)
 
 
+@dataclass(frozen=True)
+class HostRule:
+    backend: str
+    service: str
+    match: str  # HAProxy string match: `str` (exact) or `end` (a wildcard's suffix)
+    host: str
+    path: str
+
+
+@dataclass(frozen=True)
+class SharedFrontend:
+    """A port shared by routes with host names (what Ingress does)."""
+
+    name: str
+    bind: str
+    port: int
+    tls: bool
+    rules: tuple[HostRule, ...]
+
+
+def shared_frontends(layout: Layout, bind_host: str) -> list[SharedFrontend]:
+    by_port: dict[tuple[str | None, int], list[BackendSlot]] = {}
+    for slot in layout.static.values():
+        if slot.route is not None and slot.route.hosts:
+            by_port.setdefault((slot.route.address, slot.route.port), []).append(slot)
+    frontends = []
+    for (address, port), slots in sorted(by_port.items(), key=lambda item: item[0][1]):
+        rules = []
+        for slot in slots:
+            assert slot.route is not None
+            for host in slot.route.hosts:
+                wildcard = host.startswith("*.")
+                for path in slot.route.paths or ("/",):
+                    rules.append(
+                        HostRule(
+                            slot.name,
+                            slot.route.service,
+                            "end" if wildcard else "str",
+                            host[1:] if wildcard else host,
+                            path,
+                        )
+                    )
+        # The longest path first, then exact names before wildcards.
+        rules.sort(key=lambda r: (-len(r.path), r.match != "str", r.host, r.path))
+        suffix = f"{address.replace(':', '_')}_{port}" if address else str(port)
+        frontends.append(
+            SharedFrontend(
+                f"fe_hosts_{suffix}",
+                _addr(address) if address else bind_host,
+                port,
+                any(s.route is not None and s.route.tls for s in slots),
+                tuple(rules),
+            )
+        )
+    return frontends
+
+
 def render_config(
     layout: Layout, context: RenderContext, budget: Budget, *, part: str | None = None
 ) -> str:
@@ -119,7 +178,12 @@ def render_config(
         socket=context.socket,
         hard_stop_after=context.hard_stop_after,
         bind_host=_addr(context.address),
-        static=sorted(layout.static.values(), key=lambda b: b.route.port if b.route else 0),
+        static=sorted(
+            (b for b in layout.static.values() if b.route is None or not b.route.hosts),
+            key=lambda b: b.route.port if b.route else 0,
+        ),
+        shared=shared_frontends(layout, _addr(context.address)) if part != "pool" else [],
+        certs=context.certs,
         port_range=layout.port_range,
         map_path=context.map_path,
         backends=backends,
@@ -150,6 +214,9 @@ def routes_blamed(config: str, message: str) -> set[str]:
             if (m := _SECTION.match(line)) and m.group(1) in names
         ]
     for number in numbers:
+        if 0 < number <= len(lines) and (mark := _ROUTE_MARK.search(lines[number - 1])):
+            blamed.add(mark.group(1))  # a line of a shared frontend names its route
+            continue
         # Find the section the line belongs to: a route's backend names the
         # route on its own line, a route's frontend on the line above it;
         # shared sections and spare backends name none.

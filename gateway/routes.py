@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
@@ -29,6 +30,10 @@ MODES = ("http", "tcp")
 BALANCES = ("roundrobin", "leastconn", "source", "first")
 SCOPES = ("public", "cloud", "internal", "host")
 MAX_BACKENDS = 256
+MAX_HOSTS = 32
+# Path prefixes: a leading slash and URL path characters that need no quoting
+# in haproxy.cfg.
+PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]{0,199}")
 
 
 class BackendDoc(TypedDict):
@@ -44,6 +49,9 @@ class RouteDoc(TypedDict):
     balance: NotRequired[str]
     check: NotRequired[bool]
     address: NotRequired[str]
+    hosts: NotRequired[list[str]]
+    paths: NotRequired[list[str]]
+    tls: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,13 @@ class Route:
     check: bool = True
     address: str | None = None
     """Bind here instead of the gateway's address (a service IP)."""
+    hosts: tuple[str, ...] = ()
+    """HTTP host names (lower case; `*.` for any one label); routes with host
+    names share their port."""
+    paths: tuple[str, ...] = ()
+    """Path prefixes within those hosts; none means every path."""
+    tls: bool = False
+    """Terminate TLS on this port with the hosts' certificates."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,15 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
             if _valid_host(host) and _valid_port(bport):
                 assert isinstance(host, str) and isinstance(bport, int)
                 backends.append(Backend(host, bport))
+    hosts = _names(doc, "hosts", valid_host_pattern, "a host name (or *.name)", problems)
+    paths = _names(doc, "paths", _valid_path, "a path prefix such as /api", problems)
+    tls = doc.get("tls", False)
+    if not isinstance(tls, bool):
+        problems.append(f"tls {tls!r} must be true or false")
+    if (paths or tls) and not hosts:
+        problems.append("paths and tls need hosts")
+    if hosts and mode != "http":
+        problems.append("hosts need mode http")
     if problems:
         return Skipped(service, "; ".join(problems))
     assert isinstance(port, int)
@@ -173,7 +197,47 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
         str(balance),
         bool(check),
         str(address) if address is not None else None,
+        tuple(h.lower() for h in hosts),
+        tuple(paths),
+        bool(tls),
     )
+
+
+def valid_host_pattern(name: object) -> bool:
+    """A host name, or `*.` and a host name (any one more label)."""
+    if not isinstance(name, str):
+        return False
+    bare = name[2:] if name.startswith("*.") else name
+    return not valid_ip(bare) and HOSTNAME_RE.fullmatch(bare) is not None
+
+
+def _valid_path(path: object) -> bool:
+    return isinstance(path, str) and PATH_RE.fullmatch(path) is not None
+
+
+def _names(
+    doc: dict[str, object],
+    field: str,
+    valid: Callable[[object], bool],
+    rule: str,
+    problems: list[str],
+) -> list[str]:
+    """An optional list of unique strings, each checked by `valid`."""
+    raw = doc.get(field)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_HOSTS:
+        problems.append(f"{field} must be a list of 1 to {MAX_HOSTS} entries")
+        return []
+    good = []
+    for index, entry in enumerate(raw):
+        if valid(entry):
+            assert isinstance(entry, str)
+            good.append(entry)
+        else:
+            shown = str(entry).encode("unicode_escape").decode("ascii")[:80]
+            problems.append(f"{field}[{index}] {shown!r} must be {rule}")
+    return list(dict.fromkeys(good))
 
 
 def select_routes(
@@ -191,6 +255,8 @@ def select_routes(
     routes: dict[str, Route] = {}
     skipped: list[Skipped] = []
     owners: dict[tuple[str | None, int], str] = {}
+    # Ports shared by routes with host names: each (host, path) has one owner.
+    shared: dict[tuple[str | None, int], dict[tuple[str, str], str]] = {}
     if cache is not None:
         for gone in cache.keys() - raw.keys():
             del cache[gone]
@@ -205,6 +271,16 @@ def select_routes(
                 cache[service] = (value, parsed)
         if isinstance(parsed, Skipped):
             skipped.append(parsed)
+        elif parsed.hosts:
+            reason = _share_port(parsed, owners, shared, routes)
+            if reason:
+                skipped.append(Skipped(service, reason))
+            else:
+                routes[service] = parsed
+        elif (parsed.address, parsed.port) in shared:
+            skipped.append(
+                Skipped(service, f"port {parsed.port} is shared by routes with host names")
+            )
         elif (parsed.address, parsed.port) in owners:
             skipped.append(
                 Skipped(
@@ -217,3 +293,26 @@ def select_routes(
             owners[parsed.address, parsed.port] = service
             routes[service] = parsed
     return routes, skipped
+
+
+def _share_port(
+    route: Route,
+    owners: dict[tuple[str | None, int], str],
+    shared: dict[tuple[str | None, int], dict[tuple[str, str], str]],
+    routes: dict[str, Route],
+) -> str | None:
+    """Claim `route`'s host names and paths on its port, or say why not."""
+    key = (route.address, route.port)
+    if key in owners:
+        return f"port {route.port} is already served for {owners[key]!r}"
+    claims = shared.setdefault(key, {})
+    for other in {routes[s] for s in claims.values()}:
+        if other.tls != route.tls:
+            return f"port {route.port} is served {'with' if other.tls else 'without'} tls"
+    pairs = [(h, p) for h in route.hosts for p in (route.paths or ("/",))]
+    for pair in pairs:
+        if pair in claims:
+            return f"host {pair[0]} path {pair[1]} is already served for {claims[pair]!r}"
+    for pair in pairs:
+        claims[pair] = route.service
+    return None
