@@ -350,9 +350,13 @@ function confirmLoss({ title, loss, confirmLabel }) {
                               text: confirmLabel, onclick: () => dialog.close("confirm") });
     dialog.append(el("div", { class: "buttons" }, cancel, ok));
     const before = document.activeElement;
+    const key = before && before.dataset ? before.dataset.key : null;
     dialog.addEventListener("close", () => {
       dialog.remove();
-      if (before && before.isConnected) before.focus({ preventScroll: true });
+      // Live updates may have re-rendered the button that opened the dialog.
+      const again = before && !before.isConnected && key
+        ? [...document.querySelectorAll("[data-key]")].find((n) => n.dataset.key === key) : before;
+      if (again && again.isConnected) again.focus({ preventScroll: true });
       resolve(dialog.returnValue === "confirm");
     });
     document.body.append(dialog);

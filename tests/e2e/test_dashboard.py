@@ -334,6 +334,15 @@ def test_actions_with_arguments_get_a_form_and_errors_are_readable(marina, brows
     )
     assert error == "must be at most 50"
     assert "Traceback" not in browser.page_source
+    assert_accessible(browser, "action form with an error")
+    # Fewer replicas than now is a loss: it asks first, naming it.
+    field.clear()
+    field.send_keys("0", Keys.ENTER)
+    dialog = wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "dialog[open]"), 5)
+    assert "1 of the 1 replicas of pod web will be stopped" in dialog.text
+    dialog.find_element(By.ID, "confirm-cancel").click()
+    wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, "dialog"), 5)
+    assert "replicas 1/1 ready" in object_row(browser, "web").text
 
 
 # Records what the task panel shows at every change, so a state that lasts a
