@@ -51,6 +51,10 @@ class Confinement:
     uid: int | None
     """The environment's uid (when Marina runs as root); None keeps Marina's."""
     hostname: str = "pod"
+    binds: tuple[tuple[Path, str], ...] = ()
+    """Extra host directories mounted read-only: (host path, path inside), e.g. volumes."""
+    chdir: str | None = None
+    """Working directory inside; by default /pod/package if mounted, else /pod/work."""
 
 
 def tools() -> tuple[str, str, str]:
@@ -98,7 +102,10 @@ def confine(argv: list[str], confinement: Confinement) -> list[str]:
     ]  # fmt: skip
     if confinement.package_dir is not None:
         args += ["--ro-bind", str(confinement.package_dir), PACKAGE_MOUNT]
-    args += ["--chdir", PACKAGE_MOUNT if confinement.package_dir else WORK_MOUNT]
+    for host, inside in confinement.binds:
+        args += ["--ro-bind", str(host), inside]
+    default_dir = PACKAGE_MOUNT if confinement.package_dir else WORK_MOUNT
+    args += ["--chdir", confinement.chdir or default_dir]
     if confinement.uid is None:
         # Not root: a user namespace stands in for the uid switch.
         args += ["--unshare-user", "--cap-drop", "ALL", "--", prlimit, *LIMITS, "--", *argv]
