@@ -16,10 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
+import catalog.classes  # noqa: F401  (the classes register their actions)
 from catalog import environments as envs
 from catalog import quotas
-from catalog.actions import actions_of, check_arguments, find_action
 from catalog.auth import Identity, authenticate, issue_token
+from catalog.classes.registry import actions_of, check_arguments, find_action, with_actions
 from catalog.errors import (
     MarinaError,
     NotFound,
@@ -90,6 +91,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _store(request: web.Request) -> Store:
     return request.app[STORE]
+
+
+def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+    """An environment as users see it: each object with its actions, secrets hidden."""
+    shown = envs.show(doc)
+    return {**shown, "objects": [with_actions(o) for o in shown["objects"]]}
 
 
 async def _identity(request: web.Request) -> Identity:
@@ -174,13 +181,13 @@ async def create_environment(request: web.Request) -> web.Response:
 async def import_environment(request: web.Request) -> web.Response:
     who = await _identity(request)
     doc = await envs.import_snapshot(_store(request), who.project, await _body(request))
-    return _json(envs.show(doc), 201)
+    return _json(_shown(doc), 201)
 
 
 async def show_environment(request: web.Request) -> web.Response:
     who = await _identity(request)
     found = await envs.load(_store(request), request.match_info["env_id"], who.project)
-    return _json(envs.show(found.value))
+    return _json(_shown(found.value))
 
 
 async def delete_environment(request: web.Request) -> web.Response:
@@ -205,12 +212,13 @@ async def add_service(request: web.Request) -> web.Response:
     objects = await envs.add_application(
         _store(request), request.match_info["env_id"], who.project, await _body(request)
     )
-    return _json(objects, 201)
+    return _json([with_actions(o) for o in objects], 201)
 
 
 async def list_services(request: web.Request) -> web.Response:
     who = await _identity(request)
-    return _json(await envs.services_of(_store(request), request.match_info["env_id"], who.project))
+    services = await envs.services_of(_store(request), request.match_info["env_id"], who.project)
+    return _json([with_actions(o) for o in services])
 
 
 # -- actions and tasks ----------------------------------------------------------
@@ -360,7 +368,7 @@ async def environment_events(request: web.Request) -> web.StreamResponse:
             if found is None:
                 await _send(response, "deleted", {"id": env_id})
                 break
-            await _send(response, "environment", envs.show(found.value))
+            await _send(response, "environment", _shown(found.value))
             await _send(response, "tasks", await recent_tasks(store, env_id))
             try:
                 await asyncio.wait_for(changed.wait(), 15)

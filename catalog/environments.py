@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from catalog import quotas
-from catalog.actions import actions_of
 from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
 from catalog.ids import ProjectId, new_id
 from catalog.model import render_pods, validate_pod_spec
@@ -36,28 +35,6 @@ def env_key(env_id: str) -> str:
 
 def header(obj_id: str, type_name: str, name: str, **extra: Any) -> dict[str, Any]:
     return {"id": obj_id, "type": type_name, "name": name, **extra}
-
-
-def with_actions(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object as shown to users: `_actions` in its header, Murano style,
-    and secret values hidden (they leave Marina only in an export's Secrets)."""
-    shown = dict(obj)
-    if "spec" in obj:
-        shown["spec"] = {
-            **obj["spec"],
-            "containers": [
-                {**c, "secrets": dict.fromkeys(c["secrets"], "******")} if c.get("secrets") else c
-                for c in obj["spec"].get("containers", [])
-            ],
-        }
-    shown["?"] = {
-        **obj["?"],
-        "_actions": {
-            spec.describe(obj["?"]["id"])["id"]: spec.describe(obj["?"]["id"])
-            for spec in actions_of(obj)
-        },
-    }
-    return shown
 
 
 def check_name(name: Any, *, field: str = "name") -> str:
@@ -200,7 +177,8 @@ def require_live(doc: dict[str, Any]) -> None:
 
 
 def show(doc: dict[str, Any]) -> dict[str, Any]:
-    return {**summary(doc), "objects": [with_actions(doc["objects"][i]) for i in doc["order"]]}
+    """The environment with its objects in order (the API adds their actions)."""
+    return {**summary(doc), "objects": [doc["objects"][i] for i in doc["order"]]}
 
 
 async def change(store: Store, env_id: str, edit: Callable[[dict[str, Any]], Any]) -> Any:
@@ -408,7 +386,7 @@ async def add_application(
         return objects
 
     objects: list[dict[str, Any]] = await change(store, env_id, add)
-    return [with_actions(o) for o in objects]
+    return objects
 
 
 SNAPSHOT_FORMAT = "marina-export/1"
@@ -540,7 +518,7 @@ async def _imported_header(
 async def services_of(store: Store, env_id: str, project: ProjectId) -> list[dict[str, Any]]:
     doc = (await load(store, env_id, project)).value
     return [
-        with_actions(doc["objects"][i])
+        doc["objects"][i]
         for i in doc["order"]
         if doc["objects"][i]["?"]["type"]
         in ("KubernetesCluster", "KubernetesPod", "KubernetesApplication")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from catalog.actions import ACTIONS
+from catalog.classes.registry import classes
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 PAGING = (
@@ -85,7 +85,7 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": "Action-driven application catalog. Actions: "
             + ", ".join(
-                f"{kind}.{spec.method}" for kind, specs in ACTIONS.items() for spec in specs
+                f"{kind}.{method}" for kind, specs in classes().items() for method in specs
             ),
         },
         "components": {

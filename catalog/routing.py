@@ -8,15 +8,15 @@ node reports it ready and it is not being drained.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from catalog.store import Store
+from catalog import keys
 
-ROUTES = "/marina/gateway/routes/"
-STATUS = "/marina/gateway/status/"
+ROUTES = keys.ROUTES
 
 
-def route_keys(cluster: str, service: dict[str, Any]) -> list[str]:
+def route_keys(cluster: str, service: Mapping[str, Any]) -> list[str]:
     keys = [f"{ROUTES}{cluster}.internal/{service['name']}"]
     if service.get("scope") == "public":
         keys.append(f"{ROUTES}{cluster}/{service['name']}")
@@ -24,7 +24,7 @@ def route_keys(cluster: str, service: dict[str, Any]) -> list[str]:
 
 
 def routes_for(
-    cluster: str, service: dict[str, Any], hosts: list[str]
+    cluster: str, service: Mapping[str, Any], hosts: list[str]
 ) -> dict[str, dict[str, Any]]:
     backends = [{"host": h, "port": service["targetPort"]} for h in sorted(hosts)]
     routes = {
@@ -44,26 +44,3 @@ def routes_for(
             "backends": backends,
         }
     return routes
-
-
-async def route_revisions(
-    store: Store, cluster: str, services: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """For each route of these services: its backend hosts and revision."""
-    found = []
-    for service in services:
-        for key in route_keys(cluster, service):
-            route = await store.get(key)
-            hosts = [b["host"] for b in route.value["backends"]] if route else []
-            found.append(
-                {"key": key, "hosts": hosts, "revision": route.mod_revision if route else 0}
-            )
-    return found
-
-
-async def gateways_applied(store: Store, gateway_ids: list[str], revision: int) -> bool:
-    for ident in gateway_ids:
-        status = await store.get(f"{STATUS}{ident}")
-        if status is None or int(status.value.get("applied_revision", 0)) < revision:
-            return False
-    return True

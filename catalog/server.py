@@ -2,9 +2,9 @@
 
 Starts etcd as a child (unless given one with --etcd), loads the shipped
 packages, makes sure an admin token exists, and serves the API with a task
-worker and the controller. Node agents run in their own sessions: they keep
-their pods running if this process dies, and a restarted `marina up` finds
-them again. On Ctrl-C everything this process started is stopped.
+worker, the engine's background work and the observer. Node agents run in
+their own sessions: they keep their pods running if this process dies, and a
+restarted `marina up` finds them again. On Ctrl-C everything this process started is stopped.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from aiohttp import web
 from catalog import sandbox
 from catalog.api import make_app
 from catalog.auth import authenticate, issue_token
-from catalog.controller import Controller
-from catalog.engines.local import LocalEngine
+from catalog.classes import ActionRunner
+from catalog.engines import make_engine
 from catalog.errors import MarinaError, StoreUnavailable
-from catalog.nodeagent import die_with_parent
-from catalog.operations import Operations
+from catalog.observing import Observer
 from catalog.packages import Downgrade, Package, get_package, load_folder, save_package
 from catalog.pki import EtcdPKI, TLSFiles, ensure_etcd_pki
+from catalog.processes import die_with_parent
 from catalog.providers.local import LocalProvider, stop_all_agents
 from catalog.serving import serve
 from catalog.store import Store
@@ -262,12 +262,12 @@ class Server:
         provider = LocalProvider(
             self.store, etcd_url=self.etcd_url, etcd_tls=self.etcd_tls, state_dir=settings.state_dir
         )
-        engine = LocalEngine(self.store)
-        worker = Worker(self.store, Operations(self.store, provider, engine))
-        controller = Controller(self.store, engine)
+        engine = make_engine("local", self.store, state_dir=settings.state_dir)
+        worker = Worker(self.store, ActionRunner(self.store, provider, engine))
         self.tasks = [
             asyncio.create_task(worker.run(self.stop_event)),
-            asyncio.create_task(controller.run(self.stop_event)),
+            asyncio.create_task(engine.run(self.stop_event)),
+            asyncio.create_task(Observer(self.store, engine).run(self.stop_event)),
         ]
         if self.etcd is not None:
             self.tasks.append(asyncio.create_task(self._supervise_etcd(self.etcd)))

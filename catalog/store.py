@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -285,3 +285,29 @@ class Store:
             # The stream may be gone with the connection already.
             with contextlib.suppress(MarinaError, aetcd.exceptions.ClientError, OSError):
                 await watch.cancel()
+
+    async def watch_many(self, prefixes: Sequence[str]) -> AsyncIterator[str]:
+        """The keys that change under any of `prefixes`, as one stream.
+
+        A broken watch is started again after a second; each restart yields once,
+        since changes may have been missed meanwhile.
+        """
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        async def follow(prefix: str) -> None:
+            while True:
+                try:
+                    async for change in self.watch(prefix):
+                        queue.put_nowait(change.key)
+                except StoreUnavailable:
+                    await asyncio.sleep(1)
+                    queue.put_nowait(prefix)
+
+        tasks = [asyncio.create_task(follow(p)) for p in prefixes]
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from catalog import keys
 from catalog.addresses import allocate, release
 from catalog.errors import ActionFailed
-from catalog.nodeagent import NODES
 from catalog.pki import TLSFiles
 from catalog.store import Store
 
@@ -62,7 +62,7 @@ class LocalProvider:
         return bool(_agent_pids(self._dir(cluster, node)))
 
     async def setup_node(self, cluster: str, node: dict[str, Any]) -> None:
-        key = f"{NODES}{cluster}/{node['?']['name']}"
+        key = f"{keys.NODES}{cluster}/{node['?']['name']}"
         directory = self._dir(cluster, node)
         directory.mkdir(parents=True, exist_ok=True)
         if not await self.node_running(cluster, node):
@@ -72,7 +72,7 @@ class LocalProvider:
                     [
                         sys.executable,
                         "-m",
-                        "catalog.nodeagent",
+                        "catalog.engines.local.nodeagent",
                         "--etcd",
                         self.etcd_url,
                         "--cluster",
@@ -122,7 +122,7 @@ class LocalProvider:
             (directory / "agent.pid").unlink()
         # An agent killed earlier left its gateway's HAProxy (own session) serving.
         await stop_processes(_haproxy_pids(directory / "gateway" / "haproxy.pid"), grace=5)
-        await self.store.delete(f"{NODES}{cluster}/{node['?']['name']}")
+        await self.store.delete(f"{keys.NODES}{cluster}/{node['?']['name']}")
         await release(self.store, node.get("address"))
 
 
@@ -168,7 +168,7 @@ def _agent_pids(directory: Path) -> list[int]:
     """
     pid = _read_pid(directory / "agent.pid")
     found = {pid} if pid is not None and _alive(pid) else set()
-    wanted = ["-m", "catalog.nodeagent"]
+    wanted = ["-m", "catalog.engines.local.nodeagent"]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue

@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 
 from catalog.environments import instantiate
-from catalog.export import manifests_for
+from catalog.export import manifests_of
 from catalog.packages import Package, load_folder, load_zip, resolve_properties, validate_manifest
 from catalog.translators import TRANSLATORS, Source, SourceRejected, Translation, translate
 from catalog.translators.building import package_zip
@@ -83,7 +83,7 @@ def kubernetes_objects(package: Package) -> list[dict[str, Any]]:
             doc["objects"][obj["?"]["id"]] = obj
             doc["order"].append(obj["?"]["id"])
     cluster = next(o for o in doc["objects"].values() if o["?"]["type"] == "KubernetesCluster")
-    return [manifest for _, manifest in manifests_for(doc, cluster)]
+    return [manifest for _, manifest in manifests_of(doc, cluster)]
 
 
 @pytest.mark.parametrize("path", GOOD, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -84,7 +84,7 @@ def test_cli_drives_an_environment_end_to_end(marina, tmp_path):
     assert restarted.returncode == 0 and "2 replicas restarted" in restarted.stdout
     recreated = cli(marina, "action", "run", env, "echo:recreatePod", "--wait")
     assert recreated.returncode == 0 and "2 replicas recreated" in recreated.stdout
-    assert "replacing" in recreated.stdout  # the node is full: replaced in place
+    assert "replacing it in place" in recreated.stdout  # the node is full
     service = next(s for s in marina.objects(env)["echo"]["services"])
     assert http_get(f"http://{service['ip']}:8000/")[0] == 200
     gateways = cli(marina, "action", "run", env, "c:scaleGateways", "--arg", "count=2", "--wait")

@@ -6,6 +6,7 @@ The tests run in order on one deployment, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,10 +105,18 @@ def test_scale_nodes_down_under_load_fails_no_request(marina, deployed):
 
 
 def replica_pids(state_dir: Path, script: str) -> list[int]:
-    out = subprocess.run(
-        ["pgrep", "-f", f"{state_dir}.*{script}"], capture_output=True, text=True
-    ).stdout.split()
-    return [int(p) for p in out]
+    """The sandboxes running `script`: their outer process, the one its node agent started."""
+    found = {
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-f", f"{state_dir}.*{script}"], capture_output=True, text=True
+        ).stdout.split()
+    }
+    parents = {}
+    for pid in found:
+        with contextlib.suppress(OSError):
+            parents[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return sorted(p for p in found if parents.get(p) not in found)
 
 
 def test_killed_replica_is_restarted(marina, deployed):

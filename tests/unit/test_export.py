@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from catalog.environments import instantiate
-from catalog.export import export_archive
+from catalog.export import export_archive, manifests_of
 from catalog.packages import load_folder, resolve_properties
 
 ROOT = Path(__file__).resolve().parents[2] / "packages"
@@ -38,7 +38,7 @@ def unpack(data: bytes) -> dict[str, bytes]:
 
 def test_every_manifest_is_valid_in_strict_mode():
     doc, cluster = environment()
-    files = unpack(export_archive(doc, cluster)[0])
+    files = unpack(export_archive(doc, cluster, manifests_of(doc, cluster))[0])
     manifests = sorted(n for n in files if n.startswith("manifests/"))
     version = kubernetes_validate.latest_version()
     kinds = []
@@ -70,7 +70,7 @@ def test_a_broken_manifest_would_be_caught():
 
 def test_archive_has_an_idempotent_apply_script_and_a_snapshot():
     doc, cluster = environment()
-    files = unpack(export_archive(doc, cluster)[0])
+    files = unpack(export_archive(doc, cluster, manifests_of(doc, cluster))[0])
     script = files["apply.sh"].decode()
     assert "kubectl apply -f" in script and "kubectl create" not in script
     snapshot = json.loads(files["marina.json"])
@@ -85,7 +85,8 @@ def test_archive_has_an_idempotent_apply_script_and_a_snapshot():
 def test_apply_script_runs_kubectl_against_each_manifest_in_order(tmp_path):
     """apply.sh with a recording kubectl on PATH: each manifest once, namespace first."""
     doc, cluster = environment()
-    with tarfile.open(fileobj=io.BytesIO(export_archive(doc, cluster)[0])) as archive:
+    archived = export_archive(doc, cluster, manifests_of(doc, cluster))[0]
+    with tarfile.open(fileobj=io.BytesIO(archived)) as archive:
         archive.extractall(tmp_path, filter="data")
     record = tmp_path / "calls"
     fake = tmp_path / "bin" / "kubectl"

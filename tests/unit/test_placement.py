@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from catalog.engines.local.placement import NodeCapacity, choose_node, usage
 from catalog.errors import SchedulingFailed
-from catalog.scheduling import NodeCapacity, choose_node, usage
 
 SMALL = [{"cores": 0.5, "memory": 256}]
 

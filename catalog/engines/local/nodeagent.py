@@ -12,7 +12,7 @@ master runs one for the internal service addresses.
 Each replica runs confined (see `catalog.sandbox`): its environment's uid,
 its own package files read-only, a private work directory and /tmp.
 
-    python -m catalog.nodeagent --etcd URL --cluster KEY --node NAME --address IP
+    python -m catalog.engines.local.nodeagent --etcd URL --cluster KEY --node NAME --address IP
         --role minion|master|gateway [--cores N] [--memory MiB] --state-dir DIR
         [--etcd-cacert CA --etcd-cert CERT --etcd-key KEY]
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import logging
 import os
@@ -35,26 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catalog import sandbox
+from catalog import keys, sandbox
 from catalog.errors import MarinaError, StoreUnavailable
 from catalog.packages import get_package
 from catalog.pki import TLSFiles
+from catalog.processes import die_with_parent
 from catalog.store import Store
 
 log = logging.getLogger("marina.nodeagent")
 
-NODES = "/marina/nodes/"
-REPLICAS = "/marina/replicas/"
-STATUS = "/marina/replica-status/"
-PR_SET_PDEATHSIG = 1
+NODES = keys.NODES
+REPLICAS = keys.REPLICAS
+STATUS = keys.REPLICA_STATUS
 BACKOFF = (0.2, 5.0)
-
-
-def die_with_parent() -> None:
-    """Run in the child before exec: SIGKILL it when the agent goes away."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.setpgid(0, 0)
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""The catalog's classes, one module each, and the runner that tasks go through.
+
+Importing this package registers every class's actions (see `registry`).
+"""
+
+from __future__ import annotations
+
+from catalog import environments as envs
+from catalog.classes import application, cluster, nodes, pod  # noqa: F401  (they register)
+from catalog.classes.environment import destroy
+from catalog.classes.registry import REGISTRY
+from catalog.classes.runtime import Runtime
+from catalog.engines.base import Engine
+from catalog.errors import ActionFailed
+from catalog.providers.base import Provider
+from catalog.store import Store
+from catalog.tasks import Outcome, TaskContext
+
+
+class ActionRunner:
+    """Runs a task: the action its object's class registered for its method."""
+
+    def __init__(self, store: Store, provider: Provider, engine: Engine) -> None:
+        self.store = store
+        self.provider = provider
+        self.engine = engine
+
+    async def __call__(self, ctx: TaskContext) -> Outcome:
+        rt = Runtime(ctx, self.store, self.provider, self.engine)
+        method = ctx.task["method"]
+        if method == "destroy":
+            return await destroy(rt)
+        doc = (await envs.load(self.store, ctx.environment)).value
+        obj = doc["objects"].get(ctx.object_id)
+        if obj is None:
+            raise ActionFailed(method, f"object {ctx.object_id} is no longer in the environment")
+        kind = obj["?"]["type"]
+        found = REGISTRY.get(kind, {}).get(method)
+        if found is None:
+            raise ActionFailed(method, f"{kind} has no action {method}")
+        return await found.run(rt, obj)

@@ -1,0 +1,422 @@
+"""The local engine's reconciler: replicas, placement, drains and routes.
+
+One reconciler acts at a time (a lock under its lease), so several Marina
+processes can run and one takes over when another dies. Each pass, for every
+cluster with pods, it:
+- declares a node lost once its agent has been unregistered for a grace
+  period (an etcd restart or a stalled agent must not move every pod), and
+  forgets the replicas that ran there;
+- keeps each pod at its replica count on schedulable nodes (registered
+  workers, not cordoned), placing the most-free node first; a replica on a
+  cordoned node, or of an old template, is replaced first and drained once
+  its replacements serve;
+- restarts a pod's replicas in place one at a time when its generation moves;
+- publishes routes from ready replicas, and stops a draining replica once
+  every gateway applied routes without it.
+Everything it decides is recorded in etcd before it acts, so a pass cut off
+anywhere is finished by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from catalog import keys
+from catalog.addresses import allocate, release
+from catalog.engines.local.placement import NodeCapacity, choose_node, usage
+from catalog.errors import Conflict, MarinaError, SchedulingFailed, StoreUnavailable
+from catalog.ids import new_id
+from catalog.routing import route_keys, routes_for
+from catalog.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    lease_ttl: int = 5
+    """Seconds the reconciler's lock outlives a reconciler that died."""
+    lost_after: float = 15.0
+    """Seconds a node may stay unregistered before its replicas are replaced
+    elsewhere (five times a node agent's 3-second lease)."""
+    drain_timeout: float = 30.0
+    """Seconds a draining replica waits for gateways that do not report
+    before it is stopped anyway."""
+    resync: float = 2.0
+    """Seconds between passes when nothing changes."""
+
+
+def link_env(spec: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Kubernetes service variables for every service of the cluster, and
+    Docker-link variables for the pod's links."""
+    env: dict[str, str] = {}
+    for name, service in services.items():
+        upper = name.upper().replace("-", "_")
+        env[f"{upper}_SERVICE_HOST"] = service["ip"]
+        env[f"{upper}_SERVICE_PORT"] = str(service["port"])
+    for alias, target in spec.get("links", {}).items():
+        linked = services.get(target)
+        if linked is None:
+            continue
+        upper, ip, port = alias.upper().replace("-", "_"), linked["ip"], linked["port"]
+        url = f"tcp://{ip}:{port}"
+        env[f"{upper}_PORT"] = url
+        env[f"{upper}_PORT_{port}_TCP"] = url
+        env[f"{upper}_PORT_{port}_TCP_ADDR"] = ip
+        env[f"{upper}_PORT_{port}_TCP_PORT"] = str(port)
+        env[f"{upper}_PORT_{port}_TCP_PROTO"] = "tcp"
+    return {**env, **spec.get("env", {})}
+
+
+def replica_ready(replica: dict[str, Any]) -> bool:
+    status = replica.get("status") or {}
+    return bool(
+        status.get("ready")
+        and status.get("node") == replica["node"]
+        and int(status.get("generation", -1)) == int(replica.get("generation", 0))
+    )
+
+
+class Reconciler:
+    def __init__(self, store: Store, settings: ReconcilerSettings | None = None) -> None:
+        self.store = store
+        self.settings = settings or ReconcilerSettings()
+        self.wake = asyncio.Event()
+        # In memory: a new leader starts these clocks again (it errs on waiting).
+        self.missing_since: dict[tuple[str, str], float] = {}
+        self.draining_since: dict[tuple[str, str], float] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        watcher = asyncio.create_task(self._watch())
+        lease: int | None = None
+        leader = False
+        try:
+            while not stop.is_set():
+                try:
+                    if lease is None or not await self.store.refresh_lease(lease):
+                        lease, leader = await self.store.grant_lease(self.settings.lease_ttl), False
+                    if not leader:
+                        try:
+                            await self.store.create(
+                                keys.LOCAL_RECONCILER_LOCK, {"lease": lease}, lease=lease
+                            )
+                            leader = True
+                        except Conflict:
+                            leader = False
+                    if leader:
+                        await self.reconcile()
+                    else:
+                        self.missing_since.clear()
+                except StoreUnavailable as exc:
+                    log.warning("local engine paused: %s", exc)
+                    lease, leader = None, False
+                    self.missing_since.clear()  # nothing could be seen meanwhile
+                except MarinaError as exc:
+                    log.warning("local engine pass failed: %s", exc)
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.wake.wait(), min(self.settings.resync, self.settings.lease_ttl / 3)
+                    )
+                await asyncio.sleep(0.01)  # gather a burst of changes into one pass
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            if lease is not None:
+                with contextlib.suppress(MarinaError):
+                    await self.store.revoke_lease(lease)
+
+    async def _watch(self) -> None:
+        prefixes = [
+            keys.LOCAL_PODS, keys.REPLICAS, keys.REPLICA_STATUS, keys.NODES,
+            keys.LOCAL_CORDONED, keys.GATEWAY_STATUS,
+        ]  # fmt: skip
+        async for _ in self.store.watch_many(prefixes):
+            self.wake.set()
+
+    async def reconcile(self) -> None:
+        clusters = {
+            v.key[len(keys.LOCAL_PODS) :].split("/", 1)[0]
+            for v in await self.store.list(keys.LOCAL_PODS)
+        }
+        clusters |= {
+            v.key[len(keys.REPLICAS) :].split("/", 1)[0]
+            for v in await self.store.list(keys.REPLICAS)
+        }
+        for cluster in sorted(clusters):
+            await self.reconcile_cluster(cluster)
+
+    async def reconcile_cluster(self, cluster: str) -> None:
+        pods = {
+            v.key.rsplit("/", 1)[1]: v.value
+            for v in await self.store.list(f"{keys.LOCAL_PODS}{cluster}/")
+        }
+        registered = {
+            v.value["node"]: v.value for v in await self.store.list(f"{keys.NODES}{cluster}/")
+        }
+        cordoned = {
+            v.key.rsplit("/", 1)[1]
+            for v in await self.store.list(f"{keys.LOCAL_CORDONED}{cluster}/")
+        }
+        replicas = await self._replicas(cluster)
+        lost = self._lost_nodes(cluster, registered, replicas)
+        for replica in [r for r in replicas.values() if r["node"] in lost]:
+            log.warning("replica %s forgotten: node %s is lost", replica["id"], replica["node"])
+            await self._stop(cluster, replica)
+            del replicas[replica["id"]]
+        schedulable = {
+            name: node
+            for name, node in registered.items()
+            if node.get("role") == "minion" and name not in cordoned
+        }
+        services = {
+            s["name"]: s for p in pods.values() for s in p["spec"]["services"] if s.get("ip")
+        }
+        for pod_id, pod in sorted(pods.items()):
+            mine = {i: r for i, r in replicas.items() if r["pod"] == pod_id}
+            await self._converge(cluster, pod_id, pod, mine, replicas, schedulable, services)
+            replicas = await self._replicas(cluster)
+        for replica in replicas.values():
+            if replica["pod"] not in pods:
+                await self._mark_draining(cluster, replica, "its pod was deleted")
+        await self._publish(cluster, pods, replicas)
+        await self._finish_drains(cluster, pods, replicas, registered)
+
+    def _lost_nodes(
+        self, cluster: str, registered: dict[str, Any], replicas: dict[str, dict[str, Any]]
+    ) -> set[str]:
+        now = time.monotonic()
+        assigned = {r["node"] for r in replicas.values()}
+        lost = set()
+        for key in [k for k in self.missing_since if k[0] == cluster and k[1] not in assigned]:
+            del self.missing_since[key]
+        for node in assigned:
+            if node in registered:
+                self.missing_since.pop((cluster, node), None)
+                continue
+            since = self.missing_since.setdefault((cluster, node), now)
+            if now - since >= self.settings.lost_after:
+                lost.add(node)
+        return lost
+
+    async def _replicas(self, cluster: str) -> dict[str, dict[str, Any]]:
+        prefix = f"{keys.REPLICAS}{cluster}/"
+        statuses = {
+            v.key.rsplit("/", 1)[1]: v.value
+            for v in await self.store.list(f"{keys.REPLICA_STATUS}{cluster}/")
+        }
+        return {
+            v.key[len(prefix) :]: {
+                **v.value,
+                "id": v.key[len(prefix) :],
+                "status": statuses.get(v.key[len(prefix) :]),
+            }
+            for v in await self.store.list(prefix)
+        }
+
+    async def _converge(
+        self,
+        cluster: str,
+        pod_id: str,
+        pod: dict[str, Any],
+        mine: dict[str, dict[str, Any]],
+        everyone: dict[str, dict[str, Any]],
+        schedulable: dict[str, dict[str, Any]],
+        services: dict[str, dict[str, Any]],
+    ) -> None:
+        want = int(pod["replicas"])
+        active = [r for r in mine.values() if not r.get("draining")]
+        healthy = [
+            r for r in active if r["node"] in schedulable and r.get("template") == pod["template"]
+        ]
+        stale = [r for r in active if r not in healthy]
+        healthy.sort(key=lambda r: (r.get("created", 0), r["id"]))
+        pending = ""
+        if len(healthy) < want:
+            nodes = usage(
+                [
+                    NodeCapacity(name, float(n.get("cores", 2)), int(n.get("memory", 2048)))
+                    for name, n in schedulable.items()
+                ],
+                [r for r in everyone.values() if r["node"] in schedulable],
+            )
+            for _ in range(want - len(healthy)):
+                try:
+                    node = choose_node(nodes, pod["spec"]["containers"], pod=pod["spec"]["name"])
+                except SchedulingFailed as exc:
+                    pending = exc.reason
+                    break
+                replica = await self._start(cluster, pod_id, pod, node, services)
+                healthy.append(replica)
+                nodes = usage(nodes, [replica])
+        elif len(healthy) > want:
+            # Not ready ones go first, then the newest.
+            extra = sorted(healthy, key=lambda r: (replica_ready(r), -r.get("created", 0)))
+            for replica in extra[: len(healthy) - want]:
+                await self._mark_draining(cluster, replica, "the pod runs fewer replicas")
+                healthy.remove(replica)
+        in_place = [r for r in stale if r["node"] in schedulable]
+        if stale and sum(1 for r in healthy if replica_ready(r)) >= want:
+            for replica in stale:
+                why = "replaced" if replica["node"] in schedulable else "its node is drained"
+                await self._mark_draining(cluster, replica, why)
+        elif (
+            pending
+            and in_place
+            and all(replica_ready(r) for r in healthy)
+            and not any(r.get("draining") for r in mine.values())
+        ):
+            # No room to start a new replica first: replace an old one in place,
+            # one at a time, so the others keep serving.
+            await self._mark_draining(
+                cluster,
+                min(in_place, key=lambda r: r.get("created", 0)),
+                "no room to start its replacement first: replacing it in place",
+            )
+        elif stale and not pending and not schedulable:
+            pending = "no schedulable node to move replicas to"
+        generation = int(pod.get("generation", 0))
+        behind = [r for r in healthy if int(r.get("generation", 0)) < generation]
+        if behind and all(replica_ready(r) for r in healthy):
+            # One at a time: the others keep serving while it restarts.
+            await self._edit_replica(cluster, behind[0]["id"], generation=generation)
+        if pod.get("pending", "") != pending:
+            await self._set_pending(cluster, pod_id, pod, pending)
+
+    async def _start(
+        self,
+        cluster: str,
+        pod_id: str,
+        pod: dict[str, Any],
+        node: str,
+        services: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        ident = new_id()[:12]
+        spec = pod["spec"]
+        doc = {
+            "pod": pod_id,
+            "podName": spec["name"],
+            "name": f"{spec['name']}-{ident[:5]}",
+            "environment": spec["environment"],
+            "node": node,
+            "containers": spec["containers"],
+            "package": spec["package"],
+            "labels": spec["labels"],
+            "env": link_env(spec, services),
+            "ip": await allocate(self.store, "pod", f"{cluster}/{ident}"),
+            "generation": int(pod.get("generation", 0)),
+            "template": pod["template"],
+            "created": time.time(),
+        }
+        await self.store.create(keys.replica(cluster, ident), doc)
+        log.info("replica %s of %s placed on %s", ident, spec["name"], node)
+        return {**doc, "id": ident, "status": None}
+
+    async def _edit_replica(self, cluster: str, ident: str, **fields: Any) -> None:
+        def edit(doc: Any) -> Any:
+            if doc is None:
+                raise Conflict(keys.replica(cluster, ident), "gone")
+            doc.update(fields)
+            return doc
+
+        with contextlib.suppress(Conflict):
+            await self.store.update(keys.replica(cluster, ident), edit)
+
+    async def _set_pending(
+        self, cluster: str, pod_id: str, seen: dict[str, Any], pending: str
+    ) -> None:
+        """Record why replicas do not run, unless the pod changed since this
+        pass read it (its new count is judged by the next pass)."""
+
+        def edit(doc: Any) -> Any:
+            if doc is None or (doc["replicas"], doc["template"]) != (
+                seen["replicas"],
+                seen["template"],
+            ):
+                raise Conflict(keys.local_pod(cluster, pod_id), "changed")
+            doc["pending"] = pending
+            return doc
+
+        with contextlib.suppress(Conflict):
+            await self.store.update(keys.local_pod(cluster, pod_id), edit)
+
+    async def _mark_draining(self, cluster: str, replica: dict[str, Any], why: str) -> None:
+        if not replica.get("draining"):
+            await self._edit_replica(cluster, replica["id"], draining=True, drainReason=why)
+            replica["draining"] = True
+            log.info("replica %s draining: %s", replica["id"], why)
+
+    async def _stop(self, cluster: str, replica: dict[str, Any]) -> None:
+        await self.store.delete(keys.replica(cluster, replica["id"]))
+        await release(self.store, replica.get("ip"))
+        self.draining_since.pop((cluster, replica["id"]), None)
+
+    async def _publish(
+        self, cluster: str, pods: dict[str, dict[str, Any]], replicas: dict[str, dict[str, Any]]
+    ) -> None:
+        published = {
+            v.key: v.value
+            for prefix in (f"{keys.ROUTES}{cluster}/", f"{keys.ROUTES}{cluster}.internal/")
+            for v in await self.store.list(prefix)
+        }
+        for pod_id, pod in pods.items():
+            ready = [
+                r["ip"]
+                for r in replicas.values()
+                if r["pod"] == pod_id and replica_ready(r) and not r.get("draining")
+            ]
+            for service in pod["spec"]["services"]:
+                if not service.get("ip"):
+                    continue
+                for key, route in routes_for(cluster, service, ready).items():
+                    if published.get(key) != route:
+                        await self.store.put(key, route)
+
+    async def _finish_drains(
+        self,
+        cluster: str,
+        pods: dict[str, dict[str, Any]],
+        replicas: dict[str, dict[str, Any]],
+        registered: dict[str, Any],
+    ) -> None:
+        """Stop draining replicas that no route names and whose gateways know it."""
+        draining = [r for r in replicas.values() if r.get("draining")]
+        if not draining:
+            return
+        applied: dict[bool, list[int]] = {True: [], False: []}
+        for name, node in registered.items():
+            if node.get("role") in ("master", "gateway"):
+                status = await self.store.get(keys.gateway_status(f"{cluster}-{name}"))
+                revision = int(status.value.get("applied_revision", 0)) if status else 0
+                applied[node["role"] == "master"].append(revision)
+        now = time.monotonic()
+        for replica in draining:
+            pod = pods.get(replica["pod"])
+            routes = [
+                await self.store.get(key)
+                for service in (pod["spec"]["services"] if pod else [])
+                for key in route_keys(cluster, service)
+            ]
+            if any(
+                r is not None and any(b["host"] == replica["ip"] for b in r.value["backends"])
+                for r in routes
+            ):
+                continue  # still routed: the next pass publishes routes without it
+            # Internal routes are served by the master's gateway, public ones by gateway nodes.
+            confirmed = all(
+                min(applied[".internal/" in r.key], default=r.mod_revision) >= r.mod_revision
+                for r in routes
+                if r is not None
+            )
+            since = self.draining_since.setdefault((cluster, replica["id"]), now)
+            if not confirmed and now - since < self.settings.drain_timeout:
+                continue
+            if not confirmed:
+                log.warning("replica %s stopped: its gateways did not confirm", replica["id"])
+            await self._stop(cluster, replica)
+            log.info("replica %s stopped", replica["id"])

@@ -1,0 +1,72 @@
+"""Every etcd key Marina writes, spelled in one place.
+
+Prefixes end in `/`; functions build one document's key. The gateway's route
+and status keys are a public contract (docs/architecture.md): the gateway
+spells them on its own side, since it shares no code with the catalog.
+"""
+
+from __future__ import annotations
+
+ROOT = "/marina/"
+
+# -- catalog --------------------------------------------------------------------
+ENVIRONMENTS = f"{ROOT}environments/"
+ENVIRONMENTS_BY_PROJECT = f"{ROOT}environments-by-project/"
+PACKAGES = f"{ROOT}packages/"
+TOKENS = f"{ROOT}tokens/"
+TASKS = f"{ROOT}tasks/"
+TASK_LOGS = f"{ROOT}tasklogs/"
+TASK_FILES = f"{ROOT}taskfiles/"
+TASKS_BY_ENVIRONMENT = f"{ROOT}tasks-by-environment/"
+TASKS_BY_PROJECT = f"{ROOT}tasks-by-project/"
+QUEUE = f"{ROOT}queue/"
+ENVIRONMENT_LOCKS = f"{ROOT}locks/env/"
+CONTROLLER_LOCK = f"{ROOT}locks/controller"
+CLUSTERS = f"{ROOT}clusters/"
+
+# -- gateway contract ---------------------------------------------------------------
+ROUTES = f"{ROOT}gateway/routes/"
+GATEWAY_STATUS = f"{ROOT}gateway/status/"
+
+# -- the local engine ---------------------------------------------------------------
+NODES = f"{ROOT}nodes/"
+REPLICAS = f"{ROOT}replicas/"
+REPLICA_STATUS = f"{ROOT}replica-status/"
+ADDRESSES = f"{ROOT}addresses/"
+LOCAL_PODS = f"{ROOT}engine/local/pods/"
+LOCAL_CORDONED = f"{ROOT}engine/local/cordoned/"
+LOCAL_RECONCILER_LOCK = f"{ROOT}locks/local-engine"
+SANDBOX_UIDS = f"{ROOT}sandbox/uids/"
+SANDBOX_ENVIRONMENTS = f"{ROOT}sandbox/environments/"
+
+
+def environment(env_id: str) -> str:
+    return f"{ENVIRONMENTS}{env_id}"
+
+
+def route(cluster: str, service: str) -> str:
+    return f"{ROUTES}{cluster}/{service}"
+
+
+def gateway_status(gateway_id: str) -> str:
+    return f"{GATEWAY_STATUS}{gateway_id}"
+
+
+def node(cluster: str, name: str) -> str:
+    return f"{NODES}{cluster}/{name}"
+
+
+def replica(cluster: str, ident: str) -> str:
+    return f"{REPLICAS}{cluster}/{ident}"
+
+
+def replica_status(cluster: str, ident: str) -> str:
+    return f"{REPLICA_STATUS}{cluster}/{ident}"
+
+
+def local_pod(cluster: str, pod: str) -> str:
+    return f"{LOCAL_PODS}{cluster}/{pod}"
+
+
+def local_cordoned(cluster: str, node_name: str) -> str:
+    return f"{LOCAL_CORDONED}{cluster}/{node_name}"

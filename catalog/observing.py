@@ -1,0 +1,222 @@
+"""What the engine observes, mirrored into the environments users read.
+
+For every deployed cluster it records each pod's serving replica count, the
+state of each replica (node, address, ready, restarts, the reason of its last
+failure), the public URLs through the cluster's gateways, and which nodes are
+lost: a node the engine has not seen for a grace period (an etcd restart or a
+stalled agent must not count) is marked lost; it is ready again once seen.
+It works with any engine, through the engine protocol only.
+
+One observer acts at a time (a lock under its lease), so several Marina
+processes can run and one takes over when another dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from catalog import environments as envs
+from catalog import keys
+from catalog.engines.base import ClusterKey, Engine, PodId
+from catalog.errors import Conflict, MarinaError, StoreUnavailable
+from catalog.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObserverSettings:
+    lease_ttl: int = 5
+    """Seconds the observer's lock outlives an observer that died."""
+    lost_after: float = 15.0
+    """Seconds a node may stay unseen before it is shown lost (five times a
+    node agent's 3-second lease)."""
+    resync: float = 2.0
+    """Seconds between passes when nothing changes."""
+
+
+def replica_summary(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r["name"],
+            "node": r["node"],
+            "address": r["address"],
+            "ready": r["ready"],
+            "restarts": r["restarts"],
+            "reason": r["reason"],
+            **({"draining": True} if r["draining"] else {}),
+        }
+        for r in state["replicas"]
+    ]
+
+
+class Observer:
+    def __init__(
+        self, store: Store, engine: Engine, settings: ObserverSettings | None = None
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings or ObserverSettings()
+        self.wake = asyncio.Event()
+        # In memory: a new leader starts these clocks again (it errs on waiting).
+        self.missing_since: dict[tuple[str, str], float] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        watcher = asyncio.create_task(self._watch())
+        lease: int | None = None
+        leader = False
+        try:
+            while not stop.is_set():
+                try:
+                    if lease is None or not await self.store.refresh_lease(lease):
+                        lease, leader = await self.store.grant_lease(self.settings.lease_ttl), False
+                    if not leader:
+                        try:
+                            await self.store.create(
+                                keys.CONTROLLER_LOCK, {"lease": lease}, lease=lease
+                            )
+                            leader = True
+                        except Conflict:
+                            leader = False
+                    if leader:
+                        await self.observe()
+                    else:
+                        self.missing_since.clear()
+                except StoreUnavailable as exc:
+                    log.warning("observer paused: %s", exc)
+                    lease, leader = None, False
+                    self.missing_since.clear()  # nothing could be seen meanwhile
+                except MarinaError as exc:
+                    log.warning("observer pass failed: %s", exc)
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.wake.wait(), min(self.settings.resync, self.settings.lease_ttl / 3)
+                    )
+                await asyncio.sleep(0.01)  # gather a burst of changes into one pass
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            if lease is not None:
+                with contextlib.suppress(MarinaError):
+                    await self.store.revoke_lease(lease)
+
+    async def _watch(self) -> None:
+        stream = self.engine.changes(None)
+        try:
+            async for _ in stream:
+                self.wake.set()
+        finally:
+            await stream.aclose()
+
+    async def observe(self) -> None:
+        for found in await self.store.list(keys.ENVIRONMENTS):
+            doc = found.value
+            if doc.get("status") == "deleting":
+                continue
+            for cluster in envs.clusters(doc):
+                if cluster["state"] in ("ready", "deploying"):
+                    await self._cluster(doc, cluster)
+
+    async def _cluster(self, doc: dict[str, Any], cluster: dict[str, Any]) -> None:
+        key = ClusterKey(cluster["key"])
+        seen = await self.engine.node_states(key)
+        nodes = [doc["objects"][n] for n in cluster["nodes"] if n in doc["objects"]]
+        now = time.monotonic()
+        lost, back = [], []
+        for node in nodes:
+            name = node["?"]["name"]
+            if node["state"] == "lost" and name in seen:
+                back.append(node)
+            watched = node["state"] in ("ready", "cordoned") and node["steps"]["setupNode"]
+            if not watched or name in seen:
+                self.missing_since.pop((key, name), None)
+                continue
+            since = self.missing_since.setdefault((key, name), now)
+            if now - since >= self.settings.lost_after:
+                lost.append(node)
+        if back:
+            await self._set_state(doc["id"], back, "ready")
+        if lost:
+            await self._set_state(doc["id"], lost, "lost")
+        gateways = [
+            n
+            for n in nodes
+            if n["role"] == "gateway" and n["state"] == "ready" and n["?"]["name"] in seen
+        ]
+        updates: dict[str, dict[str, Any]] = {}
+        for pod in doc["objects"].values():
+            if pod["?"]["type"] != "KubernetesPod" or pod.get("cluster") != cluster["?"]["id"]:
+                continue
+            state = await self.engine.pod_state(key, PodId(pod["?"]["id"]))
+            if state is None:
+                continue
+            endpoints = [
+                f"http://{g['address']}:{s['port']}/"
+                for s in state["services"]
+                if s.get("scope") == "public"
+                for g in gateways
+            ]
+            update = {
+                "ready": state["serving"],
+                "endpoints": endpoints,
+                "status": {"replicas": replica_summary(dict(state)), "pending": state["pending"]},
+            }
+            shown = {
+                "ready": pod["replicas"]["ready"],
+                "endpoints": pod.get("endpoints"),
+                "status": pod.get("status"),
+            }
+            if update != shown:
+                updates[pod["?"]["id"]] = update
+        cluster_endpoints = sorted(
+            {e for u in updates.values() for e in u["endpoints"]}
+            | {
+                e
+                for p in doc["objects"].values()
+                if p["?"]["type"] == "KubernetesPod"
+                and p.get("cluster") == cluster["?"]["id"]
+                and p["?"]["id"] not in updates
+                for e in p.get("endpoints", [])
+            }
+        )
+        if updates or cluster.get("endpoints") != cluster_endpoints:
+            await self._record(doc["id"], cluster["?"]["id"], updates, cluster_endpoints)
+
+    async def _record(
+        self, env_id: str, cluster_id: str, updates: dict[str, dict[str, Any]], endpoints: list[str]
+    ) -> None:
+        def edit(doc: dict[str, Any]) -> None:
+            for pod_id, update in updates.items():
+                pod = doc["objects"].get(pod_id)
+                if pod is not None:
+                    pod["replicas"] = {**pod["replicas"], "ready": update["ready"]}
+                    pod["endpoints"] = update["endpoints"]
+                    pod["status"] = update["status"]
+            if cluster_id in doc["objects"]:
+                doc["objects"][cluster_id]["endpoints"] = endpoints
+
+        with contextlib.suppress(MarinaError):
+            await envs.change(self.store, env_id, edit)
+
+    async def _set_state(self, env_id: str, nodes: list[dict[str, Any]], state: str) -> None:
+        names = ", ".join(n["?"]["name"] for n in nodes)
+        if state == "lost":
+            log.warning("nodes lost (unseen for %.0fs): %s", self.settings.lost_after, names)
+        else:
+            log.warning("nodes back: %s", names)
+        before = {n["?"]["id"]: n["state"] for n in nodes}
+
+        def edit(doc: dict[str, Any]) -> None:
+            for node_id, was in before.items():
+                node = doc["objects"].get(node_id)
+                # Only the state this pass saw: an action may have moved on since.
+                if node is not None and node["state"] == was:
+                    node["state"] = state
+
+        await envs.change(self.store, env_id, edit)
