@@ -22,7 +22,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "screenshots"
@@ -443,6 +443,7 @@ def test_an_unknown_environment_gets_a_page_of_its_own(marina, browser):
 
 def choose_import(browser: webdriver.Chrome, path: Path, *, name: str = "") -> None:
     browser.get(browser.current_url.split("#")[0] + "#/import")
+    browser.refresh()  # a fresh form even when the import page is already open
     field = wait(browser, lambda b: b.find_element(By.ID, "import-file"))
     field.send_keys(str(path))
     if name:
@@ -478,6 +479,23 @@ def test_import_shows_the_package_and_every_warning_before_saving(marina, browse
     wait(browser, lambda b: "Saved 07-links 1.0.0" in text_of(b, "#import-status"))
     names = [p["name"] for p in marina.ok("GET", "/v1/catalog/packages")["packages"]]
     assert "07-links" in names
+
+
+def test_import_takes_a_format_and_a_name(marina, browser):
+    source = TRANSLATORS / "pmx" / "01-wordpress-mysql.pmx"
+    expected = json.loads(source.with_name(source.name + ".expected.json").read_text())
+    browser.get(browser.current_url.split("#")[0] + "#/import")
+    browser.refresh()
+    wait(browser, lambda b: b.find_element(By.ID, "import-file")).send_keys(str(source))
+    Select(browser.find_element(By.ID, "import-format")).select_by_value("pmx")
+    browser.find_element(By.ID, "import-name").send_keys("blog", Keys.ENTER)
+    heading = wait(browser, lambda b: b.find_element(By.ID, "import-result-heading"))
+    assert heading.text == "Package blog 1.0.0 (preview, not saved)"
+    assert "Read as: Panamax template (.pmx)" in text_of(browser, "#import-result")
+    pods = browser.find_elements(By.CSS_SELECTOR, "#import-pods tbody tr")
+    assert sorted(p.get_attribute("data-pod") for p in pods) == sorted(expected["pods"])
+    rows = browser.find_elements(By.CSS_SELECTOR, "#import-warnings tbody tr")
+    assert len(rows) == len(expected["warnings"])
 
 
 def test_import_of_an_existing_name_offers_to_replace_it(marina, browser):
