@@ -16,8 +16,18 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+from gateway.certificates import (
+    BadCertificate,
+    Certificate,
+    certs_prefix,
+    ensure_default,
+    file_name,
+    find_certificate,
+    parse_certificate,
+)
 from gateway.errors import AlreadyRunning, EtcdUnavailable, GatewayError, HAProxyError, PortsHeld
 from gateway.etcd import EtcdClient
 from gateway.haproxy import HAProxy, bound_ports_failing
@@ -32,6 +42,7 @@ from gateway.rendering import (
     render_config,
     render_map,
     routes_blamed,
+    shared_frontends,
 )
 from gateway.routes import Route, Skipped, routes_prefix, select_routes, status_key
 from gateway.settings import Settings
@@ -88,6 +99,14 @@ class Agent:
         self.applying = asyncio.Lock()
         self._lock_file: int | None = None
         self.candidate = ""  # the configuration last rendered for a reload
+        self.certs_dir = settings.state_dir / "certs"
+        self.cert_raw: dict[str, bytes] = {}
+        self.cert_cache: dict[str, tuple[bytes, Certificate | BadCertificate]] = {}
+        self.cert_problems: dict[str, str] = {}
+        self.tls_missing: set[str] = set()
+        # What each process holds: certificate file -> PEM, crt-list -> files.
+        self.tls_loaded: dict[str, dict[str, str]] = {}
+        self.tls_lists: dict[str, dict[str, set[str]]] = {}
         self.unchecked_parts: dict[str, int] = {}
 
     # -- the main loop ---------------------------------------------------
@@ -98,12 +117,13 @@ class Agent:
         try:
             self._claim()
             runner = await self._start_up()
-            queue: asyncio.Queue[Item] = asyncio.Queue()
+            queue: asyncio.Queue[Item | None] = asyncio.Queue()
             tasks = [
                 asyncio.create_task(self._watch(queue)),
                 asyncio.create_task(self._report()),
                 asyncio.create_task(self._consume(queue)),
                 asyncio.create_task(self._watchdog()),
+                asyncio.create_task(self._watch_certs(queue)),
             ]
             stopper = asyncio.create_task(stop.wait())
             try:
@@ -170,12 +190,32 @@ class Agent:
             )
         return None
 
-    async def _watch(self, queue: asyncio.Queue[Item]) -> None:
+    async def _watch(self, queue: asyncio.Queue[Item | None]) -> None:
         async for item in follow_routes(self.etcd, self.prefix):
             queue.put_nowait(item)
 
-    def _take(self, item: Item) -> bool:
+    async def _watch_certs(self, queue: asyncio.Queue[Item | None]) -> None:
+        """Follow the certificates; `None` on the queue says they changed."""
+        prefix = certs_prefix(self.settings.cluster).encode()
+        async for item in follow_routes(self.etcd, prefix):
+            if isinstance(item, Unreachable):
+                continue  # the route watch reports it
+            if isinstance(item, Listed):
+                self.cert_raw = {
+                    k[len(prefix) :].decode(errors="replace"): v for k, v in item.values.items()
+                }
+            else:
+                host = item.event.key[len(prefix) :].decode(errors="replace")
+                if item.event.value is None:
+                    self.cert_raw.pop(host, None)
+                else:
+                    self.cert_raw[host] = item.event.value
+            queue.put_nowait(None)
+
+    def _take(self, item: Item | None) -> bool:
         """Fold one watch item into the known routes; True if routes may change."""
+        if item is None:
+            return True  # certificates changed
         if isinstance(item, Unreachable):
             self.metrics.etcd_errors += 1
             if self.last_error != item.error:
@@ -200,7 +240,7 @@ class Agent:
         self.revision = max(self.revision, event.revision)
         return True
 
-    async def _consume(self, queue: asyncio.Queue[Item]) -> None:
+    async def _consume(self, queue: asyncio.Queue[Item | None]) -> None:
         for proxy in self._proxies().values():
             if not proxy.running():
                 with contextlib.suppress(HAProxyError):
@@ -361,6 +401,7 @@ class Agent:
         """Bring HAProxy to the known routes; never raises for a bad change."""
         async with self.applying:
             await self._reconcile_locked()
+            await self._apply_certificates()
 
     async def _reconcile_locked(self) -> None:
         applied = False
@@ -522,9 +563,12 @@ class Agent:
             socket=str(proxy.socket_path),
             map_path=str(proxy.map_path),
             revision=self.revision,
+            certs=str(self.certs_dir),
         )
         # Each part is a process of its own, with its own open-file limit.
         own = self._part_layout(layout, part)
+        if part != POOL:
+            self._write_tls_files(part, own)
         budget = plan_budget(own, limit=fd_limit())
         config = render_config(own, context, budget, part="pool" if part == POOL else "static")
         port_map = render_map(layout) if part == POOL else None
@@ -586,6 +630,98 @@ class Agent:
         pool = fresh.pool if POOL in parts else current.pool
         return Layout(self.settings.port_range, static, pool)
 
+    # -- certificates -------------------------------------------------------
+
+    def _wanted_tls(self, own: Layout) -> dict[str, dict[str, Certificate]]:
+        """crt-list -> certificate file -> certificate, for one process's
+        TLS frontends; hosts without a certificate are reported."""
+        certs: dict[str, Certificate] = {}
+        for host, raw in self.cert_raw.items():
+            cached = self.cert_cache.get(host)
+            if cached is None or cached[0] != raw:
+                cached = (raw, parse_certificate(host, raw))
+                self.cert_cache[host] = cached
+            if isinstance(cached[1], Certificate):
+                certs[host] = cached[1]
+        wanted: dict[str, dict[str, Certificate]] = {}
+        for fe in shared_frontends(own, self.settings.address):
+            if not fe.tls:
+                continue
+            files = wanted.setdefault(str(self.certs_dir / f"{fe.name}.crtlist"), {})
+            hosts = {r.host if r.match == "str" else "*" + r.host for r in fe.rules}
+            for host in hosts:
+                cert = find_certificate(host, certs)
+                if cert is None:
+                    self.tls_missing.add(host)
+                else:
+                    files[str(self.certs_dir / file_name(cert.host))] = cert
+        return wanted
+
+    def _write_tls_files(self, part: str, own: Layout) -> None:
+        """Certificate files and crt-lists a process about to start reads."""
+        wanted = self._wanted_tls(own)
+        if not wanted:
+            self.tls_loaded.pop(part, None)
+            self.tls_lists.pop(part, None)
+            return
+        ensure_default(self.certs_dir / "default.pem")
+        loaded: dict[str, str] = {}
+        for crt_list, files in wanted.items():
+            for path, cert in files.items():
+                _write_private(Path(path), cert.pem)
+                loaded[path] = cert.pem
+            _write_private(Path(crt_list), "".join(f"{path}\n" for path in sorted(files)))
+        self.tls_loaded[part] = loaded
+        self.tls_lists[part] = {crt_list: set(files) for crt_list, files in wanted.items()}
+
+    async def _apply_certificates(self) -> None:
+        """Load new and replaced certificates at runtime, without a reload;
+        a certificate that fails is reported and the others are served."""
+        self.tls_missing = set()
+        problems: dict[str, str] = {}
+        if self.layout is not None:
+            for part, proxy in self.proxies.items():
+                if part == POOL or not proxy.running():
+                    continue
+                await self._apply_part_certificates(part, proxy, problems)
+        for host, cached in self.cert_cache.items():
+            if host in self.cert_raw and isinstance(cached[1], BadCertificate):
+                problems[host] = cached[1].reason
+        for host in self.tls_missing - problems.keys():
+            problems[host] = "no certificate: clients get the gateway's default one"
+        self.cert_cache = {h: c for h, c in self.cert_cache.items() if h in self.cert_raw}
+        if problems != self.cert_problems:
+            self.cert_problems = problems
+            self.status_changed.set()
+
+    async def _apply_part_certificates(
+        self, part: str, proxy: HAProxy, problems: dict[str, str]
+    ) -> None:
+        assert self.layout is not None
+        wanted = self._wanted_tls(self._part_layout(self.layout, part))
+        loaded = self.tls_loaded.setdefault(part, {})
+        lists = self.tls_lists.setdefault(part, {})
+        for crt_list, files in wanted.items():
+            listed = lists.setdefault(crt_list, set())
+            for path, cert in files.items():
+                if loaded.get(path) == cert.pem and path in listed:
+                    continue
+                try:
+                    await proxy.load_certificate(
+                        path, cert.pem, crt_lists=[] if path in listed else [crt_list]
+                    )
+                except HAProxyError as exc:
+                    problems[cert.host] = f"haproxy refused it: {exc.detail}"
+                    continue
+                _write_private(Path(path), cert.pem)
+                loaded[path] = cert.pem
+                listed.add(path)
+            for path in listed - set(files):
+                with contextlib.suppress(HAProxyError):
+                    await proxy.drop_certificate(path, crt_lists=[crt_list])
+                listed.discard(path)
+            _write_private(Path(crt_list), "".join(f"{path}\n" for path in sorted(listed)))
+
     # -- status -----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -601,6 +737,10 @@ class Agent:
             "runtime_updates": self.metrics.runtime_updates,
             "haproxy_restarts": self.metrics.haproxy_restarts,
             "last_incident": self.incident,
+            "certificates": [
+                {"host": host, "problem": problem}
+                for host, problem in sorted(self.cert_problems.items())
+            ],
         }
 
     async def _report(self) -> None:
@@ -640,3 +780,13 @@ class Agent:
             await asyncio.wait_for(
                 self.etcd.delete(status_key(self.settings.ident).encode()), WITHDRAW_TIMEOUT
             )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only this user reads (keys), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -304,6 +304,26 @@ class HAProxy:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
+    async def load_certificate(self, path: str, pem: str, *, crt_lists: list[str]) -> None:
+        """Load or replace a certificate at runtime and add it to crt-lists
+        that lack it; no reload. A refused one is aborted and raised."""
+        known = path in await self.command("show ssl cert")
+        steps = [] if known else [f"new ssl cert {path}"]
+        # The payload ends at the first empty line; PEM written by
+        # gateway.certificates has none.
+        steps += [f"set ssl cert {path} <<\n{pem.strip()}\n", f"commit ssl cert {path}"]
+        steps += [f"add ssl crt-list {crt_list} {path}" for crt_list in crt_lists]
+        for step in steps:
+            reply = await self.command(step)
+            if _ERROR_REPLY.search(reply) or "unable" in reply.lower():
+                with contextlib.suppress(HAProxyError):
+                    await self.command(f"abort ssl cert {path}")
+                raise HAProxyError("certificate", " ".join(reply.split())[:300])
+
+    async def drop_certificate(self, path: str, *, crt_lists: list[str]) -> None:
+        for crt_list in crt_lists:
+            await self.command(f"del ssl crt-list {crt_list} {path}")
+
     async def run_commands(self, commands: list[str], *, batch: int = 200) -> None:
         """Send commands in batches; raise on the first reply that reports an error."""
         for start in range(0, len(commands), batch):
