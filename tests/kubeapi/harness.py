@@ -101,6 +101,12 @@ class KubeApi:
             await self.controllers.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        # log followers and proxied connections end with the loop, not after it
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=5)
 
     def __enter__(self) -> KubeApi:
         return self.start()

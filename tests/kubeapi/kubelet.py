@@ -172,8 +172,6 @@ class Container:
         return argv, env
 
     async def execute(self, argv: list[str], env: dict[str, str]) -> tuple[int, str]:
-        if self.log_path.exists():
-            self.log_path.replace(self.previous_log)
         work = self.pod.dir / "work" / self.name
         work.mkdir(parents=True, exist_ok=True)
         confinement = sandbox.Confinement(
@@ -207,9 +205,13 @@ class Container:
             code = await self.process.wait()
         finally:
             probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
             self.exited.set()
         self.process = None
         self.ready = False
+        # the instance that ended is "previous" from now on, and also the latest until a new one
+        self.log_path.replace(self.previous_log)
         return code, started_at
 
     async def probe(self) -> None:
@@ -576,6 +578,8 @@ class Kubelet:
         target = next(c for c in runner.containers if c.name == container)
         previous = query.get("previous") in ("true", "1")
         path = target.previous_log if previous else target.log_path
+        if not previous and not path.exists() and target.previous_log.exists():
+            path = target.previous_log  # between restarts the last instance is the current one
         if not path.exists():
             if previous:
                 raise ApiError(
