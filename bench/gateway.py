@@ -163,7 +163,7 @@ class Target:
 def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway, int]:
     """A gateway with default settings, apart from logging and a metrics port."""
     address = fresh_address()
-    mport = free_port(address)
+    mport = free_port()
     gw = Gateway(
         etcd.url,
         cluster,
@@ -175,12 +175,12 @@ def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway
         "WARNING",
     ).start()
     wait_for(
-        lambda: http_get(f"http://{address}:{mport}/metrics")[0] == 200,
+        lambda: http_get(f"http://127.0.0.1:{mport}/metrics")[0] == 200,
         timeout=20,
         what="gateway metrics",
     )
     wait_for(
-        lambda: metrics(address, mport)["marina_gateway_reloads_total"] >= 1,
+        lambda: metrics("127.0.0.1", mport)["marina_gateway_reloads_total"] >= 1,
         timeout=20,
         what="gateway's first configuration",
     )
@@ -303,7 +303,7 @@ def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: 
         changes = 40 if quick else 200
         etcd.put(f"/marina/gateway/routes/{target.cluster}/hot", route(32767, *backends))
         first_200(target.address, 32767)
-        before = metrics(target.address, mport)
+        before = metrics("127.0.0.1", mport)
         load = Wrk(target.address, 32767, seconds=4 if quick else 10)
         time.sleep(0.3)
         spare_ports = [free_port(target.address) for _ in range(changes // 4 + 1)]
@@ -318,7 +318,7 @@ def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: 
                 etcd.put(f"/marina/gateway/routes/{target.cluster}/hot", route(32767, *chosen))
             time.sleep(0.02)
         loaded = load.result()
-        after = metrics(target.address, mport)
+        after = metrics("127.0.0.1", mport)
         result["changes_under_load"] = {
             "changes": changes,
             "requests": loaded["requests"],
@@ -330,7 +330,7 @@ def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: 
         }
 
         # Backend-only changes: replicas added, removed and moved.
-        before = metrics(target.address, mport)
+        before = metrics("127.0.0.1", mport)
         key = f"/marina/gateway/routes/{target.cluster}/r0"
         for i in range(100):
             chosen = [backends[(i + j) % 3] for j in range(1 + i % 3)]
@@ -338,12 +338,12 @@ def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: 
             time.sleep(0.015)
         wait_for(
             lambda: (
-                metrics(target.address, mport)["marina_gateway_applied_revision"]
+                metrics("127.0.0.1", mport)["marina_gateway_applied_revision"]
                 >= before["marina_gateway_applied_revision"] + 100
             ),
             what="backend changes",
         )
-        after = metrics(target.address, mport)
+        after = metrics("127.0.0.1", mport)
         result["backend_changes"] = {
             "changes": 100,
             "reloads": after["marina_gateway_reloads_total"]

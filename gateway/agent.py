@@ -178,15 +178,20 @@ class Agent:
         if self.settings.port_range is not None:
             low, high = self.settings.port_range
             ports.update(range(low, high + 1))
-        if self.settings.metrics_port:
-            ports.add(self.settings.metrics_port)
         ours = {pid for proxy in self._proxies().values() for pid in proxy.pids()}
         holders = foreign_holders(self.settings.address, ports, ours=ours)
+        if self.settings.metrics_port:
+            holders += foreign_holders(
+                self.settings.metrics_address, {self.settings.metrics_port}, ours=ours
+            )
         if holders:
             raise PortsHeld([h.describe() for h in holders])
         if self.settings.metrics_port:
             return await serve_metrics(
-                self.metrics, host=self.settings.address, port=self.settings.metrics_port
+                self.metrics,
+                host=self.settings.metrics_address,
+                port=self.settings.metrics_port,
+                haproxy=self._scrape_haproxy,
             )
         return None
 
@@ -564,6 +569,7 @@ class Agent:
             map_path=str(proxy.map_path),
             revision=self.revision,
             certs=str(self.certs_dir),
+            metrics_socket=str(proxy.metrics_socket),
         )
         # Each part is a process of its own, with its own open-file limit.
         own = self._part_layout(layout, part)
@@ -629,6 +635,17 @@ class Agent:
             static.update(self._part_layout(fresh, part).static)
         pool = fresh.pool if POOL in parts else current.pool
         return Layout(self.settings.port_range, static, pool)
+
+    async def _scrape_haproxy(self) -> dict[str, str]:
+        """Each running HAProxy process's own metrics, by part."""
+        texts = {}
+        for part, proxy in self.proxies.items():
+            if proxy.running():
+                try:
+                    texts[part] = await proxy.scrape()
+                except HAProxyError as exc:
+                    log.warning("no metrics from %s: %s", part, exc)
+        return texts
 
     # -- certificates -------------------------------------------------------
 

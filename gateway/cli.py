@@ -53,6 +53,9 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument("--id", default="", help="gateway id in the status key")
     parser.add_argument("--metrics-port", type=int, help="port for Prometheus metrics")
     parser.add_argument(
+        "--metrics-address", default="127.0.0.1", help="address for metrics (default loopback)"
+    )
+    parser.add_argument(
         "--port-range",
         type=_port_range,
         default=(30000, 32767),
@@ -89,6 +92,8 @@ def parse_settings(argv: list[str]) -> Settings:
         parser.error(f"--cluster {args.cluster!r} must be letters, digits, '.', '_' or '-'")
     if not valid_ip(args.address):
         parser.error(f"--address {args.address!r} is not an IP address")
+    if not valid_ip(args.metrics_address):
+        parser.error(f"--metrics-address {args.metrics_address!r} is not an IP address")
     if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
         parser.error(f"--metrics-port {args.metrics_port} must be from 1 to 65535")
     if (
@@ -114,6 +119,7 @@ def parse_settings(argv: list[str]) -> Settings:
         state_dir=state_dir,
         gateway_id=args.id,
         metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
         port_range=args.port_range,
         quiet=args.quiet_ms / 1000,
         max_delay=args.max_delay_ms / 1000,

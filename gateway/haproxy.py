@@ -33,7 +33,7 @@ _ERROR_REPLY = re.compile(
     r"(no such|unknown|invalid|require|not found|can't|cannot|failed|error)", re.IGNORECASE
 )
 BIND_FAILURE = re.compile(r"cannot bind socket.*?\[(\[[^\]]+\]|[^\[\]]+?):(\d+)\]")
-MAX_SOCKET_PATH = 100
+MAX_SOCKET_PATH = 90  # HAProxy takes at most 97 characters for a UNIX bind
 
 
 class HAProxy:
@@ -56,6 +56,7 @@ class HAProxy:
         self.good_path = state_dir / f"{name}.cfg.good"
         self.map_path = state_dir / ("ports.map" if name == "haproxy" else f"{name}.map")
         self.socket_path = socket_path_for(state_dir, name)
+        self.metrics_socket = socket_path_for(state_dir, f"{name}-metrics")
         self.pid_path = state_dir / f"{name}.pid"
         self.log_path = state_dir / f"{name}.log"
         self.pid: int | None = None
@@ -323,6 +324,25 @@ class HAProxy:
     async def drop_certificate(self, path: str, *, crt_lists: list[str]) -> None:
         for crt_list in crt_lists:
             await self.command(f"del ssl crt-list {crt_list} {path}")
+
+    async def scrape(self) -> str:
+        """HAProxy's own Prometheus exporter, served on a UNIX socket."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(self.metrics_socket))
+        except OSError as exc:
+            raise HAProxyError("metrics", f"exporter unreachable: {exc}") from exc
+        try:
+            writer.write(b"GET /metrics HTTP/1.0\r\nHost: haproxy\r\n\r\n")
+            await writer.drain()
+            reply = await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        head, _, body = reply.partition(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise HAProxyError("metrics", head[:80].decode(errors="replace"))
+        return body.decode(errors="replace")
 
     async def run_commands(self, commands: list[str], *, batch: int = 200) -> None:
         """Send commands in batches; raise on the first reply that reports an error."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -90,12 +91,53 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-async def serve_metrics(metrics: Metrics, *, host: str, port: int) -> web.AppRunner:
+def merge_exposition(texts: dict[str, str], *, label: str) -> str:
+    """Several Prometheus texts of the same exporter as one: each family's
+    HELP and TYPE once, every sample labelled with where it came from."""
+    families: dict[str, list[str]] = {}
+    for source, text in texts.items():
+        family = ""
+        for line in text.splitlines():
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                family = line.split()[2]
+                headers = families.setdefault(family, [])
+                if line not in headers:
+                    headers.append(line)
+                continue
+            if not line or line.startswith("#"):
+                continue
+            name, brace, rest = line.partition("{")
+            tag = f'{label}="{source}"'
+            if brace:
+                sample = f"{name}{{{tag}{'' if rest.startswith('}') else ','}{rest}"
+            else:
+                metric, _, value = line.partition(" ")
+                sample = f"{metric}{{{tag}}} {value}"
+            families.setdefault(family or name.split()[0], []).append(sample)
+    return "".join(line + "\n" for lines in families.values() for line in lines)
+
+
+async def serve_metrics(
+    metrics: Metrics,
+    *,
+    host: str,
+    port: int,
+    haproxy: Callable[[], Awaitable[dict[str, str]]] | None = None,
+) -> web.AppRunner:
+    """The agent's metrics at `/metrics`, HAProxy's own (each process's, with a
+    `process` label) at `/haproxy/metrics`."""
+
     async def handle(_: web.Request) -> web.Response:
         return web.Response(text=metrics.text(), content_type="text/plain")
 
+    async def handle_haproxy(_: web.Request) -> web.Response:
+        texts = await haproxy() if haproxy is not None else {}
+        text = merge_exposition(texts, label="process")
+        return web.Response(text=text, content_type="text/plain")
+
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    app.router.add_get("/haproxy/metrics", handle_haproxy)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

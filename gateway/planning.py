@@ -62,10 +62,20 @@ class BackendSlot:
     slots: int
     servers: tuple[Backend, ...] = ()
     route: Route | None = None
+    proxy_protocol: bool = False
+    check_interval_ms: int | None = None
 
     @property
-    def signature(self) -> tuple[str, str, bool]:
-        return (self.mode, self.balance, self.check)
+    def signature(self) -> Signature:
+        return (self.mode, self.balance, self.check, self.proxy_protocol, self.check_interval_ms)
+
+
+Signature = tuple[str, str, bool, bool, int | None]
+
+
+def signature_of(route: Route) -> Signature:
+    """What a backend must be rendered with to serve `route`."""
+    return (route.mode, route.balance, route.check, route.proxy_protocol, route.check_interval_ms)
 
 
 @dataclass
@@ -104,6 +114,8 @@ def build_layout(
             slots=slots_for(len(route.backends), minimum=MIN_POOL_SLOTS),
             servers=route.backends,
             route=route,
+            proxy_protocol=route.proxy_protocol,
+            check_interval_ms=route.check_interval_ms,
         )
         if layout.in_range(route.port) and route.address is None:
             slot.slots = slots_for(len(route.backends), minimum=MIN_POOL_SLOTS)
@@ -208,7 +220,7 @@ def _fits(slot: BackendSlot, route: Route) -> bool:
         and slot.route.port == route.port
         and (slot.route.hosts, slot.route.paths, slot.route.tls)
         == (route.hosts, route.paths, route.tls)
-        and slot.signature == (route.mode, route.balance, route.check)
+        and slot.signature == signature_of(route)
         and slot.slots >= len(route.backends)
     )
 
@@ -220,7 +232,7 @@ class _Draft:
     def __init__(self, current: Layout) -> None:
         self.layout = Layout(current.port_range, dict(current.static), list(current.pool))
         self.position = {b.name: i for i, b in enumerate(current.pool)}
-        self.spares: dict[tuple[str, str, bool], list[BackendSlot]] = {}
+        self.spares: dict[Signature, list[BackendSlot]] = {}
         for slot in reversed(current.pool):
             if slot.route is None:
                 self.spares.setdefault(slot.signature, []).append(slot)
@@ -236,7 +248,7 @@ class _Draft:
             self.layout.static[route.service] = copy
 
     def take_spare(self, route: Route) -> BackendSlot | None:
-        stack = self.spares.get((route.mode, route.balance, route.check), [])
+        stack = self.spares.get(signature_of(route), [])
         for index in range(len(stack) - 1, -1, -1):
             if stack[index].slots >= len(route.backends):
                 return stack.pop(index)

@@ -52,6 +52,8 @@ class RenderContext:
     revision: int
     hard_stop_after: str = "30s"
     certs: str = ""
+    metrics_socket: str = ""
+    """Where HAProxy's Prometheus exporter listens (a UNIX socket)."""
     """Folder of the TLS certificates: `default.pem` and a crt-list per port."""
 
 
@@ -184,6 +186,7 @@ def render_config(
         ),
         shared=shared_frontends(layout, _addr(context.address)) if part != "pool" else [],
         certs=context.certs,
+        metrics_socket=context.metrics_socket,
         port_range=layout.port_range,
         map_path=context.map_path,
         backends=backends,

@@ -31,6 +31,7 @@ BALANCES = ("roundrobin", "leastconn", "source", "first")
 SCOPES = ("public", "cloud", "internal", "host")
 MAX_BACKENDS = 256
 MAX_HOSTS = 32
+MIN_CHECK_INTERVAL, MAX_CHECK_INTERVAL = 100, 3_600_000
 # Path prefixes: a leading slash and URL path characters that need no quoting
 # in haproxy.cfg.
 PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]{0,199}")
@@ -52,6 +53,8 @@ class RouteDoc(TypedDict):
     hosts: NotRequired[list[str]]
     paths: NotRequired[list[str]]
     tls: NotRequired[bool]
+    proxy_protocol: NotRequired[bool]
+    check_interval_ms: NotRequired[int]
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Route:
     """Path prefixes within those hosts; none means every path."""
     tls: bool = False
     """Terminate TLS on this port with the hosts' certificates."""
+    proxy_protocol: bool = False
+    """Send a PROXY protocol v2 header to the backends (the client's address)."""
+    check_interval_ms: int | None = None
+    """Milliseconds between health checks; HAProxy's 2 s when unset."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,19 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
     tls = doc.get("tls", False)
     if not isinstance(tls, bool):
         problems.append(f"tls {tls!r} must be true or false")
+    proxy_protocol = doc.get("proxy_protocol", False)
+    if not isinstance(proxy_protocol, bool):
+        problems.append(f"proxy_protocol {proxy_protocol!r} must be true or false")
+    interval = doc.get("check_interval_ms")
+    if interval is not None and not (
+        isinstance(interval, int)
+        and not isinstance(interval, bool)
+        and MIN_CHECK_INTERVAL <= interval <= MAX_CHECK_INTERVAL
+    ):
+        problems.append(
+            f"check_interval_ms {interval!r} must be an integer from "
+            f"{MIN_CHECK_INTERVAL} to {MAX_CHECK_INTERVAL}"
+        )
     if (paths or tls) and not hosts:
         problems.append("paths and tls need hosts")
     if hosts and mode != "http":
@@ -200,6 +220,8 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
         tuple(h.lower() for h in hosts),
         tuple(paths),
         bool(tls),
+        bool(proxy_protocol),
+        interval if isinstance(interval, int) else None,
     )
 
 

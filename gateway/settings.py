@@ -19,7 +19,9 @@ class Settings:
     gateway_id: str = ""
     """Name in the status key; `<cluster>-<address>` when empty."""
     metrics_port: int | None = None
-    """Port for Prometheus metrics on `address`; none when unset."""
+    """Port for Prometheus metrics; none when unset."""
+    metrics_address: str = "127.0.0.1"
+    """Address the metrics are served on: loopback unless told otherwise."""
     port_range: tuple[int, int] | None = (30000, 32767)
     """Ports bound up front, so routes inside need no reload."""
     quiet: float = 0.01

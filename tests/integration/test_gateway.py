@@ -57,7 +57,7 @@ def _refused(host: str, port: int) -> bool:
 
 
 def metrics(gw: Gateway, port: int) -> dict[str, float]:
-    _, text = http_get(f"http://{gw.address}:{port}/metrics")
+    _, text = http_get(f"http://127.0.0.1:{port}/metrics")
     return {
         line.split()[0]: float(line.split()[1])
         for line in text.splitlines()

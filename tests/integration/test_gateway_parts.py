@@ -45,3 +45,48 @@ def test_each_part_reloads_alone(etcd, cluster, backends, gateways):
         wait_for(lambda i=i: status(etcd, gw).get("routes") == 4 - i, what="a route removed")
     wait_for(lambda: pids(gw, "static-*") == [], what="static process retired")
     assert serves(gw, 30002, "b")()
+
+
+def test_metrics_of_the_agent_and_of_each_haproxy_on_loopback(etcd, cluster, backends, gateways):
+    from tests.support import http_get
+
+    a = backends("a")
+    mport = free_port()
+    gw = gateways(etcd.url, cluster, "--metrics-port", str(mport))
+    outside = free_port(gw.address)
+    etcd.put(f"/marina/gateway/routes/{cluster}/in", route(30001, a))
+    etcd.put(f"/marina/gateway/routes/{cluster}/out", route(outside, a))
+    wait_for(serves(gw, outside, "a"), what="both routes")
+    wait_for(serves(gw, 30001, "a"), what="range route")
+    code, agent = http_get(f"http://127.0.0.1:{mport}/metrics")
+    assert code == 200 and "marina_gateway_routes 2" in agent
+    code, text = http_get(f"http://127.0.0.1:{mport}/haproxy/metrics")
+    assert code == 200
+    shard = f"static-{outside % 4}"
+    assert 'haproxy_process_uptime_seconds{process="pool"}' in text
+    assert f'haproxy_process_uptime_seconds{{process="{shard}"}}' in text
+    assert text.count("# TYPE haproxy_process_uptime_seconds ") == 1
+    # Not on the gateway's public address.
+    import socket
+
+    with socket.socket() as s:
+        assert s.connect_ex((gw.address, mport)) != 0
+
+
+def test_proxy_protocol_and_check_interval_reach_the_backends(etcd, cluster, backends, gateways):
+    a = backends("a")
+    gw = gateways(etcd.url, cluster)
+    etcd.put(
+        f"/marina/gateway/routes/{cluster}/pp",
+        route(30009, a, mode="tcp", proxy_protocol=True, check_interval_ms=500),
+    )
+    wait_for(lambda: status(etcd, gw).get("routes") == 1, what="route applied")
+    config = "".join(p.read_text() for p in gw.state_dir.glob("*.cfg"))
+    assert f"server s1 {a.host}:{a.port} check inter 500ms send-proxy-v2" in config
+    # The back end now sees a PROXY v2 header first, not an HTTP request.
+    import socket
+
+    with socket.create_connection((gw.address, 30009), timeout=2) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = s.recv(100)
+    assert not reply.startswith(b"HTTP/1.0 200")
