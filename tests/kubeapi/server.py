@@ -25,11 +25,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from tests.kubeapi import patching, validation
+from tests.kubeapi import patching, protobuf, validation
 from tests.kubeapi.openapi import openapi_index, openapi_v3
 from tests.kubeapi.resources import BY_PATH, GROUPS, RESOURCES, VERBS, Resource
 from tests.kubeapi.selectors import SelectorError, field_matcher, label_matcher
 from tests.kubeapi.store import Event, Store
+from tests.kubeapi.tables import table, wants_table
 
 Obj = dict[str, Any]
 GIT_VERSION = "v1.32.4"
@@ -37,6 +38,7 @@ NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 NODE_PORTS = (30000, 32767)
 DEFAULT_MANAGER_SEPARATOR = "/"
 JSON_TYPES = ("application/json", "application/yaml")
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
 class ApiError(Exception):
@@ -169,7 +171,15 @@ class ApiServer:
             if method == "GET":
                 if request.query.get("watch") in ("1", "true"):
                     return await self.watch(request, resource, namespace)
-                return web.json_response(self.list(request, resource, namespace))
+                found = self.list(request, resource, namespace)
+                if wants_table(request.headers.get("Accept", "")):
+                    found = table(
+                        resource.kind,
+                        found["items"],
+                        found["metadata"]["resourceVersion"],
+                        full=request.query.get("includeObject") == "Object",
+                    )
+                return web.json_response(found)
             if method == "POST":
                 body = await self.body(request)
                 obj = self.create(resource, namespace, body, request)
@@ -181,6 +191,13 @@ class ApiServer:
                 obj = self.store.get(resource, namespace, name)
                 if obj is None:
                     raise not_found(resource, name)
+                if wants_table(request.headers.get("Accept", "")):
+                    obj = table(
+                        resource.kind,
+                        [obj],
+                        obj["metadata"]["resourceVersion"],
+                        full=request.query.get("includeObject") == "Object",
+                    )
                 return web.json_response(obj)
             if method == "PUT":
                 body = await self.body(request)
@@ -227,6 +244,15 @@ class ApiServer:
     async def body(self, request: web.Request) -> Obj:
         raw = await request.read()
         given = request.headers.get("Content-Type")
+        if request.content_type == PROTOBUF:
+            try:
+                return protobuf.decode(raw)
+            except protobuf.Undecodable as exc:
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format: {exc}",
+                ) from exc
         if given is not None and request.content_type not in JSON_TYPES:
             # no protobuf or CBOR here (as a server without them answers); none means JSON
             raise ApiError(
@@ -387,7 +413,12 @@ class ApiServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
 
+        as_table = wants_table(request.headers.get("Accept", ""))
+        full = request.query.get("includeObject") == "Object"
+
         async def send(kind: str, obj: Obj) -> None:
+            if as_table and kind not in ("ERROR", "BOOKMARK"):
+                obj = table(resource.kind, [obj], obj["metadata"]["resourceVersion"], full=full)
             line = json.dumps({"type": kind, "object": obj}) + "\n"
             await response.write(line.encode())
 

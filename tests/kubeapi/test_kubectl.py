@@ -7,6 +7,7 @@ import textwrap
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,13 @@ def namespace(kubectl: Kubectl, node: str, tmp_path: Path) -> Iterator[str]:
     assert "created" in kubectl("apply", "-f", str(path)).stdout
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
+
+
+def kubectl_binary() -> str:
+    binary = __import__("shutil").which("kubectl")
+    if binary is None:
+        pytest.skip("kubectl is not on PATH (install kubectl 1.32 to run the kubectl tests)")
+    return str(binary)
 
 
 def manifest(tmp_path: Path, namespace: str, *, replicas: int = 2, extra: str = "") -> Path:
@@ -203,3 +211,120 @@ def test_cordon_and_delete_namespace(kubectl: Kubectl, kube_api: KubeApi, tmp_pa
     kubectl("delete", "namespace", ns, "--timeout=30s")
     gone = kubectl("get", "configmap", "settings", "-n", ns, check=False)
     assert gone.returncode != 0 and "not found" in gone.stderr
+
+
+EXPORT = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-files, namespace: shop}
+data: {index.html: "hello"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-secrets, namespace: shop}
+data: {password: czNjcmV0}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30081}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: python:3-slim
+        command: ["python3", "-m", "http.server", "--bind", "$(POD_IP)", "8080"]
+        workingDir: /srv/www
+        env:
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: PASSWORD, valueFrom: {secretKeyRef: {name: web-secrets, key: password}}}
+        ports: [{containerPort: 8080}]
+        volumeMounts: [{name: files, mountPath: /srv/www}]
+      volumes: [{name: files, configMap: {name: web-files}}]
+"""
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("bwrap") is None, reason="pods run in Marina's sandbox"
+)
+def test_an_export_applied_to_an_empty_server_serves_and_applies_unchanged(
+    new_kube_api: Any, tmp_path: Path
+) -> None:
+    server = new_kube_api()
+    node_ip = fresh_node_address()
+    server.add_node("only", node_ip)
+    other = Kubectl(kubectl_binary(), server.kubeconfig)
+    path = tmp_path / "export.yaml"
+    path.write_text(EXPORT)
+    first = other("apply", "-f", str(path)).stdout.splitlines()
+    assert [line.split()[-1] for line in first] == ["created"] * 5
+    second = other("apply", "-f", str(path)).stdout.splitlines()
+    assert [line.split()[-1] for line in second] == ["unchanged"] * 5
+    # as on a real cluster (kubernetes/kubernetes#87736), stringData is never "unchanged"
+    path.write_text(EXPORT.replace("data: {password: czNjcmV0}", "stringData: {password: s3cret}"))
+    third = other("apply", "-f", str(path)).stdout.splitlines()
+    assert [line.split()[-1] for line in third][2] == "configured"
+    assert [line.split()[-1] for line in other("apply", "-f", str(path)).stdout.splitlines()][
+        2
+    ] == "configured"
+    other("rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s", timeout=90)
+    body = wait_for(
+        lambda: urllib.request.urlopen(f"http://{node_ip}:30081/index.html", timeout=3).read(),
+        what="NodePort 30081 serving the ConfigMap's file",
+    )
+    assert body == b"hello"
+    table = other("get", "pods", "-n", "shop", "-o", "wide").stdout.splitlines()
+    assert table[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert all(row.split()[1:3] == ["1/1", "Running"] for row in table[1:]) and len(table) == 3
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("bwrap") is None, reason="pods run in Marina's sandbox"
+)
+def test_drain_evicts_within_the_disruption_budget(new_kube_api: Any, tmp_path: Path) -> None:
+    server = new_kube_api()
+    server.add_node("a", fresh_node_address())
+    server.add_node("b", fresh_node_address())
+    other = Kubectl(kubectl_binary(), server.kubeconfig)
+    assert "created" in other("create", "namespace", "shop").stdout
+    path = tmp_path / "web.yaml"
+    path.write_text(MANIFEST.format(namespace="shop", replicas=2))
+    other("apply", "-f", str(path))
+    pdb = tmp_path / "pdb.yaml"
+    pdb.write_text(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web, namespace: shop}\n"
+        "spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}\n"
+    )
+    other("apply", "-f", str(pdb))
+    other("rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s", timeout=90)
+
+    def nodes() -> list[str]:
+        out = other("get", "pods", "-n", "shop", "-o", "jsonpath={.items[*].spec.nodeName}")
+        return sorted(out.stdout.split())
+
+    assert nodes() == ["a", "b"]
+    drained = other("drain", "a", "--ignore-daemonsets", "--timeout=60s", timeout=90)
+    assert "node/a drained" in drained.stdout
+    other("rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s", timeout=90)
+    assert nodes() == ["b", "b"]
+    pdb.write_text(pdb.read_text().replace("minAvailable: 1", "minAvailable: 2"))
+    other("apply", "-f", str(pdb))
+    blocked = other("drain", "b", "--ignore-daemonsets", "--timeout=3s", check=False, timeout=30)
+    assert blocked.returncode != 0
+    assert "disruption budget" in blocked.stderr
+    assert nodes() == ["b", "b"]
