@@ -15,10 +15,13 @@ import asyncio
 import contextlib
 import copy
 import logging
+from decimal import Decimal
 from typing import Any
 
+from tests.kubeapi import quotas
 from tests.kubeapi.resources import BY_PATH, RESOURCES
 from tests.kubeapi.server import ApiError, ApiServer, now, random_suffix, template_hash
+from tests.kubeapi.validation import selector_matches
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ DEPLOYMENTS = BY_PATH[("apps", "v1", "deployments")]
 REPLICASETS = BY_PATH[("apps", "v1", "replicasets")]
 PDBS = BY_PATH[("policy", "v1", "poddisruptionbudgets")]
 QUOTAS = BY_PATH[("", "v1", "resourcequotas")]
+SERVICES = BY_PATH[("", "v1", "services")]
+ENDPOINTS = BY_PATH[("", "v1", "endpoints")]
 REVISION = "deployment.kubernetes.io/revision"
 
 
@@ -70,6 +75,8 @@ class Controllers:
     def __init__(self, api: ApiServer) -> None:
         self.api = api
         self.task: asyncio.Task[None] | None = None
+        self.failures: dict[str, str] = {}
+        """The last refusal each controller met (a ReplicaSet's FailedCreate)."""
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run())
@@ -103,6 +110,7 @@ class Controllers:
         self.schedule()
         self.budgets()
         self.quotas()
+        self.endpoints()
 
     # writes ---------------------------------------------------------------------------------
 
@@ -124,6 +132,7 @@ class Controllers:
             )
         except ApiError as exc:
             log.warning("%s could not create %s: %s", manager, obj["metadata"], exc.message)
+            self.failures[manager] = exc.message
             return None
 
     # namespaces ----------------------------------------------------------------------------
@@ -307,6 +316,11 @@ class Controllers:
                 ),
             ],
         }
+        failed = [c for rs in sets for c in (rs.get("status") or {}).get("conditions") or []
+                  if c.get("type") == "ReplicaFailure"]  # fmt: skip
+        if failed:
+            status["conditions"].append(condition("ReplicaFailure", "True", "FailedCreate",
+                                                  failed[0]["message"]))  # fmt: skip
         for key in ("readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas"):
             if status[key] == 0:
                 del status[key]
@@ -342,10 +356,14 @@ class Controllers:
             pods = [p for p in self.api.store.list(PODS, ns) if owned_by(p, rs)]
             active = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
             desired = rs["spec"].get("replicas", 1)
+            failure = None
             for _ in range(desired - len(active)):
+                self.failures.pop("replicaset-controller", None)
                 pod = self.new_pod(rs)
-                if pod is not None:
-                    active.append(pod)
+                if pod is None:
+                    failure = self.failures.get("replicaset-controller")
+                    break
+                active.append(pod)
             if len(active) > desired:
                 # not-ready and unscheduled pods go first, then the youngest
                 active.sort(
@@ -372,6 +390,12 @@ class Controllers:
             for key in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
                 if status[key] == 0:
                     del status[key]
+            if failure is not None:
+                before = [c for c in (rs.get("status") or {}).get("conditions") or []
+                          if c.get("message") == failure]  # fmt: skip
+                status["conditions"] = before or [{"type": "ReplicaFailure", "status": "True",
+                                                   "reason": "FailedCreate", "message": failure,
+                                                   "lastTransitionTime": now()}]  # fmt: skip
             updated = copy.deepcopy(rs)
             updated["status"] = status
             self.save(REPLICASETS, rs, updated, "replicaset-controller", status=True)
@@ -492,22 +516,80 @@ class Controllers:
             self.save(PDBS, pdb, updated, "controller-manager", status=True)
 
     def quotas(self) -> None:
-        counted = {
-            "pods": PODS,
-            "services": BY_PATH[("", "v1", "services")],
-            "configmaps": BY_PATH[("", "v1", "configmaps")],
-            "secrets": BY_PATH[("", "v1", "secrets")],
-        }
+        kinds = {"Pod": PODS, "Service": BY_PATH[("", "v1", "services")],
+                 "ConfigMap": BY_PATH[("", "v1", "configmaps")],
+                 "Secret": BY_PATH[("", "v1", "secrets")]}  # fmt: skip
         for quota in self.api.store.list(QUOTAS):
             ns = quota["metadata"]["namespace"]
             hard = (quota.get("spec") or {}).get("hard") or {}
             used = {}
             for key in hard:
-                resource = counted.get(key.removeprefix("count/"))
-                if resource is not None:
-                    used[key] = str(len(self.api.store.list(resource, ns)))
-                else:
-                    used[key] = "0"
+                total = sum(
+                    (quotas.usage(key, kind, self.api.store.list(resource, ns))
+                     for kind, resource in kinds.items()),
+                    Decimal(0),
+                )  # fmt: skip
+                used[key] = quotas.render(total, key)
             updated = copy.deepcopy(quota)
             updated["status"] = {"hard": hard, "used": used}
             self.save(QUOTAS, quota, updated, "resourcequota-controller", status=True)
+
+    # endpoints -----------------------------------------------------------------------------
+
+    def endpoints(self) -> None:
+        services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s
+                    for s in self.api.store.list(SERVICES)}  # fmt: skip
+        for ep in self.api.store.list(ENDPOINTS):
+            key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
+            if key not in services:
+                self.api.store.remove(ENDPOINTS, *key)
+        for (ns, name), svc in services.items():
+            selector = svc["spec"].get("selector")
+            if not selector:
+                continue
+            ready, waiting = [], []
+            for pod in self.api.store.list(PODS, ns):
+                ip = (pod.get("status") or {}).get("podIP")
+                labels = pod["metadata"].get("labels") or {}
+                if not ip or not selector_matches({"matchLabels": selector}, labels):
+                    continue
+                address = {"ip": ip, "nodeName": pod["spec"].get("nodeName", ""),
+                           "targetRef": {"kind": "Pod", "namespace": ns,
+                                         "name": pod["metadata"]["name"],
+                                         "uid": pod["metadata"]["uid"]}}  # fmt: skip
+                if pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+                    ready.append(address)
+                else:
+                    waiting.append(address)
+            ports = [{k: v for k, v in (("name", p.get("name")), ("port", self.target_port(
+                p, svc, ns)), ("protocol", p.get("protocol", "TCP"))) if v is not None}
+                for p in svc["spec"].get("ports") or []]  # fmt: skip
+            subset: Obj = {"ports": ports}
+            if ready:
+                subset["addresses"] = sorted(ready, key=lambda a: a["ip"])
+            if waiting:
+                subset["notReadyAddresses"] = sorted(waiting, key=lambda a: a["ip"])
+            wanted = {"apiVersion": "v1", "kind": "Endpoints",
+                      "metadata": {"name": name, "namespace": ns,
+                                   "labels": svc["metadata"].get("labels") or {}},
+                      "subsets": [subset] if ready or waiting else []}  # fmt: skip
+            if not wanted["metadata"]["labels"]:
+                del wanted["metadata"]["labels"]
+            current = self.api.store.get(ENDPOINTS, ns, name)
+            if current is None:
+                self.create(ENDPOINTS, wanted, "endpoint-controller")
+            elif current.get("subsets") != wanted["subsets"]:
+                updated = copy.deepcopy(current)
+                updated["subsets"] = wanted["subsets"]
+                self.save(ENDPOINTS, current, updated, "endpoint-controller")
+
+    def target_port(self, port: Obj, svc: Obj, ns: str) -> int | None:
+        target = port.get("targetPort", port.get("port"))
+        if isinstance(target, int):
+            return target
+        for pod in self.api.store.list(PODS, ns):
+            for container in pod["spec"].get("containers") or []:
+                for p in container.get("ports") or []:
+                    if p.get("name") == target:
+                        return int(p["containerPort"])
+        return None

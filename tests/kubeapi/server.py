@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from tests.kubeapi import patching, protobuf, validation
+from tests.kubeapi import patching, protobuf, quotas, validation
 from tests.kubeapi.openapi import openapi_index, openapi_v3
 from tests.kubeapi.resources import BY_PATH, GROUPS, RESOURCES, VERBS, Resource
 from tests.kubeapi.selectors import SelectorError, field_matcher, label_matcher
@@ -616,7 +616,7 @@ class ApiServer:
                 f'{qualified(resource)} "{meta["name"]}" already exists',
                 {"name": meta["name"], "group": resource.group, "kind": resource.plural},
             )
-        self.check_quota(resource, namespace)
+        self.check_quota(resource, namespace, body)
         obj = copy.deepcopy(body)
         fields = patching.field_set(obj, self.schema(resource))
         obj["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=now())
@@ -1029,29 +1029,19 @@ class ApiServer:
             for port in spec.get("ports", []):
                 port.pop("nodePort", None)
 
-    def check_quota(self, resource: Resource, namespace: str) -> None:
+    def check_quota(self, resource: Resource, namespace: str, obj: Obj) -> None:
         if not namespace:
             return
-        key = {
-            "Pod": "pods",
-            "Service": "services",
-            "ConfigMap": "configmaps",
-            "Secret": "secrets",
-        }.get(resource.kind)
-        if key is None:
-            return
-        quotas = self.store.list(BY_PATH[("", "v1", "resourcequotas")], namespace)
-        used = len(self.store.list(resource, namespace))
-        for quota in quotas:
-            hard = (quota.get("spec") or {}).get("hard") or {}
-            limit = hard.get(key, hard.get(f"count/{key}"))
-            if limit is not None and used + 1 > int(limit):
+        existing = self.store.list(resource, namespace)
+        for quota in self.store.list(BY_PATH[("", "v1", "resourcequotas")], namespace):
+            reason = quotas.refusal(quota, resource.kind, existing, obj)
+            if reason is not None:
+                name = obj["metadata"].get("name", "")
                 raise ApiError(
                     403,
                     "Forbidden",
-                    f"{qualified(resource)} is forbidden: exceeded "
-                    f"quota: {quota['metadata']['name']}, requested: {key}=1, used: "
-                    f"{key}={used}, limited: {key}={limit}",
+                    f'{qualified(resource)} "{name}" is forbidden: {reason}',
+                    {"name": name, "kind": resource.plural},
                 )
 
     # Deleting ------------------------------------------------------------------------------

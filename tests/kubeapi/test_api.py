@@ -506,3 +506,62 @@ def test_watch_survives_concurrent_writers(core: Any, namespace: str) -> None:
             break
     writer.join()
     assert seen == names
+
+
+def test_quota_on_compute_resources_needs_requests_and_stops_deployments(
+    api_client: Any, core: Any, apps: Any, namespace: str
+) -> None:
+    core.create_namespaced_resource_quota(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "compute"},
+            "spec": {"hard": {"requests.cpu": "1", "pods": "10"}},
+        },
+    )
+    body = deployment("web", replicas=3)
+    apps.create_namespaced_deployment(namespace, body)
+
+    def failure() -> str | None:
+        for condition in apps.read_namespaced_deployment("web", namespace).status.conditions or []:
+            if condition.type == "ReplicaFailure":
+                return str(condition.message)
+        return None
+
+    message = wait_for(failure, what="ReplicaFailure")
+    assert message.endswith("is forbidden: failed quota: compute: must specify requests.cpu")
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"requests": {"cpu": "400m"}}
+    apps.replace_namespaced_deployment("web", namespace, {**body, "metadata": {"name": "web"}})
+    wait_for(
+        lambda: (
+            len(core.list_namespaced_pod(namespace, label_selector="app=web").items) == 2
+            and "exceeded quota: compute" in (failure() or "")
+        ),
+        what="two pods within the quota, the third refused",
+    )
+    used = core.read_namespaced_resource_quota("compute", namespace).status.used
+    assert used["requests.cpu"] == "800m"
+    container["resources"] = {"requests": {"cpu": "lots"}}
+    with pytest.raises(ApiException) as caught:
+        dynamic.DynamicClient(api_client).resources.get(
+            api_version="apps/v1", kind="Deployment"
+        ).replace(namespace=namespace, body={**body, "metadata": {"name": "web"}})
+    assert caught.value.status == 422
+
+
+def test_endpoints_follow_pod_readiness(core: Any, namespace: str) -> None:
+    core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "db"},
+            "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432}]},
+        },
+    )
+    endpoints = wait_for(
+        lambda: core.read_namespaced_endpoints("db", namespace), what="Endpoints object"
+    )
+    assert not endpoints.subsets

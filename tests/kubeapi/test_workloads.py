@@ -189,6 +189,9 @@ def test_a_deployment_serves_on_its_pod_ips_and_node_port(
     assert names == {p.metadata.name for p in pods}
     seen = get_json(f"http://{service.spec.cluster_ip}:80/")
     assert seen["env"]["POD_NAME"] in names
+    endpoints = core.read_namespaced_endpoints("web", namespace)
+    assert {a.ip for a in endpoints.subsets[0].addresses} == ips
+    assert endpoints.subsets[0].ports[0].port == 8080
     lines = core.read_namespaced_pod_log(pods[0].metadata.name, namespace, tail_lines=1)
     assert lines.startswith("served /")
 

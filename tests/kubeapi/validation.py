@@ -22,6 +22,8 @@ import kubernetes_validate.utils as kv
 import referencing
 from referencing.jsonschema import DRAFT202012
 
+from tests.kubeapi import quotas
+
 Obj = dict[str, Any]
 
 SCHEMA_VERSIONS = (kv.all_versions()[0], kv.all_versions()[-1])
@@ -276,6 +278,12 @@ def pod_spec_causes(spec: Obj, field: str) -> list[Cause]:
         seen.add(name or "")
         if not container.get("image"):
             causes.append(required(f"{where}.image"))
+        for section in ("requests", "limits"):
+            for name, value in ((container.get("resources") or {}).get(section) or {}).items():
+                try:
+                    quotas.quantity(value)
+                except ValueError as exc:
+                    causes.append(invalid(f"{where}.resources.{section}[{name}]", value, str(exc)))
         for j, port in enumerate(container.get("ports") or []):
             number = port.get("containerPort")
             if not isinstance(number, int) or not 0 < number < 65536:
