@@ -138,7 +138,7 @@ class Controllers:
     # namespaces ----------------------------------------------------------------------------
 
     def namespaces(self) -> None:
-        for ns in self.api.store.list(NAMESPACES):
+        for ns in self.api.store.select(NAMESPACES):
             if not ns["metadata"].get("deletionTimestamp"):
                 continue
             name = ns["metadata"]["name"]
@@ -146,7 +146,7 @@ class Controllers:
             for resource in RESOURCES:
                 if not resource.namespaced:
                     continue
-                for obj in self.api.store.list(resource, name):
+                for obj in self.api.store.select(resource, name):
                     left += 1
                     if not obj["metadata"].get("deletionTimestamp"):
                         self.api.remove(resource, obj, None)
@@ -156,7 +156,7 @@ class Controllers:
     # deployments ---------------------------------------------------------------------------
 
     def deployments(self) -> None:
-        for deployment in self.api.store.list(DEPLOYMENTS):
+        for deployment in self.api.store.select(DEPLOYMENTS):
             if deployment["metadata"].get("deletionTimestamp"):
                 continue
             self.deployment(deployment)
@@ -166,7 +166,7 @@ class Controllers:
         spec = d["spec"]
         template = spec["template"]
         digest = template_hash(template)
-        sets = [rs for rs in self.api.store.list(REPLICASETS, ns) if owned_by(rs, d)]
+        sets = [rs for rs in self.api.store.select(REPLICASETS, ns) if owned_by(rs, d)]
         new = next(
             (
                 rs
@@ -349,11 +349,11 @@ class Controllers:
     # replicasets ---------------------------------------------------------------------------
 
     def replicasets(self) -> None:
-        for rs in self.api.store.list(REPLICASETS):
+        for rs in self.api.store.select(REPLICASETS):
             if rs["metadata"].get("deletionTimestamp"):
                 continue
             ns = rs["metadata"]["namespace"]
-            pods = [p for p in self.api.store.list(PODS, ns) if owned_by(p, rs)]
+            pods = [p for p in self.api.store.select(PODS, ns) if owned_by(p, rs)]
             active = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
             desired = rs["spec"].get("replicas", 1)
             failure = None
@@ -420,16 +420,16 @@ class Controllers:
     # pods without a home ------------------------------------------------------------------
 
     def orphans(self) -> None:
-        nodes = {n["metadata"]["name"] for n in self.api.store.list(NODES)}
-        for pod in self.api.store.list(PODS):
+        nodes = {n["metadata"]["name"] for n in self.api.store.select(NODES)}
+        for pod in self.api.store.select(PODS):
             node = pod["spec"].get("nodeName")
             if node and node not in nodes:
                 self.api.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
 
     def schedule(self) -> None:
-        nodes = [n for n in self.api.store.list(NODES) if node_ready(n)]
+        nodes = [n for n in self.api.store.select(NODES) if node_ready(n)]
         schedulable = [n for n in nodes if not (n.get("spec") or {}).get("unschedulable")]
-        pods = self.api.store.list(PODS)
+        pods = self.api.store.select(PODS)
         load = {n["metadata"]["name"]: 0 for n in schedulable}
         for pod in pods:
             if pod["spec"].get("nodeName") in load:
@@ -486,7 +486,7 @@ class Controllers:
     # budgets and quotas --------------------------------------------------------------------
 
     def budgets(self) -> None:
-        for pdb in self.api.store.list(PDBS):
+        for pdb in self.api.store.select(PDBS):
             healthy, desired, expected = self.api.pdb_numbers(pdb)
             updated = copy.deepcopy(pdb)
             updated["status"] = {
@@ -519,13 +519,13 @@ class Controllers:
         kinds = {"Pod": PODS, "Service": BY_PATH[("", "v1", "services")],
                  "ConfigMap": BY_PATH[("", "v1", "configmaps")],
                  "Secret": BY_PATH[("", "v1", "secrets")]}  # fmt: skip
-        for quota in self.api.store.list(QUOTAS):
+        for quota in self.api.store.select(QUOTAS):
             ns = quota["metadata"]["namespace"]
             hard = (quota.get("spec") or {}).get("hard") or {}
             used = {}
             for key in hard:
                 total = sum(
-                    (quotas.usage(key, kind, self.api.store.list(resource, ns))
+                    (quotas.usage(key, kind, self.api.store.select(resource, ns))
                      for kind, resource in kinds.items()),
                     Decimal(0),
                 )  # fmt: skip
@@ -538,8 +538,8 @@ class Controllers:
 
     def endpoints(self) -> None:
         services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s
-                    for s in self.api.store.list(SERVICES)}  # fmt: skip
-        for ep in self.api.store.list(ENDPOINTS):
+                    for s in self.api.store.select(SERVICES)}  # fmt: skip
+        for ep in self.api.store.select(ENDPOINTS):
             key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
             if key not in services:
                 self.api.store.remove(ENDPOINTS, *key)
@@ -548,7 +548,7 @@ class Controllers:
             if not selector:
                 continue
             ready, waiting = [], []
-            for pod in self.api.store.list(PODS, ns):
+            for pod in self.api.store.select(PODS, ns):
                 ip = (pod.get("status") or {}).get("podIP")
                 labels = pod["metadata"].get("labels") or {}
                 if not ip or not selector_matches({"matchLabels": selector}, labels):
@@ -569,7 +569,7 @@ class Controllers:
                 subset["addresses"] = sorted(ready, key=lambda a: a["ip"])
             if waiting:
                 subset["notReadyAddresses"] = sorted(waiting, key=lambda a: a["ip"])
-            wanted = {"apiVersion": "v1", "kind": "Endpoints",
+            wanted: Obj = {"apiVersion": "v1", "kind": "Endpoints",
                       "metadata": {"name": name, "namespace": ns,
                                    "labels": svc["metadata"].get("labels") or {}},
                       "subsets": [subset] if ready or waiting else []}  # fmt: skip
@@ -587,7 +587,7 @@ class Controllers:
         target = port.get("targetPort", port.get("port"))
         if isinstance(target, int):
             return target
-        for pod in self.api.store.list(PODS, ns):
+        for pod in self.api.store.select(PODS, ns):
             for container in pod["spec"].get("containers") or []:
                 for p in container.get("ports") or []:
                     if p.get("name") == target:

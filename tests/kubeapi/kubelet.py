@@ -319,9 +319,9 @@ class PodRunner:
             if "fieldRef" in source:
                 env[name] = self.field(pod, source["fieldRef"]["fieldPath"])
             elif "secretKeyRef" in source:
-                env[name] = self.config(SECRETS, source["secretKeyRef"], "key")  # type: ignore[assignment]
+                env[name] = self.config(SECRETS, source["secretKeyRef"], "key")
             elif "configMapKeyRef" in source:
-                env[name] = self.config(CONFIGMAPS, source["configMapKeyRef"], "key")  # type: ignore[assignment]
+                env[name] = self.config(CONFIGMAPS, source["configMapKeyRef"], "key")
             elif "resourceFieldRef" in source:
                 env[name] = "0"
             else:
@@ -512,9 +512,9 @@ class Kubelet:
             self.api.store.unsubscribe(sub)
 
     async def sync(self) -> None:
-        nodes = {n["metadata"]["name"]: n for n in self.api.store.list(NODES)}
+        nodes = {n["metadata"]["name"]: n for n in self.api.store.select(NODES)}
         wanted: dict[str, Obj] = {}
-        for pod in self.api.store.list(PODS):
+        for pod in self.api.store.select(PODS):
             node = nodes.get(pod["spec"].get("nodeName", ""))
             uid = pod["metadata"]["uid"]
             if pod["metadata"].get("deletionTimestamp"):

@@ -157,7 +157,7 @@ def json_patch(doc: Any, operations: Any) -> Any:
                 if kind == "move":
                     doc = json_patch(doc, [{"op": "remove", "path": op["from"]}])
                 kind, op = "add", {"value": value}
-            parent = _walk(doc, parts[:-1]) if parts else None
+            parent: Any = _walk(doc, parts[:-1]) if parts else None
             if not parts:
                 doc = copy.deepcopy(op["value"])
                 continue

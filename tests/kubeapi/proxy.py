@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from typing import Any
@@ -64,12 +65,12 @@ class Proxy:
     def wanted(self) -> dict[Listen, Target]:
         nodes = [
             a["address"]
-            for n in self.api.store.list(NODES)
+            for n in self.api.store.select(NODES)
             for a in (n.get("status") or {}).get("addresses") or []
             if a.get("type") == "InternalIP"
         ]
         out: dict[Listen, Target] = {}
-        for svc in self.api.store.list(SERVICES):
+        for svc in self.api.store.select(SERVICES):
             spec, meta = svc["spec"], svc["metadata"]
             for port in spec.get("ports") or []:
                 target = (meta["namespace"], meta["name"], str(port.get("name") or port["port"]))
@@ -90,7 +91,7 @@ class Proxy:
                 continue
             try:
                 server = await asyncio.start_server(
-                    lambda r, w, t=target: self.forward(r, w, t), listen[0], listen[1]
+                    functools.partial(self.forward, target=target), listen[0], listen[1]
                 )
             except OSError as exc:
                 log.warning("kube-proxy cannot listen on %s:%s: %s", *listen, exc)
@@ -104,7 +105,7 @@ class Proxy:
             return []
         port = next(p for p in svc["spec"]["ports"] if str(p.get("name") or p["port"]) == port_key)
         found = []
-        for pod in self.api.store.list(PODS, namespace):
+        for pod in self.api.store.select(PODS, namespace):
             labels = pod["metadata"].get("labels") or {}
             selector = svc["spec"].get("selector")
             if not selector or not selector_matches({"matchLabels": selector}, labels):

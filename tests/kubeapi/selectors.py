@@ -34,31 +34,40 @@ def _split(text: str) -> list[str]:
     return parts
 
 
+def _label_test(key: str, op: str, values: frozenset[str]) -> Callable[[dict[str, str]], bool]:
+    def test(labels: dict[str, str]) -> bool:
+        if op in ("=", "=="):
+            return labels.get(key) in values
+        if op == "!=":
+            return labels.get(key) not in values
+        if op == "in":
+            return labels.get(key) in values
+        if op == "notin":
+            return labels.get(key) not in values
+        if op == "exists":
+            return key in labels
+        return key not in labels
+
+    return test
+
+
 def label_matcher(text: str | None) -> Matcher:
     tests: list[Callable[[dict[str, str]], bool]] = []
     for term in _split(text or ""):
         eq = _EQ.match(term)
         if eq:
             key, op, value = eq.groups()
-            if op == "!=":
-                tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            tests.append(_label_test(key, op, frozenset([value])))
             continue
         match = _SET.match(term)
         if not match:
             raise SelectorError(f"unable to parse requirement: {term.strip()!r}")
         negate, key, op, values = match.groups()
         if op:
-            wanted = {v.strip() for v in values.split(",") if v.strip()}
-            if op == "in":
-                tests.append(lambda labels, k=key, w=wanted: labels.get(k) in w)
-            else:
-                tests.append(lambda labels, k=key, w=wanted: labels.get(k) not in w)
-        elif negate:
-            tests.append(lambda labels, k=key: k not in labels)
+            wanted = frozenset(v.strip() for v in values.split(",") if v.strip())
+            tests.append(_label_test(key, op, wanted))
         else:
-            tests.append(lambda labels, k=key: k in labels)
+            tests.append(_label_test(key, "absent" if negate else "exists", frozenset()))
 
     def matches(obj: Obj) -> bool:
         labels = obj.get("metadata", {}).get("labels") or {}
@@ -77,6 +86,10 @@ FIELDS: dict[str, Callable[[Obj], Any]] = {
 }
 
 
+def _field_test(getter: Callable[[Obj], Any], negate: bool, value: str) -> Matcher:
+    return lambda obj: (str(getter(obj)) == value) != negate
+
+
 def field_matcher(text: str | None) -> Matcher:
     tests: list[Callable[[Obj], bool]] = []
     for term in _split(text or ""):
@@ -86,9 +99,5 @@ def field_matcher(text: str | None) -> Matcher:
         key, op, value = match.groups()
         if key not in FIELDS:
             raise SelectorError(f'field label not supported: "{key}"')
-        getter = FIELDS[key]
-        if op == "!=":
-            tests.append(lambda o, g=getter, v=value: str(g(o)) != v)
-        else:
-            tests.append(lambda o, g=getter, v=value: str(g(o)) == v)
+        tests.append(_field_test(FIELDS[key], op == "!=", value))
     return lambda obj: all(test(obj) for test in tests)

@@ -171,7 +171,7 @@ class ApiServer:
             if method == "GET":
                 if request.query.get("watch") in ("1", "true"):
                     return await self.watch(request, resource, namespace)
-                found = self.list(request, resource, namespace)
+                found = self.list_objects(request, resource, namespace)
                 if wants_table(request.headers.get("Accept", "")):
                     found = table(
                         resource.kind,
@@ -188,9 +188,10 @@ class ApiServer:
                 return web.json_response(self.delete_collection(request, resource, namespace))
         else:
             if method == "GET":
-                obj = self.store.get(resource, namespace, name)
-                if obj is None:
+                found = self.store.get(resource, namespace, name)
+                if found is None:
                     raise not_found(resource, name)
+                obj = found
                 if wants_table(request.headers.get("Accept", "")):
                     obj = table(
                         resource.kind,
@@ -381,9 +382,9 @@ class ApiServer:
             raise ApiError(400, "BadRequest", str(exc)) from exc
         return lambda obj: labels(obj) and fields(obj)
 
-    def list(self, request: web.Request, resource: Resource, namespace: str) -> Obj:
+    def list_objects(self, request: web.Request, resource: Resource, namespace: str) -> Obj:
         matches = self.matcher(request)
-        items = [o for o in self.store.list(resource, namespace or None) if matches(o)]
+        items = [o for o in self.store.select(resource, namespace or None) if matches(o)]
         return {
             "kind": f"{resource.kind}List",
             "apiVersion": resource.api_version,
@@ -424,7 +425,7 @@ class ApiServer:
 
         try:
             if since in ("", "0"):
-                for obj in self.store.list(resource, namespace or None):
+                for obj in self.store.select(resource, namespace or None):
                     if matches(obj):
                         await send("ADDED", obj)
             else:
@@ -458,7 +459,7 @@ class ApiServer:
                     if wait <= 0:
                         break
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), wait)
+                    next_event: Event | None = await asyncio.wait_for(sub.queue.get(), wait)
                 except TimeoutError:
                     if bookmarks:
                         await send(
@@ -470,9 +471,9 @@ class ApiServer:
                             },
                         )
                     continue
-                if event is None:
+                if next_event is None:
                     break
-                await send(event.type, event.obj)
+                await send(next_event.type, next_event.obj)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -565,7 +566,7 @@ class ApiServer:
 
     def taken_node_ports(self, obj: Obj) -> set[int]:
         taken: set[int] = set()
-        for svc in self.store.list(BY_PATH[("", "v1", "services")]):
+        for svc in self.store.select(BY_PATH[("", "v1", "services")]):
             meta = svc["metadata"]
             if (meta.get("namespace"), meta["name"]) == (
                 obj["metadata"].get("namespace"),
@@ -1032,8 +1033,8 @@ class ApiServer:
     def check_quota(self, resource: Resource, namespace: str, obj: Obj) -> None:
         if not namespace:
             return
-        existing = self.store.list(resource, namespace)
-        for quota in self.store.list(BY_PATH[("", "v1", "resourcequotas")], namespace):
+        existing = self.store.select(resource, namespace)
+        for quota in self.store.select(BY_PATH[("", "v1", "resourcequotas")], namespace):
             reason = quotas.refusal(quota, resource.kind, existing, obj)
             if reason is not None:
                 name = obj["metadata"].get("name", "")
@@ -1121,14 +1122,14 @@ class ApiServer:
 
     def collect_garbage(self, owner_uid: str) -> None:
         for resource in RESOURCES:
-            for obj in self.store.list(resource):
+            for obj in self.store.select(resource):
                 owners = obj["metadata"].get("ownerReferences") or []
                 if any(o.get("uid") == owner_uid for o in owners):
                     self.remove(resource, obj, None)
 
     def delete_collection(self, request: web.Request, resource: Resource, namespace: str) -> Obj:
         matches = self.matcher(request)
-        items = [o for o in self.store.list(resource, namespace or None) if matches(o)]
+        items = [o for o in self.store.select(resource, namespace or None) if matches(o)]
         for obj in items:
             self.remove(resource, obj, None)
         return {
@@ -1219,7 +1220,7 @@ class ApiServer:
             raise ApiError(400, "BadRequest", "name in URL does not match name in Eviction object")
         labels = pod["metadata"].get("labels") or {}
         if not pod["metadata"].get("deletionTimestamp") and self.pod_ready(pod):
-            for pdb in self.store.list(
+            for pdb in self.store.select(
                 BY_PATH[("policy", "v1", "poddisruptionbudgets")], namespace
             ):
                 if not validation.selector_matches(pdb["spec"].get("selector"), labels):
@@ -1262,7 +1263,7 @@ class ApiServer:
         """(currentHealthy, desiredHealthy, expectedPods) of a PodDisruptionBudget."""
         pods = [
             p
-            for p in self.store.list(BY_PATH[("", "v1", "pods")], pdb["metadata"]["namespace"])
+            for p in self.store.select(BY_PATH[("", "v1", "pods")], pdb["metadata"]["namespace"])
             if validation.selector_matches(
                 pdb["spec"].get("selector"), p["metadata"].get("labels") or {}
             )

@@ -55,7 +55,7 @@ class Store:
         found = self.objects.get(self.key(resource, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def list(self, resource: Resource, namespace: str | None = None) -> list[Obj]:
+    def select(self, resource: Resource, namespace: str | None = None) -> list[Obj]:
         return [copy.deepcopy(o) for o in self._iter(resource, namespace)]
 
     def _iter(self, resource: Resource, namespace: str | None) -> Iterator[Obj]:

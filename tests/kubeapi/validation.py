@@ -91,16 +91,17 @@ def field_path(parts: Iterable[str | int]) -> str:
 
 @functools.cache
 def _definitions_document(version: str) -> dict[str, Any]:
-    return kv.schema_contents(  # type: ignore[no-any-return]
+    document: dict[str, Any] = kv.schema_contents(
         f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version
     )
+    return document
 
 
 @functools.cache
 def _registry(version: str) -> referencing.Registry[Any]:
     document = _definitions_document(version)
     resource = referencing.Resource.from_contents(document, default_specification=DRAFT202012)
-    return resource @ referencing.Registry()  # type: ignore[no-any-return]
+    return resource @ referencing.Registry()
 
 
 @functools.cache
@@ -111,7 +112,7 @@ def _validator(version: str, api_version: str, kind: str) -> jsonschema.Validato
         version,
     )
     cls = jsonschema.validators.Draft202012Validator
-    return cls(schema, registry=_registry(version))  # type: ignore[no-any-return]
+    return cls(schema, registry=_registry(version))
 
 
 def definitions(version: str) -> dict[str, Any]:
