@@ -565,3 +565,35 @@ def test_endpoints_follow_pod_readiness(core: Any, namespace: str) -> None:
         lambda: core.read_namespaced_endpoints("db", namespace), what="Endpoints object"
     )
     assert not endpoints.subsets
+
+
+def test_immutable_fields_and_pod_updates_are_refused(core: Any, apps: Any, namespace: str) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("web", replicas=0))
+    current = apps.read_namespaced_deployment("web", namespace)
+    current.spec.selector.match_labels = {"app": "web", "tier": "x"}
+    current.spec.template.metadata.labels = {"app": "web", "tier": "x"}
+    with pytest.raises(ApiException) as caught:
+        apps.replace_namespaced_deployment("web", namespace, current)
+    status = status_body(caught.value)
+    assert caught.value.status == 422
+    assert ("spec.selector", "FieldValueInvalid") in [
+        (c["field"], c["reason"]) for c in status["details"]["causes"]
+    ]
+    assert "field is immutable" in status["message"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "9"]}]},
+    }
+    core.create_namespaced_pod(namespace, pod)
+    core.patch_namespaced_pod(
+        "p", namespace, {"spec": {"containers": [{"name": "c", "image": "b2"}]}}
+    )
+    with pytest.raises(ApiException) as caught:
+        core.patch_namespaced_pod(
+            "p", namespace, {"spec": {"containers": [{"name": "c", "command": ["sh"]}]}}
+        )
+    assert caught.value.status == 422
+    assert "pod updates may not change fields" in status_body(caught.value)["message"]
+    assert core.read_namespaced_pod("p", namespace).spec.containers[0].image == "b2"
