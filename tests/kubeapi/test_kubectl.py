@@ -328,3 +328,29 @@ def test_drain_evicts_within_the_disruption_budget(new_kube_api: Any, tmp_path: 
     assert blocked.returncode != 0
     assert "disruption budget" in blocked.stderr
     assert nodes() == ["b", "b"]
+
+
+def test_apply_removes_what_the_manifest_no_longer_has(
+    kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    path = manifest(tmp_path, namespace, replicas=0)
+    text = path.read_text().replace(
+        "        - name: POD_IP\n",
+        "        - name: EXTRA\n          value: one\n        - name: POD_IP\n",
+    )
+    path.write_text(text.replace("labels: {app: web}\nspec:", "labels: {app: web, tier: a}\nspec:"))
+    kubectl("apply", "-f", str(path))
+    got = deployment(kubectl, namespace)
+    assert [e["name"] for e in got["spec"]["template"]["spec"]["containers"][0]["env"]] == [
+        "EXTRA",
+        "POD_IP",
+    ]
+    path.write_text(manifest(tmp_path, namespace, replicas=0).read_text().replace(
+        "python:3-slim", "python:3.12-slim"))  # fmt: skip
+    assert "configured" in kubectl("apply", "-f", str(path)).stdout
+    got = deployment(kubectl, namespace)
+    container = got["spec"]["template"]["spec"]["containers"][0]
+    assert [e["name"] for e in container["env"]] == ["POD_IP"]
+    assert container["image"] == "python:3.12-slim"
+    assert got["metadata"]["labels"] == {"app": "web"}
+    assert "unchanged" in kubectl("apply", "-f", str(path)).stdout
