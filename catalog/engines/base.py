@@ -16,6 +16,7 @@ A driver declares what it can do in `capabilities`; what it cannot do raises
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -213,7 +214,9 @@ class ProgressReport:
                 await self.progress(f"replica {name} serves")
         for name, replica in self.known.items():
             if name not in now:
-                await self.progress(f"replica {name} on {replica['node']} stopped")
+                # Draining can begin and end between two looks.
+                how = "stopped" if replica["draining"] else "draining and stopped"
+                await self.progress(f"replica {name} on {replica['node']}: {how}")
         self.known = now
 
 
@@ -234,8 +237,7 @@ async def wait_pod(
     with a bare timeout.
     """
     deadline = time.monotonic() + timeout
-    stream = engine.changes(cluster)
-    try:
+    async with Changes(engine, cluster) as changes:
         while True:
             state = await engine.pod_state(cluster, pod)
             if report is not None:
@@ -246,14 +248,42 @@ async def wait_pod(
             if left <= 0:
                 raise ActionFailed("wait", f"{what} after {timeout:.0f}s: {describe(state)}")
             # A change, or a re-read now and then: a lost event costs a second at most.
-            try:
-                await asyncio.wait_for(anext(stream), min(left, 1.0))
-            except TimeoutError:
-                pass
-            except StopAsyncIteration:
-                await asyncio.sleep(min(left, 0.2))
-    finally:
-        await stream.aclose()
+            await changes.next(min(left, 1.0))
+
+
+class Changes:
+    """An engine's change stream, waited on with a time limit.
+
+    A time limit must not cancel the stream's pending step (that would end
+    the stream), so the step stays pending across waits.
+    """
+
+    def __init__(self, engine: Engine, cluster: ClusterKey | None) -> None:
+        self.stream = engine.changes(cluster)
+        self.pending: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> Changes:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await self.pending
+        await self.stream.aclose()
+
+    async def next(self, timeout: float) -> bool:
+        """Whether a change came within `timeout` seconds."""
+        if self.pending is None:
+            self.pending = asyncio.ensure_future(anext(self.stream))
+        done, _ = await asyncio.wait({self.pending}, timeout=timeout)
+        if not done:
+            return False
+        finished, self.pending = self.pending, None
+        if finished.exception() is not None:  # the stream ended: fall back to re-reading
+            await asyncio.sleep(min(timeout, 0.2))
+            return False
+        return True
 
 
 def describe(state: PodState | None) -> str:
@@ -261,5 +291,7 @@ def describe(state: PodState | None) -> str:
     if state is None:
         return "the engine does not know the pod"
     reasons = sorted({r["reason"] for r in state["replicas"] if r["reason"]})
-    text = f"{state['ready']} of {state['desired']} replicas ready"
+    if state["pending"]:
+        reasons.insert(0, state["pending"])
+    text = f"{state['serving']} of {state['desired']} replicas serving"
     return text + (f" ({'; '.join(reasons)})" if reasons else "")

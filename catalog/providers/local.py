@@ -43,6 +43,9 @@ class LocalProvider:
         self.etcd_tls = etcd_tls
         self.state_dir = state_dir
         self.start_timeout = start_timeout
+        # Agents live in their own sessions and are found by pid; holding their
+        # handles lets whoever reaps them find them (no warning of a lost child).
+        self.spawned: list[subprocess.Popen[bytes]] = []
 
     def _dir(self, cluster: str, node: dict[str, Any]) -> Path:
         name: str = node["?"]["name"]
@@ -96,6 +99,7 @@ class LocalProvider:
                     stderr=logfile,
                     start_new_session=True,
                 )
+            self.spawned.append(proc)
             (directory / "agent.pid").write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + self.start_timeout
         while await self.store.get(key) is None:
@@ -118,6 +122,7 @@ class LocalProvider:
     async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
         directory = self._dir(cluster, node)
         await stop_processes(_agent_pids(directory))
+        self.spawned = [p for p in self.spawned if p.poll() is None]  # reap what ended
         with contextlib.suppress(FileNotFoundError):
             (directory / "agent.pid").unlink()
         # An agent killed earlier left its gateway's HAProxy (own session) serving.
@@ -137,6 +142,8 @@ async def stop_processes(pids: list[int], *, grace: float = 20.0) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    while any(_alive(pid) for pid in pids):  # SIGKILL cannot be refused: briefly
+        await asyncio.sleep(0.01)
 
 
 async def stop_all_agents(state_dir: Path) -> None:

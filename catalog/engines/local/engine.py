@@ -10,7 +10,6 @@ writes those documents; nothing waits in a polling loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -21,6 +20,7 @@ from catalog import keys
 from catalog.addresses import allocate, release
 from catalog.engines.base import (
     Capability,
+    Changes,
     ClusterKey,
     Endpoint,
     PodId,
@@ -150,20 +150,21 @@ class LocalEngine:
     ) -> None:
         await self.cordon(cluster, node)
         reports: dict[str, ProgressReport] = {}
-        stream = self.changes(cluster)
+        names: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
+        async with Changes(self, cluster) as changes:
             while True:
                 replicas = await self._replicas(cluster)
                 left = [r for r in replicas.values() if r["node"] == node]
-                pods = {r["pod"]: r["podName"] for r in left}
+                # Pods that had replicas here stay watched: their replicas' ends are news.
+                pods = {**names, **{r["pod"]: r["podName"] for r in left}}
+                names = pods
                 states = {p: await self.pod_state(cluster, PodId(p)) for p in pods}
                 if progress is not None:
                     for pod, state in states.items():
-                        if pod not in reports:
+                        if pod not in reports:  # the first look is the baseline
                             reports[pod] = ProgressReport(pods[pod], progress)
-                            await reports[pod](None)
                         await reports[pod](state)
                 if not left:
                     return
@@ -178,10 +179,7 @@ class LocalEngine:
                         + (f" ({'; '.join(reasons)})" if reasons else ""),
                         retryable=True,
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(anext(stream), 1.0)
-        finally:
-            await stream.aclose()
+                await changes.next(1.0)
 
     async def delete_cluster(self, cluster: ClusterKey) -> None:
         for found in await self.store.list(f"{keys.LOCAL_PODS}{cluster}/"):

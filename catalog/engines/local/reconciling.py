@@ -47,6 +47,9 @@ class ReconcilerSettings:
     drain_timeout: float = 30.0
     """Seconds a draining replica waits for gateways that do not report
     before it is stopped anyway."""
+    drain_grace: float = 1.0
+    """Seconds a drained replica keeps running after every gateway stopped
+    sending it requests, for the ones in flight to finish."""
     resync: float = 2.0
     """Seconds between passes when nothing changes."""
 
@@ -87,9 +90,11 @@ class Reconciler:
         self.store = store
         self.settings = settings or ReconcilerSettings()
         self.wake = asyncio.Event()
+        self.soon = False
         # In memory: a new leader starts these clocks again (it errs on waiting).
         self.missing_since: dict[tuple[str, str], float] = {}
         self.draining_since: dict[tuple[str, str], float] = {}
+        self.confirmed_since: dict[tuple[str, str], float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         watcher = asyncio.create_task(self._watch())
@@ -119,9 +124,11 @@ class Reconciler:
                 except MarinaError as exc:
                     log.warning("local engine pass failed: %s", exc)
                 self.wake.clear()
+                pause = 0.25 if self.soon else self.settings.resync
+                self.soon = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self.wake.wait(), min(self.settings.resync, self.settings.lease_ttl / 3)
+                        self.wake.wait(), min(pause, self.settings.lease_ttl / 3)
                     )
                 await asyncio.sleep(0.01)  # gather a burst of changes into one pass
         finally:
@@ -261,6 +268,12 @@ class Reconciler:
                 await self._mark_draining(cluster, replica, "the pod runs fewer replicas")
                 healthy.remove(replica)
         in_place = [r for r in stale if r["node"] in schedulable]
+        for replica in [r for r in stale if not replica_ready(r)]:
+            # It serves nobody: nothing is lost by stopping it before its replacement.
+            why = "replaced" if replica["node"] in schedulable else "its node is drained"
+            await self._mark_draining(cluster, replica, why)
+            stale.remove(replica)
+            in_place = [r for r in in_place if r is not replica]
         if stale and sum(1 for r in healthy if replica_ready(r)) >= want:
             for replica in stale:
                 why = "replaced" if replica["node"] in schedulable else "its node is drained"
@@ -355,6 +368,7 @@ class Reconciler:
         await self.store.delete(keys.replica(cluster, replica["id"]))
         await release(self.store, replica.get("ip"))
         self.draining_since.pop((cluster, replica["id"]), None)
+        self.confirmed_since.pop((cluster, replica["id"]), None)
 
     async def _publish(
         self, cluster: str, pods: dict[str, dict[str, Any]], replicas: dict[str, dict[str, Any]]
@@ -418,5 +432,10 @@ class Reconciler:
                 continue
             if not confirmed:
                 log.warning("replica %s stopped: its gateways did not confirm", replica["id"])
+            elif now - self.confirmed_since.setdefault((cluster, replica["id"]), now) < (
+                self.settings.drain_grace
+            ):
+                self.soon = True  # look again once the grace is over
+                continue
             await self._stop(cluster, replica)
             log.info("replica %s stopped", replica["id"])
