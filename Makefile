@@ -7,8 +7,22 @@ DEBS := etcd-server haproxy bubblewrap
 TEST_DEBS := chromium chromium-driver
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# OpenStack's services live in a virtual environment of their own, pinned by
+# the release's constraints (tests/openstack/).
+OS_VENV ?= .venv-openstack
+OS_STAMP := $(OS_VENV)/.installed
+OS_DEBS := mariadb-server rabbitmq-server
+OS_CONSTRAINTS := tests/openstack/upper-constraints-2026.1.txt
+OS_PACKAGES := 'keystone<30' 'openstack-placement<16' 'nova<34' 'neutron<29' 'glance<33' \
+	python-openstackclient uwsgi PyMySQL
+# Node images (elements/): diskimage-builder and what its Debian builds run.
+IMAGE_DEBS := debootstrap qemu-utils kpartx squashfs-tools sudo shellcheck
+IMAGE_STAMP := $(VENV)/.installed-image
+ROLE ?= gateway
+IMAGE_TYPE ?= qcow2
 
 .PHONY: demo gateway-demo test lint typecheck bench deps test-deps clean screenshots
+.PHONY: openstack openstack-deps image image-deps
 
 # Installs the Debian packages named in $(1) that are missing.
 define apt_install
@@ -34,12 +48,39 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e .
 	@touch $(STAMP)
 
-test-deps: $(TEST_STAMP)
+test-deps: $(TEST_STAMP) $(OS_STAMP) $(IMAGE_STAMP)
 
 $(TEST_STAMP): $(STAMP)
 	$(call apt_install,$(TEST_DEBS))
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(TEST_STAMP)
+
+openstack-deps: $(OS_STAMP)
+
+$(OS_STAMP): $(OS_CONSTRAINTS) tests/openstack/bind_all/pyproject.toml \
+		tests/openstack/bind_all/marina_bind_all/__init__.py
+	$(call apt_install,$(OS_DEBS))
+	@test -x $(OS_VENV)/bin/python || python3 -m venv $(OS_VENV)
+	$(OS_VENV)/bin/pip install -q --upgrade pip
+	$(OS_VENV)/bin/pip install -q -c $(OS_CONSTRAINTS) $(OS_PACKAGES)
+	$(OS_VENV)/bin/pip install -q ./tests/openstack/bind_all
+	@touch $(OS_STAMP)
+
+# A real OpenStack control plane on loopback until Ctrl-C (docs/openstack.md).
+openstack: $(OS_STAMP) $(STAMP)
+	$(PY) -m pip install -q -e '.[openstack]'
+	$(PY) -m tests.openstack $(if $(OS_DIR),--dir $(OS_DIR))
+
+image-deps: $(IMAGE_STAMP)
+
+$(IMAGE_STAMP): $(STAMP)
+	$(call apt_install,$(IMAGE_DEBS))
+	$(PY) -m pip install -q -e '.[images]'
+	@touch $(IMAGE_STAMP)
+
+# A node image from elements/: make image ROLE=gateway|master|worker [IMAGE_TYPE=tar]
+image: $(IMAGE_STAMP)
+	$(PY) -m tests.elements.building --role $(ROLE) --type $(IMAGE_TYPE)
 
 demo: deps
 	$(VENV)/bin/marina demo
@@ -72,4 +113,4 @@ bench: test-deps
 	$(PY) bench/actions.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts
+	rm -rf $(VENV) $(OS_VENV) .cache build *.egg-info .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -1,0 +1,1 @@
+"""A real OpenStack control plane for the provider's tests (and `make openstack`)."""
