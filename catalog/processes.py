@@ -7,10 +7,20 @@ import os
 import signal
 
 PR_SET_PDEATHSIG = 1
+_forking = {"parent": os.getpid()}
+# Recorded in the parent just before every fork, so the child knows whom it
+# must outlive even if that parent dies before the child asks.
+os.register_at_fork(before=lambda: _forking.update(parent=os.getpid()))
 
 
 def die_with_parent() -> None:
-    """Run in the child before exec: SIGKILL it when the agent goes away."""
+    """Run in the child before exec: SIGKILL it when its parent goes away.
+
+    A parent that died between the fork and `prctl` sends no signal: the
+    child checks for that and ends at once instead of living on orphaned.
+    """
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != _forking["parent"]:
+        os._exit(1)
     os.setpgid(0, 0)
