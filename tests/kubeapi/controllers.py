@@ -427,7 +427,8 @@ class Controllers:
                 self.api.store.remove(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
 
     def schedule(self) -> None:
-        nodes = [n for n in self.api.store.select(NODES) if node_ready(n)]
+        every = self.api.store.select(NODES)
+        nodes = [n for n in every if node_ready(n)]
         schedulable = [n for n in nodes if not (n.get("spec") or {}).get("unschedulable")]
         pods = self.api.store.select(PODS)
         load = {n["metadata"]["name"]: 0 for n in schedulable}
@@ -443,10 +444,15 @@ class Controllers:
             ]
             if not load:
                 unschedulable = len(nodes) - len(schedulable)
+                unready = len(every) - len(nodes)
                 reasons = []
+                if unready:
+                    # a node whose kubelet went silent carries the unreachable taint
+                    reasons.append(f"{unready} node(s) had untolerated taint "
+                                   "{node.kubernetes.io/unreachable: }")  # fmt: skip
                 if unschedulable:
                     reasons.append(f"{unschedulable} node(s) were unschedulable")
-                message = f"0/{len(nodes)} nodes are available" + (
+                message = f"0/{len(every)} nodes are available" + (
                     ": " + ", ".join(reasons) + "." if reasons else "."
                 )
                 conditions.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -163,6 +164,26 @@ class KubeApi:
             return self.api.create(BY_PATH[("", "v1", "nodes")], "", node, None, manager="kubelet")
 
         return self.call(create)
+
+    def set_node_ready(self, name: str, ready: bool) -> dict[str, Any]:
+        """Flip a node's Ready condition, as a kubelet that stops posting status would."""
+
+        async def flip() -> dict[str, Any]:
+            assert self.api is not None
+            nodes = BY_PATH[("", "v1", "nodes")]
+            node = self.api.store.get(nodes, "", name)
+            if node is None:
+                raise KeyError(name)
+            updated = copy.deepcopy(node)
+            updated["status"]["conditions"] = [
+                {"type": "Ready", "status": "True" if ready else "Unknown",
+                 "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+                 "message": "kubelet is posting ready status" if ready
+                 else "Kubelet stopped posting node status."}
+            ]  # fmt: skip
+            return self.api.replace(nodes, node, updated, None, "status", manager="kubelet")
+
+        return self.call(flip)
 
     def remove_node(self, name: str) -> None:
         async def delete() -> None:

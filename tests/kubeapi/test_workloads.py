@@ -350,6 +350,15 @@ def test_the_scheduler_skips_cordoned_nodes(private_api: tuple[KubeApi, Any]) ->
     assert wait_for(pending_message, what="Unschedulable") == (
         "0/2 nodes are available: 2 node(s) were unschedulable."
     )
+    server.set_node_ready("a", False)
+    core.patch_node("a", {"spec": {"unschedulable": False}})
+    assert wait_for(lambda: "taint" in (pending_message() or "") and pending_message()) == (
+        "0/2 nodes are available: 1 node(s) had untolerated taint "
+        "{node.kubernetes.io/unreachable: }, 1 node(s) were unschedulable."
+    )
+    assert core.read_node("a").status.conditions[0].status == "Unknown"
+    server.set_node_ready("a", True)
+    wait_for(lambda: pending_message() is None, what="the fourth pod placed on a")
 
 
 def test_eviction_honours_disruption_budgets(private_api: tuple[KubeApi, Any]) -> None:
