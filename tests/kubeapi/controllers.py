@@ -316,11 +316,16 @@ class Controllers:
                 ),
             ],
         }
-        failed = [c for rs in sets for c in (rs.get("status") or {}).get("conditions") or []
-                  if c.get("type") == "ReplicaFailure"]  # fmt: skip
+        failed = [
+            c
+            for rs in sets
+            for c in (rs.get("status") or {}).get("conditions") or []
+            if c.get("type") == "ReplicaFailure"
+        ]
         if failed:
-            status["conditions"].append(condition("ReplicaFailure", "True", "FailedCreate",
-                                                  failed[0]["message"]))  # fmt: skip
+            status["conditions"].append(
+                condition("ReplicaFailure", "True", "FailedCreate", failed[0]["message"])
+            )
         for key in ("readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas"):
             if status[key] == 0:
                 del status[key]
@@ -391,11 +396,20 @@ class Controllers:
                 if status[key] == 0:
                     del status[key]
             if failure is not None:
-                before = [c for c in (rs.get("status") or {}).get("conditions") or []
-                          if c.get("message") == failure]  # fmt: skip
-                status["conditions"] = before or [{"type": "ReplicaFailure", "status": "True",
-                                                   "reason": "FailedCreate", "message": failure,
-                                                   "lastTransitionTime": now()}]  # fmt: skip
+                before = [
+                    c
+                    for c in (rs.get("status") or {}).get("conditions") or []
+                    if c.get("message") == failure
+                ]
+                status["conditions"] = before or [
+                    {
+                        "type": "ReplicaFailure",
+                        "status": "True",
+                        "reason": "FailedCreate",
+                        "message": failure,
+                        "lastTransitionTime": now(),
+                    }
+                ]
             updated = copy.deepcopy(rs)
             updated["status"] = status
             self.save(REPLICASETS, rs, updated, "replicaset-controller", status=True)
@@ -448,8 +462,10 @@ class Controllers:
                 reasons = []
                 if unready:
                     # a node whose kubelet went silent carries the unreachable taint
-                    reasons.append(f"{unready} node(s) had untolerated taint "
-                                   "{node.kubernetes.io/unreachable: }")  # fmt: skip
+                    reasons.append(
+                        f"{unready} node(s) had untolerated taint "
+                        "{node.kubernetes.io/unreachable: }"
+                    )
                 if unschedulable:
                     reasons.append(f"{unschedulable} node(s) were unschedulable")
                 message = f"0/{len(every)} nodes are available" + (
@@ -522,19 +538,24 @@ class Controllers:
             self.save(PDBS, pdb, updated, "controller-manager", status=True)
 
     def quotas(self) -> None:
-        kinds = {"Pod": PODS, "Service": BY_PATH[("", "v1", "services")],
-                 "ConfigMap": BY_PATH[("", "v1", "configmaps")],
-                 "Secret": BY_PATH[("", "v1", "secrets")]}  # fmt: skip
+        kinds = {
+            "Pod": PODS,
+            "Service": BY_PATH[("", "v1", "services")],
+            "ConfigMap": BY_PATH[("", "v1", "configmaps")],
+            "Secret": BY_PATH[("", "v1", "secrets")],
+        }
         for quota in self.api.store.select(QUOTAS):
             ns = quota["metadata"]["namespace"]
             hard = (quota.get("spec") or {}).get("hard") or {}
             used = {}
             for key in hard:
                 total = sum(
-                    (quotas.usage(key, kind, self.api.store.select(resource, ns))
-                     for kind, resource in kinds.items()),
+                    (
+                        quotas.usage(key, kind, self.api.store.select(resource, ns))
+                        for kind, resource in kinds.items()
+                    ),
                     Decimal(0),
-                )  # fmt: skip
+                )
                 used[key] = quotas.render(total, key)
             updated = copy.deepcopy(quota)
             updated["status"] = {"hard": hard, "used": used}
@@ -543,8 +564,10 @@ class Controllers:
     # endpoints -----------------------------------------------------------------------------
 
     def endpoints(self) -> None:
-        services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s
-                    for s in self.api.store.select(SERVICES)}  # fmt: skip
+        services = {
+            (s["metadata"]["namespace"], s["metadata"]["name"]): s
+            for s in self.api.store.select(SERVICES)
+        }
         for ep in self.api.store.select(ENDPOINTS):
             key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
             if key not in services:
@@ -559,26 +582,47 @@ class Controllers:
                 labels = pod["metadata"].get("labels") or {}
                 if not ip or not selector_matches({"matchLabels": selector}, labels):
                     continue
-                address = {"ip": ip, "nodeName": pod["spec"].get("nodeName", ""),
-                           "targetRef": {"kind": "Pod", "namespace": ns,
-                                         "name": pod["metadata"]["name"],
-                                         "uid": pod["metadata"]["uid"]}}  # fmt: skip
+                address = {
+                    "ip": ip,
+                    "nodeName": pod["spec"].get("nodeName", ""),
+                    "targetRef": {
+                        "kind": "Pod",
+                        "namespace": ns,
+                        "name": pod["metadata"]["name"],
+                        "uid": pod["metadata"]["uid"],
+                    },
+                }
                 if pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
                     ready.append(address)
                 else:
                     waiting.append(address)
-            ports = [{k: v for k, v in (("name", p.get("name")), ("port", self.target_port(
-                p, svc, ns)), ("protocol", p.get("protocol", "TCP"))) if v is not None}
-                for p in svc["spec"].get("ports") or []]  # fmt: skip
+            ports = [
+                {
+                    k: v
+                    for k, v in (
+                        ("name", p.get("name")),
+                        ("port", self.target_port(p, svc, ns)),
+                        ("protocol", p.get("protocol", "TCP")),
+                    )
+                    if v is not None
+                }
+                for p in svc["spec"].get("ports") or []
+            ]
             subset: Obj = {"ports": ports}
             if ready:
                 subset["addresses"] = sorted(ready, key=lambda a: a["ip"])
             if waiting:
                 subset["notReadyAddresses"] = sorted(waiting, key=lambda a: a["ip"])
-            wanted: Obj = {"apiVersion": "v1", "kind": "Endpoints",
-                      "metadata": {"name": name, "namespace": ns,
-                                   "labels": svc["metadata"].get("labels") or {}},
-                      "subsets": [subset] if ready or waiting else []}  # fmt: skip
+            wanted: Obj = {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": svc["metadata"].get("labels") or {},
+                },
+                "subsets": [subset] if ready or waiting else [],
+            }
             if not wanted["metadata"]["labels"]:
                 del wanted["metadata"]["labels"]
             current = self.api.store.get(ENDPOINTS, ns, name)

@@ -176,11 +176,15 @@ class KubeApi:
                 raise KeyError(name)
             updated = copy.deepcopy(node)
             updated["status"]["conditions"] = [
-                {"type": "Ready", "status": "True" if ready else "Unknown",
-                 "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-                 "message": "kubelet is posting ready status" if ready
-                 else "Kubelet stopped posting node status."}
-            ]  # fmt: skip
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "Unknown",
+                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+                    "message": "kubelet is posting ready status"
+                    if ready
+                    else "Kubelet stopped posting node status.",
+                }
+            ]
             return self.api.replace(nodes, node, updated, None, "status", manager="kubelet")
 
         return self.call(flip)

@@ -95,12 +95,18 @@ def decode(body: bytes) -> dict[str, Any]:
     api_version, kind = _text(type_meta, 1) or "", _text(type_meta, 2) or ""
     raw = fields(unknown.get(2, [b""])[-1])
     if (api_version, kind) == ("policy/v1", "Eviction"):
-        out: dict[str, Any] = {"apiVersion": api_version, "kind": kind,
-                               "metadata": _object_meta(raw.get(1, [b""])[-1])}  # fmt: skip
+        out: dict[str, Any] = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": _object_meta(raw.get(1, [b""])[-1]),
+        }
         if raw.get(2):
             out["deleteOptions"] = _delete_options(raw[2][-1])
         return out
     if (api_version, kind) == ("v1", "Namespace"):
-        return {"apiVersion": api_version, "kind": kind,
-                "metadata": _object_meta(raw.get(1, [b""])[-1])}  # fmt: skip
+        return {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": _object_meta(raw.get(1, [b""])[-1]),
+        }
     raise Undecodable(f"{api_version} {kind} is not decoded here")

@@ -9,10 +9,19 @@ from typing import Any
 Obj = dict[str, Any]
 
 SUFFIXES = {
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
-}  # fmt: skip
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
 QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(n|u|m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 COUNTED = {"pods": "Pod", "services": "Service", "configmaps": "ConfigMap", "secrets": "Secret"}
 COMPUTE = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "cpu", "memory")
@@ -76,6 +85,8 @@ def refusal(quota: Obj, kind: str, existing: list[Obj], new: Obj) -> str | None:
             used.append(f"{key}={render(current, key)}")
             limited.append(f"{key}={limit}")
     if over:
-        return (f"exceeded quota: {name}, requested: {','.join(requested)}, used: "
-                f"{','.join(used)}, limited: {','.join(limited)}")  # fmt: skip
+        return (
+            f"exceeded quota: {name}, requested: {','.join(requested)}, used: "
+            f"{','.join(used)}, limited: {','.join(limited)}"
+        )
     return None

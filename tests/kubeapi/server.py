@@ -17,7 +17,6 @@ import datetime
 import hashlib
 import json
 import random
-import string
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -1295,7 +1294,3 @@ class ApiServer:
         self.closing.set()
         for sub in list(self.store.subscriptions):
             self.store.unsubscribe(sub)
-
-
-def random_name(prefix: str) -> str:
-    return prefix + "".join(random.choice(string.ascii_lowercase) for _ in range(5))

@@ -345,8 +345,11 @@ def test_apply_removes_what_the_manifest_no_longer_has(
         "EXTRA",
         "POD_IP",
     ]
-    path.write_text(manifest(tmp_path, namespace, replicas=0).read_text().replace(
-        "python:3-slim", "python:3.12-slim"))  # fmt: skip
+    path.write_text(
+        manifest(tmp_path, namespace, replicas=0)
+        .read_text()
+        .replace("python:3-slim", "python:3.12-slim")
+    )
     assert "configured" in kubectl("apply", "-f", str(path)).stdout
     got = deployment(kubectl, namespace)
     container = got["spec"]["template"]["spec"]["containers"][0]
