@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 import urllib.request
 from collections.abc import Iterator
@@ -11,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from catalog import sandbox
 from tests.kubeapi.fixtures import Kubectl, fresh_name, fresh_node_address
 from tests.kubeapi.harness import KubeApi
 from tests.support import wait_for
 
+needs_sandbox = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="pods run in Marina's sandbox (bubblewrap)"
+)
 MANIFEST = """
 apiVersion: apps/v1
 kind: Deployment
@@ -62,7 +65,7 @@ def namespace(kubectl: Kubectl, node: str, tmp_path: Path) -> Iterator[str]:
 
 
 def kubectl_binary() -> str:
-    binary = __import__("shutil").which("kubectl")
+    binary = shutil.which("kubectl")
     if binary is None:
         pytest.skip("kubectl is not on PATH (install kubectl 1.32 to run the kubectl tests)")
     return str(binary)
@@ -131,10 +134,7 @@ def test_server_side_apply_conflicts_and_force(
     assert deployment(kubectl, namespace)["spec"]["replicas"] == 3
 
 
-@pytest.mark.skipif(
-    not sandbox.SANDBOX_PATH or __import__("shutil").which("bwrap") is None,
-    reason="pods run in Marina's sandbox (bubblewrap)",
-)
+@needs_sandbox
 def test_rollout_restart_scale_and_logs(kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
     kubectl("apply", "-f", str(manifest(tmp_path, namespace)))
     kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=60s", timeout=90)
@@ -259,9 +259,7 @@ spec:
 """
 
 
-@pytest.mark.skipif(
-    __import__("shutil").which("bwrap") is None, reason="pods run in Marina's sandbox"
-)
+@needs_sandbox
 def test_an_export_applied_to_an_empty_server_serves_and_applies_unchanged(
     new_kube_api: Any, tmp_path: Path
 ) -> None:
@@ -293,9 +291,7 @@ def test_an_export_applied_to_an_empty_server_serves_and_applies_unchanged(
     assert all(row.split()[1:3] == ["1/1", "Running"] for row in table[1:]) and len(table) == 3
 
 
-@pytest.mark.skipif(
-    __import__("shutil").which("bwrap") is None, reason="pods run in Marina's sandbox"
-)
+@needs_sandbox
 def test_drain_evicts_within_the_disruption_budget(new_kube_api: Any, tmp_path: Path) -> None:
     server = new_kube_api()
     server.add_node("a", fresh_node_address())
