@@ -32,7 +32,15 @@ from gateway.errors import AlreadyRunning, EtcdUnavailable, GatewayError, HAProx
 from gateway.etcd import EtcdClient
 from gateway.haproxy import HAProxy, bound_ports_failing
 from gateway.metrics import Metrics, serve_metrics
-from gateway.planning import POOL, STATIC_SHARDS, Layout, build_layout, part_of, plan_changes
+from gateway.planning import (
+    POOL,
+    STATIC_SHARDS,
+    BackendSlot,
+    Layout,
+    build_layout,
+    part_of,
+    plan_changes,
+)
 from gateway.ports import foreign_holders
 from gateway.rendering import (
     Budget,
@@ -104,6 +112,7 @@ class Agent:
         self.cert_cache: dict[str, tuple[bytes, Certificate | BadCertificate]] = {}
         self.cert_problems: dict[str, str] = {}
         self.tls_missing: set[str] = set()
+        self._shards: tuple[Layout | None, dict[str, dict[str, BackendSlot]]] = (None, {})
         # What each process holds: certificate file -> PEM, crt-list -> files.
         self.tls_loaded: dict[str, dict[str, str]] = {}
         self.tls_lists: dict[str, dict[str, set[str]]] = {}
@@ -137,8 +146,7 @@ class Agent:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 # HAProxy first: whatever etcd does, the ports are free at once.
-                for proxy in self._proxies().values():
-                    await proxy.stop()
+                await asyncio.gather(*(proxy.stop() for proxy in self.proxies.values()))
                 await self._withdraw_status()
         finally:
             await self.etcd.close()
@@ -323,15 +331,14 @@ class Agent:
         """What one process serves: the pool, or one shard of the static routes."""
         if part == POOL:
             return Layout(layout.port_range, {}, layout.pool)
-        return Layout(
-            None,
-            {
-                s: b
-                for s, b in layout.static.items()
-                if b.route is not None and part_of(b.route, layout=layout) == part
-            },
-            [],
-        )
+        # Asked several times per change; with thousands of routes, split once.
+        if self._shards[0] is not layout:
+            shards: dict[str, dict[str, BackendSlot]] = {}
+            for s, b in layout.static.items():
+                if b.route is not None:
+                    shards.setdefault(part_of(b.route, layout=layout), {})[s] = b
+            self._shards = (layout, shards)
+        return Layout(None, dict(self._shards[1].get(part, {})), [])
 
     def _running_as_planned(self, layout: Layout) -> bool:
         """Every part that should run a process runs one: the pool always (it
@@ -694,6 +701,11 @@ class Agent:
     async def _apply_certificates(self) -> None:
         """Load new and replaced certificates at runtime, without a reload;
         a certificate that fails is reported and the others are served."""
+        tls_routes = self.layout is not None and any(
+            b.route is not None and b.route.tls for b in self.layout.static.values()
+        )
+        if not (tls_routes or self.cert_raw or self.cert_problems or any(self.tls_loaded.values())):
+            return  # no TLS anywhere: nothing to look at
         self.tls_missing = set()
         problems: dict[str, str] = {}
         if self.layout is not None:

@@ -279,6 +279,8 @@ def plan_changes(
     served = current.routes()
     for service, slot in current.static.items():
         route = desired.get(service)
+        if route is not None and route is slot.route:
+            continue  # unchanged: the parse cache hands out the same object
         old = part(served[service])
         if route is None:
             reloads.setdefault(old, f"route {service} on port {served[service].port} removed")
@@ -289,6 +291,9 @@ def plan_changes(
         if slot.route is None:
             continue
         route = desired.get(slot.route.service)
+        if route is not None and route is slot.route:
+            pool_by_service[route.service] = slot
+            continue
         if route is None or not _fits(slot, route) or part(route) != POOL:
             pool = commands.setdefault(POOL, [])
             pool.append(f"del map {map_path} {slot.route.port}")
@@ -298,7 +303,8 @@ def plan_changes(
             pool_by_service[route.service] = slot
     for service in sorted(desired):
         route = desired[service]
-        if served.get(service) == route:
+        known = served.get(service)
+        if known is route or known == route:
             continue
         target = part(route)
         if any(not is_ip(b.host) for b in route.backends):
