@@ -3,8 +3,8 @@
 For every deployed cluster it records each pod's serving replica count, the
 state of each replica (node, address, ready, restarts, the reason of its last
 failure), the public URLs through the cluster's gateways, and which nodes are
-lost: a node the engine has not seen for a grace period (an etcd restart or a
-stalled agent must not count) is marked lost; it is ready again once seen.
+lost, as the engine decides it (after a grace period: an etcd restart or a
+stalled agent must not count); a lost node is ready again once seen.
 It works with any engine, through the engine protocol only.
 
 One observer acts at a time (a lock under its lease), so several Marina
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +32,6 @@ log = logging.getLogger(__name__)
 class ObserverSettings:
     lease_ttl: int = 5
     """Seconds the observer's lock outlives an observer that died."""
-    lost_after: float = 15.0
-    """Seconds a node may stay unseen before it is shown lost (five times a
-    node agent's 3-second lease)."""
     resync: float = 2.0
     """Seconds between passes when nothing changes."""
 
@@ -63,8 +59,6 @@ class Observer:
         self.engine = engine
         self.settings = settings or ObserverSettings()
         self.wake = asyncio.Event()
-        # In memory: a new leader starts these clocks again (it errs on waiting).
-        self.missing_since: dict[tuple[str, str], float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         watcher = asyncio.create_task(self._watch())
@@ -85,12 +79,9 @@ class Observer:
                             leader = False
                     if leader:
                         await self.observe()
-                    else:
-                        self.missing_since.clear()
                 except StoreUnavailable as exc:
                     log.warning("observer paused: %s", exc)
                     lease, leader = None, False
-                    self.missing_since.clear()  # nothing could be seen meanwhile
                 except MarinaError as exc:
                     log.warning("observer pass failed: %s", exc)
                 self.wake.clear()
@@ -127,23 +118,21 @@ class Observer:
         key = ClusterKey(cluster["key"])
         seen = await self.engine.node_states(key)
         nodes = [doc["objects"][n] for n in cluster["nodes"] if n in doc["objects"]]
-        now = time.monotonic()
-        lost, back = [], []
-        for node in nodes:
-            name = node["?"]["name"]
-            if node["state"] == "lost" and name in seen:
-                back.append(node)
-            watched = node["state"] in ("ready", "cordoned") and node["steps"]["setupNode"]
-            if not watched or name in seen:
-                self.missing_since.pop((key, name), None)
-                continue
-            since = self.missing_since.setdefault((key, name), now)
-            if now - since >= self.settings.lost_after:
-                lost.append(node)
+        # The engine says when a node is lost: it moves the node's pods at that
+        # moment, and the model must say so no later.
+        lost = [
+            n
+            for n in nodes
+            if seen.get(n["?"]["name"]) == "lost"
+            and n["state"] in ("ready", "cordoned")
+            and n["steps"]["setupNode"]
+        ]
+        back = [n for n in nodes if n["state"] == "lost" and seen.get(n["?"]["name"]) == "ready"]
         if back:
             await self._set_state(doc["id"], back, "ready")
         if lost:
             await self._set_state(doc["id"], lost, "lost")
+        seen = {name: state for name, state in seen.items() if state != "lost"}
         gateways = [
             n
             for n in nodes
@@ -207,7 +196,7 @@ class Observer:
     async def _set_state(self, env_id: str, nodes: list[dict[str, Any]], state: str) -> None:
         names = ", ".join(n["?"]["name"] for n in nodes)
         if state == "lost":
-            log.warning("nodes lost (unseen for %.0fs): %s", self.settings.lost_after, names)
+            log.warning("nodes lost: %s", names)
         else:
             log.warning("nodes back: %s", names)
         before = {n["?"]["id"]: n["state"] for n in nodes}

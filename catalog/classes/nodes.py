@@ -38,6 +38,7 @@ async def deploy_node(rt: Runtime, cluster: dict[str, Any], node_id: str) -> boo
     if not node["steps"]["setupNode"] or node["state"] == "lost":
         props = cluster["properties"]
         node["capacity"] = {"cores": props["nodeCores"], "memory": props["nodeMemory"]}
+        await rt.engine.forget_node(rt.key(cluster), name)  # it may bear a removed one's name
         await rt.provider.setup_node(key, node)
         node["steps"] = {**node["steps"], "setupNode": True}
         await rt.edit_object(node_id, steps=node["steps"], state="ready", capacity=node["capacity"])
@@ -81,6 +82,7 @@ async def remove_node(rt: Runtime, cluster: dict[str, Any], node: dict[str, Any]
         await rt.ctx.log(f"{name} drained")
     await rt.edit_object(node["?"]["id"], state="removing")
     await rt.provider.remove_node(cluster["key"], node)
+    await rt.engine.forget_node(rt.key(cluster), name)
     await forget_node(rt, cluster["?"]["id"], node["?"]["id"])
     await rt.ctx.log(f"{name} removed")
     return name

@@ -157,10 +157,18 @@ class Engine(Protocol):
         """A replica's output (its first container's), from `tail` lines back."""
 
     async def node_states(self, cluster: ClusterKey) -> dict[str, str]:
-        """`ready` or `cordoned` for every node the engine sees alive."""
+        """`ready` or `cordoned` for every node the engine sees alive, `lost` for
+        those it gave up on (their pods were moved); others are absent."""
 
     async def cordon(self, cluster: ClusterKey, node: str) -> None:
         """Place nothing new on the node."""
+
+    async def uncordon(self, cluster: ClusterKey, node: str) -> None:
+        """Place pods on the node again."""
+
+    async def forget_node(self, cluster: ClusterKey, node: str) -> None:
+        """The node is gone (or new under a removed one's name): drop what the
+        engine kept about it (cordoned, lost)."""
 
     async def drain(
         self, cluster: ClusterKey, node: str, *, progress: Progress | None = None

@@ -246,7 +246,7 @@ def test_a_drain_moves_every_replica_and_loses_no_request(engine: Harness) -> No
     finally:
         stop.set()
         thread.join()
-        engine.run(engine.engine.uncordon(engine.cluster, victim))  # type: ignore[attr-defined]
+        engine.run(engine.engine.uncordon(engine.cluster, victim))
     after = engine.wait(spec, serving(2), "two replicas elsewhere")
     assert victim not in {r["node"] for r in after["replicas"]}
     assert len(results) > 10 and set(results) == {200}, {c: results.count(c) for c in set(results)}

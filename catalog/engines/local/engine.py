@@ -140,6 +140,10 @@ class LocalEngine:
     async def uncordon(self, cluster: ClusterKey, node: str) -> None:
         await self.store.delete(keys.local_cordoned(cluster, node))
 
+    async def forget_node(self, cluster: ClusterKey, node: str) -> None:
+        for prefix in (keys.LOCAL_CORDONED, keys.LOCAL_LOST, keys.LOCAL_KNOWN):
+            await self.store.delete(f"{prefix}{cluster}/{node}")
+
     async def drain(
         self,
         cluster: ClusterKey,
@@ -190,6 +194,8 @@ class LocalEngine:
             await self.store.delete(keys.replica(cluster, replica["id"]))
             await release(self.store, replica.get("ip"))
         await self.store.delete_prefix(f"{keys.LOCAL_CORDONED}{cluster}/")
+        await self.store.delete_prefix(f"{keys.LOCAL_LOST}{cluster}/")
+        await self.store.delete_prefix(f"{keys.LOCAL_KNOWN}{cluster}/")
         await self.store.delete_prefix(f"{keys.ROUTES}{cluster}/")
         await self.store.delete_prefix(f"{keys.ROUTES}{cluster}.internal/")
 
@@ -299,15 +305,17 @@ class LocalEngine:
         return [{"host": b["host"], "port": int(b["port"])} for b in route.value["backends"]]
 
     async def node_states(self, cluster: ClusterKey) -> dict[str, str]:
-        """`ready` or `cordoned` for each registered node; unregistered ones are absent."""
         cordoned = {
             v.key.rsplit("/", 1)[1]
             for v in await self.store.list(f"{keys.LOCAL_CORDONED}{cluster}/")
         }
-        return {
-            v.value["node"]: "cordoned" if v.value["node"] in cordoned else "ready"
-            for v in await self.store.list(f"{keys.NODES}{cluster}/")
+        states = {
+            v.key.rsplit("/", 1)[1]: "lost"
+            for v in await self.store.list(f"{keys.LOCAL_LOST}{cluster}/")
         }
+        for v in await self.store.list(f"{keys.NODES}{cluster}/"):
+            states[v.value["node"]] = "cordoned" if v.value["node"] in cordoned else "ready"
+        return states
 
     async def changes(self, cluster: ClusterKey | None) -> AsyncGenerator[None, None]:
         scope = f"{cluster}/" if cluster else ""
@@ -316,6 +324,7 @@ class LocalEngine:
             f"{keys.REPLICA_STATUS}{scope}",
             f"{keys.LOCAL_PODS}{scope}",
             f"{keys.NODES}{scope}",
+            f"{keys.LOCAL_LOST}{scope}",
             f"{keys.ROUTES}{cluster or ''}",
             f"{keys.GATEWAY_STATUS}{f'{cluster}-' if cluster else ''}",
         ]

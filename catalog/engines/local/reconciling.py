@@ -171,7 +171,13 @@ class Reconciler:
             for v in await self.store.list(f"{keys.LOCAL_CORDONED}{cluster}/")
         }
         replicas = await self._replicas(cluster)
-        lost = self._lost_nodes(cluster, registered, replicas)
+        known = {
+            v.key.rsplit("/", 1)[1] for v in await self.store.list(f"{keys.LOCAL_KNOWN}{cluster}/")
+        }
+        for name in set(registered) - known:  # so that its going away is noticed
+            await self.store.put(f"{keys.LOCAL_KNOWN}{cluster}/{name}", {"node": name})
+        lost = self._lost_nodes(cluster, registered, replicas, known)
+        await self._record_lost(cluster, lost, registered)
         for replica in [r for r in replicas.values() if r["node"] in lost]:
             log.warning("replica %s forgotten: node %s is lost", replica["id"], replica["node"])
             await self._stop(cluster, replica)
@@ -195,10 +201,14 @@ class Reconciler:
         await self._finish_drains(cluster, pods, replicas, registered)
 
     def _lost_nodes(
-        self, cluster: str, registered: dict[str, Any], replicas: dict[str, dict[str, Any]]
+        self,
+        cluster: str,
+        registered: dict[str, Any],
+        replicas: dict[str, dict[str, Any]],
+        known: set[str],
     ) -> set[str]:
         now = time.monotonic()
-        assigned = {r["node"] for r in replicas.values()}
+        assigned = {r["node"] for r in replicas.values()} | known
         lost = set()
         for key in [k for k in self.missing_since if k[0] == cluster and k[1] not in assigned]:
             del self.missing_since[key]
@@ -210,6 +220,18 @@ class Reconciler:
             if now - since >= self.settings.lost_after:
                 lost.add(node)
         return lost
+
+    async def _record_lost(self, cluster: str, lost: set[str], registered: dict[str, Any]) -> None:
+        """Lost nodes are recorded for the observer; one that registers again is not lost."""
+        recorded = {
+            v.key.rsplit("/", 1)[1] for v in await self.store.list(f"{keys.LOCAL_LOST}{cluster}/")
+        }
+        for node in lost - recorded:
+            log.warning("node %s lost: unregistered for %.0fs", node, self.settings.lost_after)
+            await self.store.put(f"{keys.LOCAL_LOST}{cluster}/{node}", {"node": node})
+        for node in recorded & set(registered):
+            log.warning("node %s back: its agent registered again", node)
+            await self.store.delete(f"{keys.LOCAL_LOST}{cluster}/{node}")
 
     async def _replicas(self, cluster: str) -> dict[str, dict[str, Any]]:
         prefix = f"{keys.REPLICAS}{cluster}/"
