@@ -10,17 +10,25 @@ from catalog.classes import application, cluster, nodes, pod  # noqa: F401  (the
 from catalog.classes.environment import destroy
 from catalog.classes.registry import REGISTRY
 from catalog.classes.runtime import Runtime
-from catalog.engines.base import Engine
-from catalog.errors import ActionFailed
-from catalog.providers.base import Provider
+from catalog.engines.base import Capability, Engine, require
+from catalog.errors import ActionFailed, NotSupported
+from catalog.providers.base import Provider, ProviderCapability
 from catalog.store import Store
 from catalog.tasks import Outcome, TaskContext
+
+NEEDED = (Capability.APPLY, Capability.SCALE)
 
 
 class ActionRunner:
     """Runs a task: the action its object's class registered for its method."""
 
     def __init__(self, store: Store, provider: Provider, engine: Engine) -> None:
+        # What no class can do without, refused when Marina starts, not mid-action.
+        for capability in NEEDED:
+            require(engine, capability, capability.value + " pods")
+        for needed in ProviderCapability:
+            if needed not in provider.capabilities:
+                raise NotSupported(provider.name, needed.value)
         self.store = store
         self.provider = provider
         self.engine = engine

@@ -7,7 +7,7 @@ from typing import Any
 from catalog.classes.nodes import ROLE_ORDER, add_node, deploy_node, remove_node
 from catalog.classes.registry import action, count_schema
 from catalog.classes.runtime import Runtime
-from catalog.engines.base import PodId
+from catalog.engines.base import Capability, PodId, require
 from catalog.errors import ActionFailed
 from catalog.export import export_archive, namespace_of, pod_spec, pods_of
 from catalog.tasks import Outcome
@@ -97,6 +97,7 @@ async def export_config(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
     doc = await rt.doc()
     name = f"{doc['name']}-{cluster['properties']['name']}.tar.gz"
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    require(rt.engine, Capability.RENDER, "render Kubernetes objects")
     specs = [pod_spec(doc, pod) for pod in pods_of(doc, cluster)]
     manifests = rt.engine.render(rt.key(cluster), specs, namespace=namespace_of(doc, cluster))
     archive, names = export_archive(doc, cluster, manifests)

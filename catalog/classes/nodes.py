@@ -13,6 +13,7 @@ from typing import Any
 
 from catalog import environments as envs
 from catalog.classes.runtime import Runtime
+from catalog.engines.base import Capability, require
 
 ROLE_ORDER = {"master": 0, "minion": 1, "gateway": 2}
 
@@ -78,6 +79,7 @@ async def remove_node(rt: Runtime, cluster: dict[str, Any], node: dict[str, Any]
         await rt.edit_object(node["?"]["id"], state="cordoned")
         await rt.ctx.log(f"{name} cordoned")
     if node["role"] == "minion" and node["state"] != "removing":
+        require(rt.engine, Capability.DRAIN, "drain a node")
         await rt.engine.drain(rt.key(cluster), name, progress=rt.ctx.log)
         await rt.ctx.log(f"{name} drained")
     await rt.edit_object(node["?"]["id"], state="removing")

@@ -8,13 +8,19 @@ them all.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Protocol
+
+
+class ProviderCapability(enum.Enum):
+    CREATE_NODE = "create node"
+    REMOVE_NODE = "remove node"
 
 
 class Provider(Protocol):
     name: str
-    capabilities: frozenset[str]
-    """Operations this driver supports, e.g. {"create_node", "remove_node"}."""
+    capabilities: frozenset[ProviderCapability]
+    """What this driver can do; the catalog refuses the rest before it starts."""
 
     async def deploy_instance(self, cluster: str, node: dict[str, Any]) -> str:
         """Create the machine (or reuse the one already made); its address."""

@@ -22,12 +22,13 @@ from catalog import keys
 from catalog.addresses import allocate, release
 from catalog.errors import ActionFailed
 from catalog.pki import TLSFiles
+from catalog.providers.base import ProviderCapability
 from catalog.store import Store
 
 
 class LocalProvider:
     name = "local"
-    capabilities = frozenset({"create_node", "remove_node"})
+    capabilities = frozenset(ProviderCapability)
 
     def __init__(
         self,
