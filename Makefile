@@ -67,9 +67,12 @@ $(OS_STAMP): $(OS_CONSTRAINTS) tests/openstack/bind_all/pyproject.toml \
 	@touch $(OS_STAMP)
 
 # A real OpenStack control plane on loopback until Ctrl-C (docs/openstack.md).
-openstack: $(OS_STAMP) $(STAMP)
-	$(PY) -m pip install -q -e '.[openstack]'
+openstack: $(OS_STAMP) $(VENV)/.installed-openstack
 	$(PY) -m tests.openstack $(if $(OS_DIR),--dir $(OS_DIR))
+
+$(VENV)/.installed-openstack: $(STAMP)
+	$(PY) -m pip install -q -e '.[openstack]'
+	@touch $@
 
 image-deps: $(IMAGE_STAMP)
 

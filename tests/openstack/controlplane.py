@@ -181,7 +181,8 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every service; idempotent."""
         services, self.services = self.services, []
-        stop_all(services)
+        # Nothing here is worth a graceful shutdown: its data is thrown away.
+        stop_all(services, grace=2.0)
         close_reaper()
 
     @contextlib.contextmanager
@@ -410,6 +411,8 @@ class ControlPlane:
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
             RABBITMQ_NODE_PORT=str(self.ports.amqp),
             RABBITMQ_DIST_PORT=str(self.ports.erlang_dist),
+            # Erlang's distribution listener binds every interface unless told.
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
             **erlang,
         )
 

@@ -184,12 +184,23 @@ def stop_all(services: list[Service], *, grace: float = 5.0) -> None:
         service.finish(deadline=deadline)
 
 
+def _living_members(pgid: int) -> list[int]:
+    """Processes of the group that still run; zombies wait only for a reaper."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while being read
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not _living_members(pgid):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"process group {pgid} survived SIGKILL")
+    raise RuntimeError(f"process group {pgid} survived SIGKILL: {_living_members(pgid)}")

@@ -9,8 +9,10 @@ behind once it is all removed.
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -253,7 +255,7 @@ def test_server_that_cannot_fit_ends_in_error(os_conn: Any, os_admin: Any, made:
 
 
 def test_nothing_is_left_behind(os_conn: Any, openstack_cloud: TestCloud) -> None:
-    """Runs last in this module: every test above removed what it made."""
+    """Every test above removed what it made."""
     project = os_conn.current_project_id
     net = os_conn.network
     leftovers = {
@@ -269,3 +271,57 @@ def test_nothing_is_left_behind(os_conn: Any, openstack_cloud: TestCloud) -> Non
         + [s.name for s in os_conn.compute.servers(tags=TAG)],
     }
     assert {kind: found for kind, found in leftovers.items() if found} == {}
+
+
+def _listening_sockets() -> dict[int, str]:
+    """Inode -> local address of every listening TCP socket on this machine."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            address = fields[1].split(":")[0]
+            if len(address) == 8:
+                text = str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1]))
+            else:
+                words = [bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, 32, 8)]
+                text = str(ipaddress.IPv6Address(b"".join(words)))
+            found[int(fields[9])] = text
+    return found
+
+
+def _group_sockets(pgid: int) -> set[int]:
+    inodes = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while it was being read
+    return inodes
+
+
+def test_everything_listens_on_loopback_only(openstack_cloud: TestCloud) -> None:
+    if openstack_cloud.plane is None:
+        pytest.skip("a cloud of someone else's: its addresses are its own business")
+    listening = _listening_sockets()
+    seen: dict[str, list[str]] = {}
+    for service in openstack_cloud.plane.services:
+        assert service.process is not None
+        for inode in _group_sockets(service.process.pid):
+            if inode in listening:
+                seen.setdefault(service.name, []).append(listening[inode])
+    assert {"mariadb", "rabbitmq", "epmd", "keystone", "nova-api"} <= set(seen)
+    outside = {
+        name: addresses
+        for name, addresses in seen.items()
+        if not all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    }
+    assert outside == {}
