@@ -11,9 +11,11 @@ exported). Without any of them the benchmark reports confd as unavailable.
 confd renders one HAProxy configuration with a frontend and a backend per
 route (the straightforward template for the contract), checks it with
 `haproxy -c` and reloads seamlessly: a new HAProxy started with
-`-x <stats socket> -sf <old pid>`, as the gateway does. Its global section
-carries the gateway's start-up tuning, so the comparison measures the agents,
-not HAProxy options.
+`-x <stats socket> -sf <old pid>`, as the gateway does. By default its
+global section carries the gateway's start-up tuning (`httpclient.ssl.verify
+none`: Debian's HAProxy otherwise parses the system CA store at every start,
+about 30 ms), so the comparison measures the agents, not HAProxy options;
+`tuned=False` gives the stock global section confd users run.
 """
 
 from __future__ import annotations
@@ -38,9 +40,7 @@ global
     maxconn 4000
     stats socket {socket} mode 600 level admin expose-fd listeners
     hard-stop-after 30s
-    noreuseport
-    httpclient.ssl.verify none
-
+{tuning}
 defaults
     timeout connect 5s
     timeout client 60s
@@ -136,7 +136,14 @@ class Confd:
     """confd watching one cluster's routes and reloading its own HAProxy."""
 
     def __init__(
-        self, binary: Path, *, etcd_url: str, cluster: str, address: str, placeholder: int
+        self,
+        binary: Path,
+        *,
+        etcd_url: str,
+        cluster: str,
+        address: str,
+        placeholder: int,
+        tuned: bool = True,
     ) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="marina-confd-"))
         self.cluster, self.address = cluster, address
@@ -149,6 +156,7 @@ class Confd:
                 prefix=prefix,
                 address=address,
                 placeholder=placeholder,
+                tuning="    noreuseport\n    httpclient.ssl.verify none\n" if tuned else "",
             )
         )
         (self.work / "conf.d" / "haproxy.toml").write_text(

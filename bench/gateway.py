@@ -3,7 +3,9 @@
 Every gateway figure is taken with the gateway's default settings (port range
 30000-32767, default debouncing). confd (see `bench/confd.py`) renders the
 same route keys into HAProxy and reloads it seamlessly; the `ratios` are
-gateway / confd, so below 0.5 means at most half of confd's time.
+gateway / confd, so below 0.5 means at most half of confd's time. confd's
+HAProxy gets the gateway's start-up tuning; `vs_stock_confd_*` compare with
+confd under HAProxy's stock global section, as its users run it.
 
 - `reload_path_ms`: a new route on a port outside the range (a reload);
 - `runtime_path_ms`: a new route on a port inside the range (no reload);
@@ -188,11 +190,16 @@ def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway
     return Target(cluster, address, gw.stop, gw.proc.pid), gw, mport
 
 
-def start_confd(etcd: Etcd, binary: Path, cluster: str) -> Target:
+def start_confd(etcd: Etcd, binary: Path, cluster: str, *, tuned: bool = True) -> Target:
     address = fresh_address()
     placeholder = free_port(address)
     confd = Confd(
-        binary, etcd_url=etcd.url, cluster=cluster, address=address, placeholder=placeholder
+        binary,
+        etcd_url=etcd.url,
+        cluster=cluster,
+        address=address,
+        placeholder=placeholder,
+        tuned=tuned,
     )
     first_200_or_open(address, placeholder)
     return Target(cluster, address, confd.stop, confd.proc.pid)
@@ -436,6 +443,22 @@ def measure_confd(etcd: Etcd, backends: list[FastBackend], quick: bool) -> Any:
         )
     finally:
         target.stop()
+    # confd as its users run it: HAProxy's stock global section.
+    stock: dict[str, Any] = {}
+    target = start_confd(etcd, binary, "confd-stock-latency", tuned=False)
+    try:
+        ports = free_ports(target.address, n)
+        stock["reload_path_ms"] = summary(new_route_latency(etcd, target, backends[0], ports, "o"))
+    finally:
+        target.stop()
+    target = start_confd(etcd, binary, "confd-stock-burst", tuned=False)
+    try:
+        stock[f"burst_{count}"] = burst(
+            etcd, target, backends[1], list(range(40000, 40000 + count)), "b"
+        )
+    finally:
+        target.stop()
+    result["stock_haproxy_settings"] = stock
     return result
 
 
@@ -463,6 +486,16 @@ def ratios(gateway: Any, confd: Any, count: int) -> dict[str, float]:
         out[f"{burst_key}_{path}"] = ratio(
             gateway[burst_key][path]["seconds"], confd[burst_key]["seconds"]
         )
+    stock = confd.get("stock_haproxy_settings")
+    if stock:
+        for stat in ("p50", "max"):
+            out[f"vs_stock_confd_reload_path_{stat}"] = ratio(
+                gateway["reload_path_ms"][stat], stock["reload_path_ms"][stat]
+            )
+        for path in ("inside_range", "outside_range"):
+            out[f"vs_stock_confd_{burst_key}_{path}"] = ratio(
+                gateway[burst_key][path]["seconds"], stock[burst_key]["seconds"]
+            )
     return out
 
 

@@ -462,12 +462,12 @@ class Agent:
         planned = time.perf_counter()
         parts: set[str] = set()
         deferred = False
-        for part, reason in plan.reloads.items():
-            if part == POOL and self._defer_reload():
-                deferred = True
-                continue
-            parts.add(part)
-            log.info("reload of %s: %s", part, reason)
+        if plan.reloads and self._defer_reload():
+            deferred = True
+        else:
+            for part, reason in plan.reloads.items():
+                parts.add(part)
+                log.info("reload of %s: %s", part, reason)
         # Commands for a part about to be reloaded would be lost anyway.
         sends = [
             (self.proxies[part], commands)

@@ -68,6 +68,18 @@ def parse_settings(argv: list[str]) -> Settings:
         "--max-delay-ms", type=_positive, default=500.0, help="longest a burst is held back"
     )
     parser.add_argument(
+        "--reload-quiet-ms",
+        type=_positive,
+        default=50.0,
+        help="during a burst, a reload waits for this long without changes",
+    )
+    parser.add_argument(
+        "--max-reload-delay-ms",
+        type=_positive,
+        default=2000.0,
+        help="longest a reload waits for a burst to end",
+    )
+    parser.add_argument(
         "--wipe-share",
         type=_positive,
         default=0.5,
@@ -123,6 +135,8 @@ def parse_settings(argv: list[str]) -> Settings:
         port_range=args.port_range,
         quiet=args.quiet_ms / 1000,
         max_delay=args.max_delay_ms / 1000,
+        reload_quiet=args.reload_quiet_ms / 1000,
+        max_reload_delay=args.max_reload_delay_ms / 1000,
         wipe_share=args.wipe_share,
         wipe_hold=args.wipe_hold,
         etcd_tls=tls_files if all(tls_files) else None,
