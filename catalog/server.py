@@ -27,6 +27,7 @@ from aiohttp import web
 
 from catalog import sandbox
 from catalog.api import make_app
+from catalog.api.serving import serve
 from catalog.auth import authenticate, issue_token
 from catalog.classes import ActionRunner
 from catalog.engines import make_engine
@@ -36,7 +37,6 @@ from catalog.packages import Downgrade, Package, get_package, load_folder, save_
 from catalog.pki import EtcdPKI, TLSFiles, ensure_etcd_pki
 from catalog.processes import die_with_parent
 from catalog.providers.local import LocalProvider, stop_all_agents
-from catalog.serving import serve
 from catalog.store import Store
 from catalog.tasks import Worker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from openapi_spec_validator import validate
 
 from catalog.api import make_app
-from catalog.openapi import openapi_document
+from catalog.api.openapi import openapi_document
 
 
 def test_document_is_valid_openapi():

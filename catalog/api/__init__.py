@@ -19,6 +19,8 @@ from aiohttp import web
 import catalog.classes  # noqa: F401  (the classes register their actions)
 from catalog import environments as envs
 from catalog import quotas
+from catalog.api.openapi import openapi_document
+from catalog.api.serving import LIMITS
 from catalog.auth import Identity, authenticate, issue_token
 from catalog.classes.registry import actions_of, check_arguments, find_action, with_actions
 from catalog.errors import (
@@ -31,10 +33,8 @@ from catalog.errors import (
     ValidationFailed,
 )
 from catalog.ids import EnvironmentId, ObjectId, ProjectId
-from catalog.openapi import openapi_document
 from catalog.packages import list_packages, load_zip, save_package
 from catalog.quotas import QUOTAS
-from catalog.serving import LIMITS
 from catalog.store import Store
 from catalog.tasks import TASKS as TASKS_PREFIX
 from catalog.tasks import (
@@ -479,7 +479,7 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(openapi_document())
 
 
-DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
 
 
 async def dashboard(request: web.Request) -> web.FileResponse:
