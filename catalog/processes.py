@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -24,3 +25,27 @@ def die_with_parent() -> None:
     if os.getppid() != _forking["parent"]:
         os._exit(1)
     os.setpgid(0, 0)
+
+
+def processes_naming(path: str) -> list[int]:
+    """Processes (not this one) whose command line names something under `path`."""
+    marker = path.rstrip("/") + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(arg.startswith(marker) for arg in argv):
+            found.append(int(entry))
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL, for what must not outlive its owner (an orphaned sandbox)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -22,6 +22,7 @@ from catalog import keys
 from catalog.addresses import allocate, release
 from catalog.errors import ActionFailed
 from catalog.pki import TLSFiles
+from catalog.processes import kill_all, processes_naming
 from catalog.providers.base import ProviderCapability
 from catalog.store import Store
 
@@ -123,6 +124,7 @@ class LocalProvider:
     async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
         directory = self._dir(cluster, node)
         await stop_processes(_agent_pids(directory))
+        kill_all(processes_naming(str(directory / "replicas")))  # what the agent left behind
         self.spawned = [p for p in self.spawned if p.poll() is None]  # reap what ended
         with contextlib.suppress(FileNotFoundError):
             (directory / "agent.pid").unlink()
@@ -151,6 +153,7 @@ async def stop_all_agents(state_dir: Path) -> None:
     """Stop every node agent under `state_dir` (their replicas die with them)."""
     directories = [d for d in (state_dir / "nodes").glob("*/*") if d.is_dir()]
     await stop_processes([pid for d in directories for pid in _agent_pids(d)])
+    kill_all([p for d in directories for p in processes_naming(str(d / "replicas"))])
     for directory in directories:
         (directory / "agent.pid").unlink(missing_ok=True)
     # Gateways' HAProxy runs in its own session; end what the agents left.

@@ -30,7 +30,7 @@ from catalog.engines.base import (
     PodState,
     wait_pod,
 )
-from tests.support import http_get
+from tests.support import http_get, wait_for
 
 T = TypeVar("T")
 SERVE = 'exec python3 -m http.server --bind "$POD_IP" 8080 --directory /pod/work'
@@ -159,7 +159,7 @@ def test_a_restart_replaces_every_replica_and_keeps_serving(engine: Harness) -> 
     engine.run(engine.engine.restart_pod(engine.cluster, spec["id"]))
     after = engine.wait(spec, lambda s: serving(2)(s) and s != before, "the restart", timeout=120)
     assert after["generation"] > before["generation"] or after["template"] != before["template"]
-    assert http_get(engine.url(spec))[0] == 200
+    wait_for(lambda: status_of(engine.url(spec)) == 200, timeout=30, what="the restarted pod")
 
 
 def test_a_crash_is_reported_with_its_exit_code(engine: Harness) -> None:

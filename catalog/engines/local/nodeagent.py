@@ -38,7 +38,7 @@ from catalog import keys, sandbox
 from catalog.errors import MarinaError, StoreUnavailable
 from catalog.packages import get_package
 from catalog.pki import TLSFiles
-from catalog.processes import die_with_parent
+from catalog.processes import die_with_parent, kill_all, processes_naming
 from catalog.store import Store
 
 log = logging.getLogger("marina.nodeagent")
@@ -90,6 +90,12 @@ class NodeAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Sandboxes a killed predecessor left (one forked as it died has no
+        # parent-death signal) would hold their addresses and run unsupervised.
+        leftovers = processes_naming(str(self.state_dir / "replicas"))
+        if leftovers:
+            log.warning("ending %d replica processes left by an earlier agent", len(leftovers))
+            kill_all(leftovers)
         tasks = [asyncio.create_task(self._register(stop))]
         if self.args.role == "minion":
             tasks.append(asyncio.create_task(self._follow(stop)))

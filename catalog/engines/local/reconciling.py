@@ -192,7 +192,9 @@ class Reconciler:
         }
         for pod_id, pod in sorted(pods.items()):
             mine = {i: r for i, r in replicas.items() if r["pod"] == pod_id}
-            await self._converge(cluster, pod_id, pod, mine, replicas, schedulable, services)
+            await self._converge(
+                cluster, pod_id, pod, mine, replicas, schedulable, cordoned, services
+            )
             replicas = await self._replicas(cluster)
         for replica in replicas.values():
             if replica["pod"] not in pods:
@@ -256,12 +258,17 @@ class Reconciler:
         mine: dict[str, dict[str, Any]],
         everyone: dict[str, dict[str, Any]],
         schedulable: dict[str, dict[str, Any]],
+        cordoned: set[str],
         services: dict[str, dict[str, Any]],
     ) -> None:
         want = int(pod["replicas"])
         active = [r for r in mine.values() if not r.get("draining")]
         healthy = [
-            r for r in active if r["node"] in schedulable and r.get("template") == pod["template"]
+            # A node that stopped reporting keeps its replicas until it is lost:
+            # an etcd restart or a stalled agent must not move every pod.
+            r
+            for r in active
+            if r["node"] not in cordoned and r.get("template") == pod["template"]
         ]
         stale = [r for r in active if r not in healthy]
         healthy.sort(key=lambda r: (r.get("created", 0), r["id"]))
@@ -289,16 +296,16 @@ class Reconciler:
             for replica in extra[: len(healthy) - want]:
                 await self._mark_draining(cluster, replica, "the pod runs fewer replicas")
                 healthy.remove(replica)
-        in_place = [r for r in stale if r["node"] in schedulable]
+        in_place = [r for r in stale if r["node"] not in cordoned]
         for replica in [r for r in stale if not replica_ready(r)]:
             # It serves nobody: nothing is lost by stopping it before its replacement.
-            why = "replaced" if replica["node"] in schedulable else "its node is drained"
+            why = "its node is drained" if replica["node"] in cordoned else "replaced"
             await self._mark_draining(cluster, replica, why)
             stale.remove(replica)
             in_place = [r for r in in_place if r is not replica]
         if stale and sum(1 for r in healthy if replica_ready(r)) >= want:
             for replica in stale:
-                why = "replaced" if replica["node"] in schedulable else "its node is drained"
+                why = "its node is drained" if replica["node"] in cordoned else "replaced"
                 await self._mark_draining(cluster, replica, why)
         elif (
             pending
