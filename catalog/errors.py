@@ -1,6 +1,6 @@
 """Marina's errors: one root, messages built from typed fields.
 
-The API maps them to HTTP statuses in one place (`catalog.api`), through the
+The API maps them to HTTP statuses in one place (`catalog.api.app`), through the
 `status` each class carries; anything that is not a `MarinaError` is a bug
 and answers 500 without details.
 """

@@ -37,6 +37,7 @@ from catalog.packages import Downgrade, Package, get_package, load_folder, save_
 from catalog.pki import EtcdPKI, TLSFiles, ensure_etcd_pki
 from catalog.processes import die_with_parent
 from catalog.providers.local import LocalProvider, stop_all_agents
+from catalog.statedir import default_state_dir
 from catalog.store import Store
 from catalog.tasks import Worker
 
@@ -44,11 +45,6 @@ log = logging.getLogger(__name__)
 
 PACKAGES_DIR = Path(__file__).resolve().parent.parent / "packages"
 ETCD_RESTART_BACKOFF = (0.5, 10.0)
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "marina"
 
 
 @dataclass(frozen=True)

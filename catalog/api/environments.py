@@ -1,0 +1,83 @@
+"""Routes of environments and the applications (services) added to them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from catalog import environments as envs
+from catalog.api.handling import (
+    identify,
+    present_environment,
+    read_json,
+    read_paging,
+    reply_json,
+    store_of,
+)
+from catalog.classes.registry import with_actions
+from catalog.errors import Problem, ValidationFailed
+from catalog.ids import EnvironmentId, ObjectId
+from catalog.quotas import QUOTAS
+from catalog.tasks import collect_tasks, enqueue, new_task
+
+
+async def list_environments(request: web.Request) -> web.Response:
+    who = await identify(request)
+    limit, marker = read_paging(request)
+    page, following = await envs.list_environments(
+        store_of(request), who.project, limit=limit, marker=marker
+    )
+    return reply_json({"environments": page, "next_marker": following})
+
+
+async def create_environment(request: web.Request) -> web.Response:
+    who = await identify(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", [Problem("body", "must be a JSON object", body)])
+    doc = await envs.create_environment(
+        store_of(request), name=body.get("name"), project=who.project
+    )
+    return reply_json(envs.summary(doc), 201)
+
+
+async def import_environment(request: web.Request) -> web.Response:
+    who = await identify(request)
+    doc = await envs.import_snapshot(store_of(request), who.project, await read_json(request))
+    return reply_json(present_environment(doc), 201)
+
+
+async def show_environment(request: web.Request) -> web.Response:
+    who = await identify(request)
+    found = await envs.load(store_of(request), request.match_info["env_id"], who.project)
+    return reply_json(present_environment(found.value))
+
+
+async def delete_environment(request: web.Request) -> web.Response:
+    who = await identify(request)
+    store = store_of(request)
+    env_id = request.match_info["env_id"]
+    await envs.load(store, env_id, who.project)
+    await collect_tasks(store, who.project, keep=QUOTAS.tasks - 1)  # deleting is never refused
+    task = new_task(
+        environment=EnvironmentId(env_id),
+        project=who.project,
+        object_id=ObjectId(env_id),
+        method="destroy",
+        args={},
+    )
+    await enqueue(store, task)
+    return reply_json({"task_id": task["id"]}, 202)
+
+
+async def add_service(request: web.Request) -> web.Response:
+    who = await identify(request)
+    objects = await envs.add_application(
+        store_of(request), request.match_info["env_id"], who.project, await read_json(request)
+    )
+    return reply_json([with_actions(o) for o in objects], 201)
+
+
+async def list_services(request: web.Request) -> web.Response:
+    who = await identify(request)
+    services = await envs.services_of(store_of(request), request.match_info["env_id"], who.project)
+    return reply_json([with_actions(o) for o in services])

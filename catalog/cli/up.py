@@ -1,0 +1,137 @@
+"""`marina up` and `marina demo`: the only commands that run the server.
+
+This is the one CLI module that imports `catalog.server` (and through it
+etcd's client, the engines and the API); the dispatch imports it only when
+one of these two commands runs, so every other command starts without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+from catalog.cli.client import Client, CliError, resolve_action, wait_for_task
+from catalog.pki import TLSFiles
+from catalog.server import Server, ServerSettings, serve_until_stopped, stop_on_signals
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    files = (args.etcd_cacert, args.etcd_cert, args.etcd_key)
+    if any(files) and not all(files):
+        raise CliError("--etcd-cacert, --etcd-cert and --etcd-key go together")
+    if any(files) and not args.etcd:
+        raise CliError("--etcd-cacert, --etcd-cert and --etcd-key are for an external --etcd")
+    for option, path in zip(("--etcd-cacert", "--etcd-cert", "--etcd-key"), files, strict=True):
+        if path and not Path(path).is_file():
+            raise CliError(f"{option} {path}: no such file")
+    return ServerSettings(
+        state_dir=Path(args.state_dir),
+        etcd=args.etcd,
+        etcd_tls=TLSFiles(*(Path(f) for f in files)) if all(files) else None,
+        host=args.host,
+        port=args.port,
+        etcd_port=args.etcd_port,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> None:
+        stop = stop_on_signals()
+        server = Server(settings)
+        try:
+            await server.start()
+        except BaseException:
+            await server.stop(stop_nodes=False)
+            raise
+        print(f"dashboard:    {settings.api_url}/")
+        print(f"Marina API:   {settings.api_url}/v1  (OpenAPI: {settings.api_url}/v1/openapi.json)")
+        print(f"admin token:  {server.token}")
+        print(f"etcd:         {server.etcd_url}")
+        print(
+            "Ctrl-C stops Marina" + (" and the nodes it started." if server.etcd else "."),
+            flush=True,
+        )
+        await serve_until_stopped(server, stop, stop_nodes=server.etcd is not None)
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the stack, deploy a cluster and the guestbook, print where they are."""
+    settings = _settings(args)
+
+    async def run() -> None:
+        stop = stop_on_signals()
+        server = Server(settings)
+        created: list[str] = []
+        try:
+            await server.start()
+            client = Client(settings.api_url, server.token)
+            ready = threading.Event()
+            failure: list[BaseException] = []
+
+            def deploy() -> None:
+                try:
+                    deploy_demo(client, settings, server.token, created)
+                except BaseException as exc:  # reported by the main thread
+                    failure.append(exc)
+                finally:
+                    ready.set()
+
+            threading.Thread(target=deploy, daemon=True).start()
+            while not ready.is_set() and not stop.is_set():
+                await asyncio.sleep(0.1)
+            if failure and not stop.is_set():
+                raise failure[0]
+            await stop.wait()
+            if created:
+                print("removing the demo environment...", flush=True)
+                with contextlib.suppress(CliError):
+                    task = await asyncio.to_thread(
+                        client.call, "DELETE", f"/v1/environments/{created[0]}"
+                    )
+                    await asyncio.to_thread(wait_for_task, client, task["task_id"], quiet=True)
+        finally:
+            await server.stop(stop_nodes=True)
+
+    asyncio.run(run())
+    return 0
+
+
+def deploy_demo(client: Client, settings: ServerSettings, token: str, created: list[str]) -> None:
+    env = client.call("POST", "/v1/environments", {"name": f"demo-{int(time.time())}"})
+    env_id = env["id"]
+    created.append(env_id)
+    print(f"environment {env_id} created", flush=True)
+    client.call(
+        "POST",
+        f"/v1/environments/{env_id}/services",
+        {
+            "package": "kubernetes-cluster",
+            "properties": {"name": "demo", "nodeCount": 2, "gatewayCount": 1},
+        },
+    )
+    client.call("POST", f"/v1/environments/{env_id}/services", {"package": "guestbook"})
+    for action in ("demo:deploy", "Guestbook:deploy"):
+        action_id = resolve_action(client, env_id, action)
+        task = client.call("POST", f"/v1/environments/{env_id}/actions/{action_id}", {})
+        final = wait_for_task(client, task["task_id"])
+        if final["state"] != "succeeded":
+            raise CliError(f"{action} failed: {final['error']}")
+    shown = client.call("GET", f"/v1/environments/{env_id}")
+    urls = sorted({e for o in shown["objects"] for e in o.get("endpoints", []) or []})
+    print()
+    print(f"dashboard:       {settings.api_url}/")
+    print(f"Marina API:      {settings.api_url}/v1")
+    print(f"admin token:     {token}")
+    print(f"environment:     {env_id}")
+    for url in urls:
+        print(f"application URL: {url}")
+    print("Ctrl-C stops everything.", flush=True)
