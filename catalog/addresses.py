@@ -12,10 +12,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from catalog import keys
 from catalog.errors import Conflict, MarinaError
 from catalog.store import Store
 
-ADDRESSES = "/marina/addresses/"
+ADDRESSES = keys.ADDRESSES
 RANGES = {"node": 66, "pod": 67, "service": 68}
 TCP_TABLES = (Path("/proc/net/tcp"),)
 LISTEN = "0A"

@@ -7,12 +7,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from catalog import keys
 from catalog.errors import Problem, Unauthorized, ValidationFailed
 from catalog.ids import ProjectId
 from catalog.store import Store
 from catalog.validation import PROJECT, encodable
 
-TOKENS = "/marina/tokens/"
+TOKENS = keys.TOKENS
 PROJECT_RE = PROJECT
 
 

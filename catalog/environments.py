@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from catalog import quotas
+from catalog import keys, quotas
 from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
 from catalog.ids import ProjectId, new_id
 from catalog.model import render_pods, validate_pod_spec
@@ -21,8 +21,8 @@ from catalog.quotas import QUOTAS
 from catalog.store import Store, Versioned
 from catalog.validation import DNS_LABEL, ENVIRONMENT_NAME, VERSION, full
 
-ENVIRONMENTS = "/marina/environments/"
-BY_PROJECT = "/marina/environments-by-project/"
+ENVIRONMENTS = keys.ENVIRONMENTS
+BY_PROJECT = keys.ENVIRONMENTS_BY_PROJECT
 STALE_INDEX = 60.0
 """Seconds after which an index entry without its document is dropped."""
 NAME_RE = ENVIRONMENT_NAME

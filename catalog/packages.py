@@ -25,6 +25,7 @@ import re2
 import yaml
 from jsonschema import ValidationError
 
+from catalog import keys
 from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
 from catalog.store import Store
 from catalog.validation import DNS_LABEL, MAX_DEPTH, VERSION, walk
@@ -479,7 +480,7 @@ def validate_against(schema: dict[str, Any], value: Any, *, what: str) -> None:
         raise ValidationFailed(what, problems)
 
 
-PACKAGES = "/marina/packages/"
+PACKAGES = keys.PACKAGES
 
 
 def version_key(version: str) -> tuple[int, int, int, int, str]:

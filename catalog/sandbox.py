@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from catalog import keys
 from catalog.errors import Conflict, MarinaError
 from catalog.store import Store
 
@@ -27,8 +28,8 @@ SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 UID_BASE = 200_000
 """First uid handed to an environment: far above Debian's system and user ranges."""
 UID_COUNT = 1_000_000
-UIDS = "/marina/sandbox/uids/"
-ENVIRONMENT_UIDS = "/marina/sandbox/environments/"
+UIDS = keys.SANDBOX_UIDS
+ENVIRONMENT_UIDS = keys.SANDBOX_ENVIRONMENTS
 SYSTEM_TOP = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 LIMITS = ("--nproc=4096", "--core=0")
 """A per-uid process cap (a fork bomb stops there) and no core dumps."""

@@ -21,19 +21,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
+from catalog import keys
 from catalog.errors import ActionFailed, MarinaError, NotFound, StoreUnavailable
 from catalog.ids import EnvironmentId, ObjectId, ProjectId, TaskId, new_id
 from catalog.store import Store
 
 log = logging.getLogger(__name__)
 
-TASKS = "/marina/tasks/"
-LOGS = "/marina/tasklogs/"
-FILES = "/marina/taskfiles/"
-QUEUE = "/marina/queue/"
-BY_ENVIRONMENT = "/marina/tasks-by-environment/"
-BY_PROJECT = "/marina/tasks-by-project/"
-LOCKS = "/marina/locks/env/"
+TASKS = keys.TASKS
+LOGS = keys.TASK_LOGS
+FILES = keys.TASK_FILES
+QUEUE = keys.QUEUE
+BY_ENVIRONMENT = keys.TASKS_BY_ENVIRONMENT
+BY_PROJECT = keys.TASKS_BY_PROJECT
+LOCKS = keys.ENVIRONMENT_LOCKS
 MAX_ATTEMPTS = 2
 LEASE_TTL = 5
 

@@ -61,7 +61,7 @@ class LocalProvider:
 
     async def setup_etcd(self, cluster: str, node: dict[str, Any]) -> None:
         # Local nodes share Marina's own etcd; record where it is for the agents.
-        await self.store.put(f"/marina/clusters/{cluster}/etcd", {"endpoints": [self.etcd_url]})
+        await self.store.put(f"{keys.CLUSTERS}{cluster}/etcd", {"endpoints": [self.etcd_url]})
 
     async def node_running(self, cluster: str, node: dict[str, Any]) -> bool:
         return bool(_agent_pids(self._dir(cluster, node)))
