@@ -304,7 +304,6 @@ class Agent:
     async def _restart(self, part: str, proxy: HAProxy, pid: int) -> None:
         how = await proxy.exit_reason(pid)
         proxy.forget(pid)
-        self.metrics.haproxy_restarts += 1
         what = "no good configuration to restart from"
         try:
             if self.layout is not None:
@@ -320,6 +319,8 @@ class Agent:
             with contextlib.suppress(HAProxyError):
                 if await proxy.start_last_good():
                     what += "; restarted from the last good configuration file"
+        # Together, so that no status shows the count without the story.
+        self.metrics.haproxy_restarts += 1
         self.incident = f"haproxy pid {pid} {how}; {what} ({part})"
         log.error("%s", self.incident)
         self.status_changed.set()
@@ -455,6 +456,12 @@ class Agent:
         """Apply what is known; False when a reload was put off for now."""
         started = time.perf_counter()
         desired = self._desired()
+        if self.layout is not None:
+            # A process found dead here rather than by the watchdog is
+            # restarted and reported the same way.
+            for part, proxy in self.proxies.items():
+                if proxy.pid is not None and not proxy.running():
+                    await self._restart(part, proxy, proxy.pid)
         if self.layout is None or not self._running_as_planned(self.layout):
             return await self.reload_isolating(desired, set(self._proxies()))
         pool = self.proxies.get(POOL)
@@ -518,8 +525,13 @@ class Agent:
                         self.skipped.append(Skipped(service, reason))
                         log.error("route %s refused: %s", service, reason)
                     continue
+                ours = {pid for proxy in self.proxies.values() for pid in proxy.pids()}
                 for port, service in owners.items():
-                    reason = f"port {port} could not be bound on {self.settings.address}"
+                    address = desired[service].address or self.settings.address
+                    reason = f"port {port} could not be bound on {address}"
+                    holders = foreign_holders(address, {port}, ours=ours)
+                    if holders:
+                        reason += f": {holders[0].describe()}"
                     self.busy_ports[port] = (service, reason, time.monotonic())
                     del desired[service]
                     self.skipped.append(Skipped(service, reason))

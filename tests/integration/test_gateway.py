@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from tests.support import Backend, Etcd, Gateway, free_port, http_get, wait_for
@@ -286,6 +287,7 @@ def test_busy_port_skips_only_that_route(etcd, cluster, backends, gateways):
         )
         assert st["skipped"][0]["service"] == "taken"
         assert "could not be bound" in st["skipped"][0]["reason"]
+        assert f"held by pid {os.getpid()}" in st["skipped"][0]["reason"]
     finally:
         busy.close()
 

@@ -135,3 +135,29 @@ def test_killed_haproxy_is_restarted_with_what_it_served(etcd, cluster, backends
     wait_for(serves(gw, 30003, "b"), what="serving again after the kill")
     assert pid not in haproxy_pids(gw)
     assert len(haproxy_pids(gw)) == 1
+
+
+def test_a_killed_static_shard_is_restarted_alone(etcd, cluster, backends, gateways):
+    from tests.support import free_port
+
+    a = backends("a")
+    gw = gateways(etcd.url, cluster)
+    port = free_port(gw.address)
+    etcd.put(f"/marina/gateway/routes/{cluster}/in", route(30004, a))
+    etcd.put(f"/marina/gateway/routes/{cluster}/out", route(port, a))
+    wait_for(serves(gw, port, "a"), what="route on its own port")
+    wait_for(serves(gw, 30004, "a"), what="range route")
+    shard = f"static-{port % 4}"
+    [pid] = [int(p) for p in (gw.state_dir / f"{shard}.pid").read_text().split()]
+    range_pids = (gw.state_dir / "range.pid").read_text()
+    os.kill(pid, signal.SIGKILL)
+
+    st = wait_for(
+        lambda: str(pid) in (status(etcd, gw).get("last_incident") or "") and status(etcd, gw),
+        what="the restart reported",
+    )
+    assert st["haproxy_restarts"] == 1
+    assert st["last_incident"].startswith(f"haproxy pid {pid} was killed by SIGKILL")
+    assert st["last_incident"].endswith(f"({shard})")
+    wait_for(serves(gw, port, "a"), what="serving again")
+    assert (gw.state_dir / "range.pid").read_text() == range_pids
