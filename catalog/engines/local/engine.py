@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from catalog import keys
 from catalog.addresses import allocate, release
@@ -32,6 +32,7 @@ from catalog.engines.base import (
     ServiceSpec,
 )
 from catalog.engines.local.reconciling import Reconciler, replica_ready
+from catalog.engines.local.records import PodRecord, Replica, read_replicas
 from catalog.engines.rendering import manifests_for_specs
 from catalog.errors import ActionFailed, NotFound
 from catalog.routing import route_keys
@@ -201,34 +202,22 @@ class LocalEngine:
 
     # -- observed state ------------------------------------------------------------------
 
-    async def _replicas(self, cluster: str) -> dict[str, dict[str, Any]]:
-        prefix = f"{keys.REPLICAS}{cluster}/"
-        statuses = {
-            v.key.rsplit("/", 1)[1]: v.value
-            for v in await self.store.list(f"{keys.REPLICA_STATUS}{cluster}/")
-        }
-        return {
-            v.key[len(prefix) :]: {
-                **v.value,
-                "id": v.key[len(prefix) :],
-                "status": statuses.get(v.key[len(prefix) :]),
-            }
-            for v in await self.store.list(prefix)
-        }
+    async def _replicas(self, cluster: str) -> dict[str, Replica]:
+        return await read_replicas(self.store, cluster)
 
     async def pod_state(self, cluster: ClusterKey, pod: PodId) -> PodState | None:
         found = await self.store.get(keys.local_pod(cluster, pod))
         if found is None:
             return None
-        doc = found.value
+        doc = cast(PodRecord, found.value)
         mine = sorted(
             (r for r in (await self._replicas(cluster)).values() if r["pod"] == pod),
-            key=lambda r: (r.get("created", 0), r["id"]),
+            key=lambda r: (r["created"], r["id"]),
         )
         serving = await self._serving_addresses(cluster, doc["spec"]["services"])
         replicas: list[ReplicaState] = []
         for replica in mine:
-            status = replica.get("status") or {}
+            status = replica["status"]
             ready = replica_ready(replica)
             draining = bool(replica.get("draining"))
             replicas.append(
@@ -240,15 +229,13 @@ class LocalEngine:
                     "serving": ready
                     and not draining
                     and (serving is None or replica["ip"] in serving),
-                    "restarts": int(status.get("restarts", 0)),
-                    "reason": str(
-                        (replica.get("drainReason") if draining else None)
-                        or status.get("reason")
-                        or ""
-                    ),
+                    "restarts": status["restarts"] if status else 0,
+                    "reason": (replica.get("drainReason") if draining else None)
+                    or (status["reason"] if status else "")
+                    or "",
                     "draining": draining,
-                    "current": replica.get("template") == doc["template"]
-                    and int(replica.get("generation", 0)) >= int(doc["generation"]),
+                    "current": replica["template"] == doc["template"]
+                    and replica["generation"] >= doc["generation"],
                 }
             )
         active = [r for r in replicas if not r["draining"]]

@@ -6,6 +6,7 @@ When nothing fits the refusal says what was asked and the most that is free.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +30,14 @@ class NodeCapacity:
         return self.memory - self.used_memory
 
 
-def requests_of(containers: list[dict[str, Any]]) -> tuple[float, int]:
+def requests_of(containers: Sequence[Mapping[str, Any]]) -> tuple[float, int]:
     return (
         round(sum(float(c.get("cores", 0.1)) for c in containers), 3),
         sum(int(c.get("memory", 64)) for c in containers),
     )
 
 
-def usage(nodes: list[NodeCapacity], replicas: list[dict[str, Any]]) -> list[NodeCapacity]:
+def usage(nodes: list[NodeCapacity], replicas: Sequence[Mapping[str, Any]]) -> list[NodeCapacity]:
     """Capacities with what the given replicas already take."""
     taken: dict[str, tuple[float, int]] = {}
     for replica in replicas:
@@ -48,7 +49,7 @@ def usage(nodes: list[NodeCapacity], replicas: list[dict[str, Any]]) -> list[Nod
 
 def choose_node(
     nodes: list[NodeCapacity],
-    containers: list[dict[str, Any]],
+    containers: Sequence[Mapping[str, Any]],
     *,
     pod: str,
     avoid: frozenset[str] = frozenset(),

@@ -28,7 +28,15 @@ from typing import Any
 
 from catalog import keys
 from catalog.addresses import allocate, release
+from catalog.engines.base import PodSpec, ServiceSpec
 from catalog.engines.local.placement import NodeCapacity, choose_node, usage
+from catalog.engines.local.records import (
+    NodeRecord,
+    PodRecord,
+    Replica,
+    ReplicaRecord,
+    read_replicas,
+)
 from catalog.errors import Conflict, MarinaError, SchedulingFailed, StoreUnavailable
 from catalog.ids import new_id
 from catalog.routing import route_keys, routes_for
@@ -54,7 +62,7 @@ class ReconcilerSettings:
     """Seconds between passes when nothing changes."""
 
 
-def link_env(spec: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[str, str]:
+def link_env(spec: PodSpec, services: dict[str, ServiceSpec]) -> dict[str, str]:
     """Kubernetes service variables for every service of the cluster, and
     Docker-link variables for the pod's links."""
     env: dict[str, str] = {}
@@ -76,12 +84,14 @@ def link_env(spec: dict[str, Any], services: dict[str, dict[str, Any]]) -> dict[
     return {**env, **spec.get("env", {})}
 
 
-def replica_ready(replica: dict[str, Any]) -> bool:
-    status = replica.get("status") or {}
+def replica_ready(replica: Replica) -> bool:
+    """Its node reports it ready, at the generation it should run."""
+    status = replica["status"]
     return bool(
-        status.get("ready")
-        and status.get("node") == replica["node"]
-        and int(status.get("generation", -1)) == int(replica.get("generation", 0))
+        status is not None
+        and status["ready"]
+        and status["node"] == replica["node"]
+        and status["generation"] == replica["generation"]
     )
 
 
@@ -205,8 +215,8 @@ class Reconciler:
     def _lost_nodes(
         self,
         cluster: str,
-        registered: dict[str, Any],
-        replicas: dict[str, dict[str, Any]],
+        registered: dict[str, NodeRecord],
+        replicas: dict[str, Replica],
         known: set[str],
     ) -> set[str]:
         now = time.monotonic()
@@ -223,7 +233,9 @@ class Reconciler:
                 lost.add(node)
         return lost
 
-    async def _record_lost(self, cluster: str, lost: set[str], registered: dict[str, Any]) -> None:
+    async def _record_lost(
+        self, cluster: str, lost: set[str], registered: dict[str, NodeRecord]
+    ) -> None:
         """Lost nodes are recorded for the observer; one that registers again is not lost."""
         recorded = {
             v.key.rsplit("/", 1)[1] for v in await self.store.list(f"{keys.LOCAL_LOST}{cluster}/")
@@ -235,31 +247,19 @@ class Reconciler:
             log.warning("node %s back: its agent registered again", node)
             await self.store.delete(f"{keys.LOCAL_LOST}{cluster}/{node}")
 
-    async def _replicas(self, cluster: str) -> dict[str, dict[str, Any]]:
-        prefix = f"{keys.REPLICAS}{cluster}/"
-        statuses = {
-            v.key.rsplit("/", 1)[1]: v.value
-            for v in await self.store.list(f"{keys.REPLICA_STATUS}{cluster}/")
-        }
-        return {
-            v.key[len(prefix) :]: {
-                **v.value,
-                "id": v.key[len(prefix) :],
-                "status": statuses.get(v.key[len(prefix) :]),
-            }
-            for v in await self.store.list(prefix)
-        }
+    async def _replicas(self, cluster: str) -> dict[str, Replica]:
+        return await read_replicas(self.store, cluster)
 
     async def _converge(
         self,
         cluster: str,
         pod_id: str,
-        pod: dict[str, Any],
-        mine: dict[str, dict[str, Any]],
-        everyone: dict[str, dict[str, Any]],
-        schedulable: dict[str, dict[str, Any]],
+        pod: PodRecord,
+        mine: dict[str, Replica],
+        everyone: dict[str, Replica],
+        schedulable: dict[str, NodeRecord],
         cordoned: set[str],
-        services: dict[str, dict[str, Any]],
+        services: dict[str, ServiceSpec],
     ) -> None:
         want = int(pod["replicas"])
         active = [r for r in mine.values() if not r.get("draining")]
@@ -334,13 +334,13 @@ class Reconciler:
         self,
         cluster: str,
         pod_id: str,
-        pod: dict[str, Any],
+        pod: PodRecord,
         node: str,
-        services: dict[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+        services: dict[str, ServiceSpec],
+    ) -> Replica:
         ident = new_id()[:12]
         spec = pod["spec"]
-        doc = {
+        doc: ReplicaRecord = {
             "pod": pod_id,
             "podName": spec["name"],
             "name": f"{spec['name']}-{ident[:5]}",
@@ -369,9 +369,7 @@ class Reconciler:
         with contextlib.suppress(Conflict):
             await self.store.update(keys.replica(cluster, ident), edit)
 
-    async def _set_pending(
-        self, cluster: str, pod_id: str, seen: dict[str, Any], pending: str
-    ) -> None:
+    async def _set_pending(self, cluster: str, pod_id: str, seen: PodRecord, pending: str) -> None:
         """Record why replicas do not run, unless the pod changed since this
         pass read it (its new count is judged by the next pass)."""
 
@@ -387,20 +385,20 @@ class Reconciler:
         with contextlib.suppress(Conflict):
             await self.store.update(keys.local_pod(cluster, pod_id), edit)
 
-    async def _mark_draining(self, cluster: str, replica: dict[str, Any], why: str) -> None:
+    async def _mark_draining(self, cluster: str, replica: Replica, why: str) -> None:
         if not replica.get("draining"):
             await self._edit_replica(cluster, replica["id"], draining=True, drainReason=why)
             replica["draining"] = True
             log.info("replica %s draining: %s", replica["id"], why)
 
-    async def _stop(self, cluster: str, replica: dict[str, Any]) -> None:
+    async def _stop(self, cluster: str, replica: Replica) -> None:
         await self.store.delete(keys.replica(cluster, replica["id"]))
         await release(self.store, replica.get("ip"))
         self.draining_since.pop((cluster, replica["id"]), None)
         self.confirmed_since.pop((cluster, replica["id"]), None)
 
     async def _publish(
-        self, cluster: str, pods: dict[str, dict[str, Any]], replicas: dict[str, dict[str, Any]]
+        self, cluster: str, pods: dict[str, PodRecord], replicas: dict[str, Replica]
     ) -> None:
         published = {
             v.key: v.value
@@ -423,9 +421,9 @@ class Reconciler:
     async def _finish_drains(
         self,
         cluster: str,
-        pods: dict[str, dict[str, Any]],
-        replicas: dict[str, dict[str, Any]],
-        registered: dict[str, Any],
+        pods: dict[str, PodRecord],
+        replicas: dict[str, Replica],
+        registered: dict[str, NodeRecord],
     ) -> None:
         """Stop draining replicas that no route names and whose gateways know it."""
         draining = [r for r in replicas.values() if r.get("draining")]
