@@ -10,6 +10,7 @@ test session pays for a debootstrap build once.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import hashlib
 import os
@@ -87,8 +88,12 @@ def build_image(
     extra_elements: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
+    echo: bool = False,
 ) -> Path:
-    """Run disk-image-create for `role`; returns the image file."""
+    """Run disk-image-create for `role`; returns the image file.
+
+    Its output goes to `log`, and to this process's standard output with `echo`.
+    """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -102,21 +107,26 @@ def build_image(
         *ROLES[role],
         *extra_elements,
     ]
-    result = subprocess.run(
-        command,
-        env=build_environment(wheels, **(env or {})),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
-    if log is not None:
-        log.write_text(result.stdout)
-    if result.returncode != 0:
-        raise BuildFailed(
-            f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-4000:]}"
-        )
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    with (
+        subprocess.Popen(
+            command,
+            env=build_environment(wheels, **(env or {})),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as process,
+        open(log or os.devnull, "w") as saved,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line)
+            saved.write(line)
+            if echo:
+                print(line, end="", flush=True)
+    if process.returncode != 0:
+        raise BuildFailed(f"{' '.join(command)} exited {process.returncode}:\n{''.join(tail)}")
     return output.with_name(f"{output.name}.{image_type}")
 
 
@@ -180,6 +190,7 @@ def main() -> int:
             wheels=wheels,
             extra_elements=tuple(args.element),
             log=args.output / f"marina-{args.role}.log",
+            echo=True,
         )
     except BuildFailed as error:
         print(error, file=sys.stderr)

@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.openstack.controlplane import ADMIN_CLOUD, REPO, USER_CLOUD, ControlPlane
+from tests.openstack.controlplane import (
+    ADMIN_CLOUD,
+    REPO,
+    USER_CLOUD,
+    ControlPlane,
+    ControlPlaneError,
+)
 
 LOGS = REPO / "artifacts" / "openstack-logs"
 
@@ -58,7 +64,10 @@ def openstack_cloud() -> Iterator[TestCloud]:
     workdir = Path(tempfile.mkdtemp(prefix="marina-openstack-"))
     plane = ControlPlane(workdir)
     try:
-        plane.start()
+        try:
+            plane.start()
+        except Exception as error:
+            raise ControlPlaneError(f"{error}\n(the services' logs: {LOGS})") from error
         yield TestCloud(
             cloud=USER_CLOUD, admin_cloud=ADMIN_CLOUD, clouds_yaml=plane.clouds_yaml, plane=plane
         )

@@ -96,9 +96,18 @@ def make_network(conn: Any, made: Made, name: str, cidr: str) -> tuple[Any, Any,
 def make_server(conn: Any, made: Made, name: str, *, network: Any, flavor: str = "m1.tiny") -> Any:
     compute = conn.compute
 
+    def gone() -> bool:
+        try:
+            compute.get_server(server.id)
+        except exceptions.NotFoundException:
+            return True
+        return False
+
     def remove() -> None:
         compute.delete_server(server)
-        compute.wait_for_delete(server, wait=SERVER_WAIT)
+        # Not openstacksdk's wait_for_delete: it stops at status DELETED, while
+        # nova still lists the server and counts it against the quota.
+        wait_until(gone, timeout=SERVER_WAIT, what=f"server {server.name} to be gone")
 
     server = made(
         compute.create_server(
@@ -231,13 +240,26 @@ def test_quotas_read_and_enforced(os_conn: Any, os_admin: Any, made: Made) -> No
         second = os_conn.network.create_ip(floating_network_id=public)
         made(second, lambda: os_conn.network.delete_ip(second))
 
-    os_admin.compute.update_quota_set(project, instances=0)
+    # Room for exactly the servers there are: one more is over quota. Nova
+    # counts a deleted server a moment after it is gone from the API.
+    def settled_usage() -> tuple[int] | None:
+        in_use = os_conn.compute.get_quota_set(project, usage=True).usage["instances"]
+        return (in_use,) if in_use == len(list(os_conn.compute.servers())) else None
+
+    (in_use,) = wait_until(settled_usage, timeout=60, what="instance usage to settle")
+    os_admin.compute.update_quota_set(project, instances=in_use)
     made(
         None, lambda: os_admin.compute.update_quota_set(project, instances=compute_quota.instances)
     )
+    assert os_conn.compute.get_quota_set(project).instances == in_use
     network, _, _ = make_network(os_conn, made, "net-q", "10.33.0.0/24")
     with pytest.raises(exceptions.ForbiddenException, match=r"(?i)quota exceeded"):
-        make_server(os_conn, made, "over-quota", network=network)
+        server = make_server(os_conn, made, "over-quota", network=network)
+        pytest.fail(
+            f"{server.name} was accepted with {in_use} servers allowed; now "
+            f"{os_conn.compute.get_quota_set(project, usage=True).usage} in use, "
+            f"servers {[(s.name, s.status) for s in os_conn.compute.servers()]}"
+        )
 
 
 def test_server_that_cannot_fit_ends_in_error(os_conn: Any, os_admin: Any, made: Made) -> None:
