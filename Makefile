@@ -16,7 +16,8 @@ OS_CONSTRAINTS := tests/openstack/upper-constraints-2026.1.txt
 OS_PACKAGES := 'keystone<30' 'openstack-placement<16' 'nova<34' 'neutron<29' 'glance<33' \
 	python-openstackclient uwsgi PyMySQL
 # Node images (elements/): diskimage-builder and what its Debian builds run.
-IMAGE_DEBS := debootstrap qemu-utils kpartx squashfs-tools sudo shellcheck
+# dpkg-dev and gnupg sign the stand-in Kubernetes repository of the tests.
+IMAGE_DEBS := debootstrap qemu-utils kpartx squashfs-tools sudo shellcheck dpkg-dev gnupg
 IMAGE_STAMP := $(VENV)/.installed-image
 ROLE ?= gateway
 IMAGE_TYPE ?= qcow2

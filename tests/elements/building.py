@@ -142,16 +142,29 @@ def elements_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def build_cached(role: str, image_type: str = "tar") -> Path:
+def cached_path(role: str, image_type: str = "tar", *, variant: str = "") -> Path:
+    """Where `build_cached` keeps the image for this content of elements/."""
+    name = f"{role}-{variant}" if variant else role
+    return CACHE / f"{name}-{elements_digest()}.{image_type}"
+
+
+def build_cached(
+    role: str,
+    image_type: str = "tar",
+    *,
+    variant: str = "",
+    env: Mapping[str, str] | None = None,
+) -> Path:
     """The image for `role` from the cache, built first when elements/ changed.
 
     Marina's own code is not part of the key: the tests check what the
     elements put in the image, and a new wheel does not change that.
+    `variant` names builds whose `env` changes what goes in.
     """
-    key = f"{role}-{elements_digest()}"
-    image = CACHE / f"{key}.{image_type}"
+    image = cached_path(role, image_type, variant=variant)
     if image.exists():
         return image
+    key = image.name.removesuffix(f".{image_type}")
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE, prefix=f".{key}-") as scratch:
         work = Path(scratch)
@@ -160,11 +173,13 @@ def build_cached(role: str, image_type: str = "tar") -> Path:
             work / key,
             image_type=image_type,
             wheels=build_wheels(work / "wheels"),
+            env=env,
             log=CACHE / f"{key}.log",
         )
         built.rename(image)  # atomic: a concurrent session finds a whole image or none
-    for stale in CACHE.glob(f"{role}-*.{image_type}"):
-        if stale != image:
+    prefix = key.rsplit("-", 1)[0]
+    for stale in CACHE.glob(f"{prefix}-*.{image_type}"):
+        if stale != image and stale.name.rsplit("-", 1)[0] == prefix:
             stale.unlink()
     return image
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from diskimage_builder import element_dependencies
 
-from tests.elements import building
+from tests.elements import building, stubrepo
 
 ELEMENTS = building.ELEMENTS
 OURS = sorted(p.name for p in ELEMENTS.iterdir() if (p / "element-deps").exists())
@@ -206,3 +206,51 @@ def test_gateway_image_holds_haproxy_the_gateway_and_cloud_init(gateway_image: P
 def test_image_builder_refuses_an_unknown_role(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown role"):
         building.build_image("router", tmp_path / "x", wheels=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def worker_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A worker image against the stand-in repository, built once per elements/ content."""
+    variant = f"stub-kube-{stubrepo.VERSION}"
+    image = building.cached_path("worker", "tar", variant=variant)
+    if image.exists():
+        return image
+    with stubrepo.serving(tmp_path_factory.mktemp("kube-repo")) as repo:
+        return building.build_cached(
+            "worker",
+            "tar",
+            variant=variant,
+            env={"DIB_MARINA_KUBE_REPO": repo.url, "DIB_MARINA_KUBE_REPO_KEY": str(repo.key)},
+        )
+
+
+@pytest.mark.timeout(1500)
+def test_worker_image_holds_a_container_runtime_and_held_kubelet(worker_image: Path) -> None:
+    with tarfile.open(worker_image) as image:
+        members = {m.name.removeprefix("./"): m for m in image.getmembers()}
+
+        def read(name: str) -> str:
+            member = image.extractfile(members[name])
+            assert member is not None, name
+            return member.read().decode()
+
+        for tool in (
+            "usr/bin/kubelet",
+            "usr/bin/kubeadm",
+            "usr/bin/kubectl",
+            "usr/bin/containerd",
+            "usr/sbin/runc",
+            "usr/bin/cloud-init",
+        ):
+            assert tool in members, f"{tool} is not in the image"
+        source = read("etc/apt/sources.list.d/marina-kube.list")
+        assert source.startswith("deb [signed-by=/etc/apt/keyrings/marina-kube.asc] http://")
+        assert "BEGIN PGP PUBLIC KEY BLOCK" in read("etc/apt/keyrings/marina-kube.asc")
+        assert "SystemdCgroup = true" in read("etc/containerd/config.toml")
+        for unit in ("kubelet.service", "containerd.service"):
+            assert f"etc/systemd/system/multi-user.target.wants/{unit}" in members, unit
+        status = read("var/lib/dpkg/status")
+        for package in stubrepo.PACKAGES:
+            assert f"Package: {package}\nStatus: hold ok installed" in status, package
+        assert "br_netfilter" in read("etc/modules-load.d/marina-kubernetes.conf")
+        assert "gateway" not in " ".join(n for n in members if n.startswith("etc/systemd/system/"))
