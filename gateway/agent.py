@@ -78,12 +78,18 @@ class Agent:
         # Several processes: the port range with its pool backends, and
         # shards of the routes on ports of their own, so that a reload for a
         # new port hands over neither the range's listeners nor most others.
+        # haproxy.pid lists every process, as it did when there was one.
+        every = settings.state_dir / "haproxy.pid"
         self.proxies: dict[str, HAProxy] = {
-            f"static-{i}": HAProxy(settings.state_dir, name=f"static-{i}", binary=settings.haproxy)
+            f"static-{i}": HAProxy(
+                settings.state_dir, name=f"static-{i}", binary=settings.haproxy, every_pid=every
+            )
             for i in range(STATIC_SHARDS)
         }
         if settings.port_range is not None:
-            self.proxies[POOL] = HAProxy(settings.state_dir, name="range", binary=settings.haproxy)
+            self.proxies[POOL] = HAProxy(
+                settings.state_dir, name="range", binary=settings.haproxy, every_pid=every
+            )
         self.metrics = Metrics()
         self.raw: dict[str, bytes] = {}
         self.parsed: dict[str, tuple[bytes, Route | Skipped]] = {}

@@ -138,7 +138,7 @@ def main() -> int:
         _wait(url, "the gateway route")
         print(f"etcd:          {etcd}")
         print(f"public URL:    {url}  (balanced over two back ends)")
-        print(f"metrics:       http://{ADDRESS}:{metrics}/metrics")
+        print(f"metrics:       http://127.0.0.1:{metrics}/metrics")
         print(f"gateway files: {work / 'gateway'}")
         print("Routes live under /marina/gateway/routes/demo/ in etcd. Ctrl-C stops everything.")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -46,8 +46,11 @@ class HAProxy:
         name: str = "haproxy",
         binary: str = "haproxy",
         start_timeout: float = 60.0,
+        every_pid: Path | None = None,
     ) -> None:
-        """`name` tells apart the processes of one gateway in its state directory."""
+        """`name` tells apart the processes of one gateway in its state
+        directory; `every_pid`, if given, is kept listing the pids of all of
+        them, for whoever cleans up after a killed agent."""
         self.state_dir = state_dir
         self.name = name
         self.binary = binary
@@ -59,6 +62,7 @@ class HAProxy:
         self.metrics_socket = socket_path_for(state_dir, f"{name}-metrics")
         self.pid_path = state_dir / f"{name}.pid"
         self.log_path = state_dir / f"{name}.log"
+        self.every_pid = every_pid
         self.pid: int | None = None
         self.others: list[int] = []  # adopted older processes, told to finish at the next reload
         self._children: set[asyncio.subprocess.Process] = set()
@@ -94,6 +98,17 @@ class HAProxy:
 
     def _record(self, pids: list[int]) -> None:
         _write_atomic(self.pid_path, "".join(f"{p}\n" for p in pids))
+        self._publish_every_pid()
+
+    def _publish_every_pid(self) -> None:
+        if self.every_pid is None:
+            return
+        pids = []
+        for record in sorted(self.state_dir.glob("*.pid")):
+            if record != self.every_pid:
+                with contextlib.suppress(OSError):
+                    pids += record.read_text().split()
+        _write_atomic(self.every_pid, "".join(f"{p}\n" for p in pids))
 
     def running(self) -> bool:
         return self.pid is not None and _alive(self.pid)
@@ -287,6 +302,7 @@ class HAProxy:
         self.pid, self.others = None, []
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
+        self._publish_every_pid()
 
     # -- runtime API ---------------------------------------------------
 

@@ -11,19 +11,27 @@ def pids(gw: Gateway, pattern: str) -> list[int]:
     return [int(p) for f in gw.state_dir.glob(f"{pattern}.pid") for p in f.read_text().split()]
 
 
+def settle(etcd: object, gw: Gateway, revision: int) -> None:
+    """Wait until the gateway has applied `revision`: no reload half done."""
+    wait_for(
+        lambda: status(etcd, gw).get("applied_revision", 0) >= revision,  # type: ignore[arg-type]
+        what=f"revision {revision} applied",
+    )
+
+
 def test_each_part_reloads_alone(etcd, cluster, backends, gateways):
     a, b = backends("a"), backends("b")
     gw = gateways(etcd.url, cluster)
-    etcd.put(f"/marina/gateway/routes/{cluster}/in", route(30001, a))
+    settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/in", route(30001, a)))
     wait_for(serves(gw, 30001, "a"), what="range route")
     range_pids = pids(gw, "range")
     outside = [free_port(gw.address) for _ in range(3)]
     for i, port in enumerate(outside):
-        etcd.put(f"/marina/gateway/routes/{cluster}/out{i}", route(port, b))
+        settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/out{i}", route(port, b)))
         wait_for(serves(gw, port, "b"), what=f"static route {i}")
     assert pids(gw, "range") == range_pids
     static_pids = pids(gw, "static-*")
-    etcd.put(f"/marina/gateway/routes/{cluster}/in2", route(30002, b))
+    settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/in2", route(30002, b)))
     wait_for(serves(gw, 30002, "b"), what="second range route")
     assert pids(gw, "static-*") == static_pids
     assert pids(gw, "range") == range_pids
@@ -31,7 +39,7 @@ def test_each_part_reloads_alone(etcd, cluster, backends, gateways):
     # Ports of one shard restart only that shard's process.
     by_port = {port: pids(gw, f"static-{port % 4}") for port in outside}
     extra = next(p for p in (free_port(gw.address) for _ in range(20)) if p % 4 == outside[0] % 4)
-    etcd.put(f"/marina/gateway/routes/{cluster}/extra", route(extra, a))
+    settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/extra", route(extra, a)))
     wait_for(serves(gw, extra, "a"), what="a route in the first port's shard")
     for port in outside[1:]:
         if port % 4 != outside[0] % 4:
@@ -58,8 +66,10 @@ def test_metrics_of_the_agent_and_of_each_haproxy_on_loopback(etcd, cluster, bac
     etcd.put(f"/marina/gateway/routes/{cluster}/out", route(outside, a))
     wait_for(serves(gw, outside, "a"), what="both routes")
     wait_for(serves(gw, 30001, "a"), what="range route")
-    code, agent = http_get(f"http://127.0.0.1:{mport}/metrics")
-    assert code == 200 and "marina_gateway_routes 2" in agent
+    wait_for(
+        lambda: "marina_gateway_routes 2\n" in http_get(f"http://127.0.0.1:{mport}/metrics")[1],
+        what="the agent's metrics",
+    )
     code, text = http_get(f"http://127.0.0.1:{mport}/haproxy/metrics")
     assert code == 200
     shard = f"static-{outside % 4}"
