@@ -26,6 +26,8 @@ from tests.openstack.controlplane import (
 )
 
 LOGS = REPO / "artifacts" / "openstack-logs"
+STARTS: list[dict[str, float]] = []
+"""How long each start of this session took, step by step (shown in pytest's summary)."""
 
 TAG = "marina-test"
 """Every resource a test makes carries this tag, so a leftover is found by it."""
@@ -68,6 +70,7 @@ def openstack_cloud() -> Iterator[TestCloud]:
             plane.start()
         except Exception as error:
             raise ControlPlaneError(f"{error}\n(the services' logs: {LOGS})") from error
+        STARTS.append(dict(plane.timings))
         yield TestCloud(
             cloud=USER_CLOUD, admin_cloud=ADMIN_CLOUD, clouds_yaml=plane.clouds_yaml, plane=plane
         )
