@@ -7,9 +7,11 @@ cloud instead of starting one here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +51,19 @@ class TestCloud:
         import openstack.connection
 
         files = [str(self.clouds_yaml)] if self.clouds_yaml else None
-        config = openstack.config.OpenStackConfig(config_files=files)
-        region = config.get_one(cloud=self.admin_cloud if admin else self.cloud)
-        return openstack.connection.Connection(config=region)
+        with sdk_warnings_ignored():
+            config = openstack.config.OpenStackConfig(config_files=files)
+            region = config.get_one(cloud=self.admin_cloud if admin else self.cloud)
+            return openstack.connection.Connection(config=region)
+
+
+@contextlib.contextmanager
+def sdk_warnings_ignored() -> Iterator[None]:
+    """openstacksdk deprecates what its own proxies still call: its warnings, not ours."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="openstack")
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module="openstack")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +79,8 @@ def openstack_cloud() -> Iterator[TestCloud]:
     plane = ControlPlane(workdir)
     try:
         try:
-            plane.start()
+            with sdk_warnings_ignored():
+                plane.start()
         except Exception as error:
             raise ControlPlaneError(f"{error}\n(the services' logs: {LOGS})") from error
         STARTS.append(dict(plane.timings))
