@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tarfile
@@ -77,7 +78,7 @@ def test_archive_has_an_idempotent_apply_script_and_a_snapshot():
     assert snapshot["format"] == "marina-export/1"
     assert {o["?"]["name"] for o in snapshot["objects"]} >= {"web", "store"}
     secret = next(yaml.safe_load(files[n]) for n in files if "secret" in n)
-    assert secret["stringData"] == {"API_KEY": "s3cret"}
+    assert secret["data"] == {"API_KEY": base64.b64encode(b"s3cret").decode()}
     namespace = yaml.safe_load(files[next(n for n in files if "namespace" in n)])
     assert namespace["metadata"]["name"] == "shop-env-k1"
 
