@@ -368,6 +368,9 @@ class NodeAgent:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+        # A sandbox whose outer process died while it was being set up has no
+        # parent-death signal: it is found by its own directory and ended.
+        kill_all(processes_naming(str(self._replica_dir(replica.ident))))
         replica.procs = []
         replica.ready = False
 
