@@ -63,6 +63,12 @@ class ServerSettings:
     """Port the API listens on."""
     packages_dir: Path = PACKAGES_DIR
     """Packages loaded into the catalog at start."""
+    engine: str = "local"
+    """Where pods run: `local` (node agents here) or `kubernetes` (an API server)."""
+    kubeconfig: Path | None = None
+    """The kubeconfig of the `kubernetes` engine's cluster (default: ~/.kube/config)."""
+    context: str | None = None
+    """The kubeconfig context to use (default: its current context)."""
 
     @property
     def api_url(self) -> str:
@@ -258,7 +264,13 @@ class Server:
         provider = LocalProvider(
             self.store, etcd_url=self.etcd_url, etcd_tls=self.etcd_tls, state_dir=settings.state_dir
         )
-        engine = make_engine("local", self.store, state_dir=settings.state_dir)
+        engine = make_engine(
+            settings.engine,
+            self.store,
+            state_dir=settings.state_dir,
+            kubeconfig=settings.kubeconfig,
+            context=settings.context,
+        )
         worker = Worker(self.store, ActionRunner(self.store, provider, engine))
         self.tasks = [
             asyncio.create_task(worker.run(self.stop_event)),

@@ -48,6 +48,14 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--etcd-port", type=int, default=23790)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8787)
+        p.add_argument(
+            "--engine",
+            choices=("local", "kubernetes"),
+            default="local",
+            help="where pods run: node agents here, or a Kubernetes cluster",
+        )
+        p.add_argument("--kubeconfig", help="the cluster of --engine kubernetes")
+        p.add_argument("--context", help="the kubeconfig context of --engine kubernetes")
         p.set_defaults(func=cmd_serve)
 
     env = sub.add_parser("env", help="environments")

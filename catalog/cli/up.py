@@ -28,7 +28,14 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
     for option, path in zip(("--etcd-cacert", "--etcd-cert", "--etcd-key"), files, strict=True):
         if path and not Path(path).is_file():
             raise CliError(f"{option} {path}: no such file")
+    if args.engine != "kubernetes" and (args.kubeconfig or args.context):
+        raise CliError("--kubeconfig and --context are for --engine kubernetes")
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        raise CliError(f"--kubeconfig {args.kubeconfig}: no such file")
     return ServerSettings(
+        engine=args.engine,
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        context=args.context,
         state_dir=Path(args.state_dir),
         etcd=args.etcd,
         etcd_tls=TLSFiles(*(Path(f) for f in files)) if all(files) else None,
