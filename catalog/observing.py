@@ -22,7 +22,8 @@ from typing import Any
 from catalog import environments as envs
 from catalog import keys
 from catalog.engines.base import ClusterKey, Engine, PodId
-from catalog.errors import Conflict, MarinaError, StoreUnavailable
+from catalog.errors import MarinaError
+from catalog.leading import Leadership
 from catalog.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,52 +59,16 @@ class Observer:
         self.store = store
         self.engine = engine
         self.settings = settings or ObserverSettings()
-        self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        watcher = asyncio.create_task(self._watch())
-        lease: int | None = None
-        leader = False
-        try:
-            while not stop.is_set():
-                try:
-                    if lease is None or not await self.store.refresh_lease(lease):
-                        lease, leader = await self.store.grant_lease(self.settings.lease_ttl), False
-                    if not leader:
-                        try:
-                            await self.store.create(
-                                keys.CONTROLLER_LOCK, {"lease": lease}, lease=lease
-                            )
-                            leader = True
-                        except Conflict:
-                            leader = False
-                    if leader:
-                        await self.observe()
-                except StoreUnavailable as exc:
-                    log.warning("observer paused: %s", exc)
-                    lease, leader = None, False
-                except MarinaError as exc:
-                    log.warning("observer pass failed: %s", exc)
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.wake.wait(), min(self.settings.resync, self.settings.lease_ttl / 3)
-                    )
-                await asyncio.sleep(0.01)  # gather a burst of changes into one pass
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            if lease is not None:
-                with contextlib.suppress(MarinaError):
-                    await self.store.revoke_lease(lease)
+        settings = self.settings
+        leadership = Leadership(
+            self.store, keys.CONTROLLER_LOCK, "observer", settings.lease_ttl, settings.resync
+        )
+        await leadership.run(stop, work=self._pass, changes=lambda: self.engine.changes(None))
 
-    async def _watch(self) -> None:
-        stream = self.engine.changes(None)
-        try:
-            async for _ in stream:
-                self.wake.set()
-        finally:
-            await stream.aclose()
+    async def _pass(self) -> None:
+        await self.observe()
 
     async def observe(self) -> None:
         for found in await self.store.list(keys.ENVIRONMENTS):

@@ -37,8 +37,9 @@ from catalog.engines.local.records import (
     ReplicaRecord,
     read_replicas,
 )
-from catalog.errors import Conflict, MarinaError, SchedulingFailed, StoreUnavailable
+from catalog.errors import Conflict, SchedulingFailed
 from catalog.ids import new_id
+from catalog.leading import Leadership
 from catalog.routing import route_keys, routes_for
 from catalog.store import Store
 
@@ -99,7 +100,6 @@ class Reconciler:
     def __init__(self, store: Store, settings: ReconcilerSettings | None = None) -> None:
         self.store = store
         self.settings = settings or ReconcilerSettings()
-        self.wake = asyncio.Event()
         self.soon = False
         # In memory: a new leader starts these clocks again (it errs on waiting).
         self.missing_since: dict[tuple[str, str], float] = {}
@@ -107,54 +107,26 @@ class Reconciler:
         self.confirmed_since: dict[tuple[str, str], float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        watcher = asyncio.create_task(self._watch())
-        lease: int | None = None
-        leader = False
-        try:
-            while not stop.is_set():
-                try:
-                    if lease is None or not await self.store.refresh_lease(lease):
-                        lease, leader = await self.store.grant_lease(self.settings.lease_ttl), False
-                    if not leader:
-                        try:
-                            await self.store.create(
-                                keys.LOCAL_RECONCILER_LOCK, {"lease": lease}, lease=lease
-                            )
-                            leader = True
-                        except Conflict:
-                            leader = False
-                    if leader:
-                        await self.reconcile()
-                    else:
-                        self.missing_since.clear()
-                except StoreUnavailable as exc:
-                    log.warning("local engine paused: %s", exc)
-                    lease, leader = None, False
-                    self.missing_since.clear()  # nothing could be seen meanwhile
-                except MarinaError as exc:
-                    log.warning("local engine pass failed: %s", exc)
-                self.wake.clear()
-                pause = 0.25 if self.soon else self.settings.resync
-                self.soon = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.wake.wait(), min(pause, self.settings.lease_ttl / 3)
-                    )
-                await asyncio.sleep(0.01)  # gather a burst of changes into one pass
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            if lease is not None:
-                with contextlib.suppress(MarinaError):
-                    await self.store.revoke_lease(lease)
-
-    async def _watch(self) -> None:
+        settings = self.settings
+        leadership = Leadership(
+            self.store, keys.LOCAL_RECONCILER_LOCK, "local engine", settings.lease_ttl,
+            settings.resync,
+        )  # fmt: skip
         prefixes = [
             keys.LOCAL_PODS, keys.REPLICAS, keys.REPLICA_STATUS, keys.NODES,
             keys.LOCAL_CORDONED, keys.GATEWAY_STATUS,
         ]  # fmt: skip
-        async for _ in self.store.watch_many(prefixes):
-            self.wake.set()
+        await leadership.run(
+            stop,
+            work=self._pass,
+            changes=lambda: self.store.watch_many(prefixes),
+            demoted=self.missing_since.clear,
+        )
+
+    async def _pass(self) -> float | None:
+        self.soon = False
+        await self.reconcile()
+        return 0.25 if self.soon else None
 
     async def reconcile(self) -> None:
         clusters = {
