@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import NewType, NotRequired, Protocol, TypedDict
 
 from catalog.errors import ActionFailed, NotSupported
@@ -294,12 +294,17 @@ class Changes:
         return True
 
 
+def failure_reasons(states: Iterable[PodState | None]) -> list[str]:
+    """Every distinct reason these pods give for replicas that do not run."""
+    found = {s["pending"] for s in states if s and s["pending"]}
+    found |= {r["reason"] for s in states if s for r in s["replicas"] if r["reason"]}
+    return sorted(found)
+
+
 def describe(state: PodState | None) -> str:
     """A pod's state in words, with every distinct failure reason."""
     if state is None:
         return "the engine does not know the pod"
-    reasons = sorted({r["reason"] for r in state["replicas"] if r["reason"]})
-    if state["pending"]:
-        reasons.insert(0, state["pending"])
+    reasons = failure_reasons([state])
     text = f"{state['serving']} of {state['desired']} replicas serving"
     return text + (f" ({'; '.join(reasons)})" if reasons else "")

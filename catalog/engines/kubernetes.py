@@ -48,6 +48,7 @@ from catalog.engines.base import (
     ProgressReport,
     ReplicaState,
     ServiceSpec,
+    failure_reasons,
 )
 from catalog.engines.rendering import (
     ALIAS_LABEL,
@@ -732,10 +733,7 @@ class KubernetesEngine:
                     return
                 refused = [p["metadata"]["name"] for p in left if not await self._evict(p)]
                 if loop.time() > deadline:
-                    reasons = sorted(
-                        {s["pending"] for s in states.values() if s and s["pending"]}
-                        | {r["reason"] for s in states.values() if s for r in s["replicas"]} - {""}
-                    )
+                    reasons = failure_reasons(states.values())
                     if refused:
                         reasons.append(f"a disruption budget refuses evicting {', '.join(refused)}")
                     raise ActionFailed(

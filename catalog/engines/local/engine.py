@@ -30,6 +30,7 @@ from catalog.engines.base import (
     ProgressReport,
     ReplicaState,
     ServiceSpec,
+    failure_reasons,
 )
 from catalog.engines.local.reconciling import Reconciler, replica_ready
 from catalog.engines.local.records import PodRecord, Replica, read_replicas
@@ -174,10 +175,7 @@ class LocalEngine:
                 if not left:
                     return
                 if loop.time() > deadline:
-                    reasons = sorted(
-                        {s["pending"] for s in states.values() if s and s["pending"]}
-                        | {r["reason"] for s in states.values() if s for r in s["replicas"]} - {""}
-                    )
+                    reasons = failure_reasons(states.values())
                     raise ActionFailed(
                         "drain",
                         f"{len(left)} replicas still on {node} after {timeout:.0f}s"
