@@ -101,6 +101,8 @@ class Reconciler:
         self.store = store
         self.settings = settings or ReconcilerSettings()
         self.soon = False
+        # Replica documents written so far: a pass reads them again only after one.
+        self.replica_writes = 0
         # In memory: a new leader starts these clocks again (it errs on waiting).
         self.missing_since: dict[tuple[str, str], float] = {}
         self.draining_since: dict[tuple[str, str], float] = {}
@@ -174,10 +176,12 @@ class Reconciler:
         }
         for pod_id, pod in sorted(pods.items()):
             mine = {i: r for i, r in replicas.items() if r["pod"] == pod_id}
+            written = self.replica_writes
             await self._converge(
                 cluster, pod_id, pod, mine, replicas, schedulable, cordoned, services
             )
-            replicas = await self._replicas(cluster)
+            if self.replica_writes != written:  # read again only what this pod changed
+                replicas = await self._replicas(cluster)
         for replica in replicas.values():
             if replica["pod"] not in pods:
                 await self._mark_draining(cluster, replica, "its pod was deleted")
@@ -328,10 +332,13 @@ class Reconciler:
             "created": time.time(),
         }
         await self.store.create(keys.replica(cluster, ident), doc)
+        self.replica_writes += 1
         log.info("replica %s of %s placed on %s", ident, spec["name"], node)
         return {**doc, "id": ident, "status": None}
 
     async def _edit_replica(self, cluster: str, ident: str, **fields: Any) -> None:
+        self.replica_writes += 1
+
         def edit(doc: Any) -> Any:
             if doc is None:
                 raise Conflict(keys.replica(cluster, ident), "gone")
@@ -364,6 +371,7 @@ class Reconciler:
             log.info("replica %s draining: %s", replica["id"], why)
 
     async def _stop(self, cluster: str, replica: Replica) -> None:
+        self.replica_writes += 1
         await self.store.delete(keys.replica(cluster, replica["id"]))
         await release(self.store, replica.get("ip"))
         self.draining_since.pop((cluster, replica["id"]), None)
