@@ -21,6 +21,19 @@ LABEL_KEY = re.compile(r"([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A
 SCOPES = ("public", "cloud", "internal", "host")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_REPLICAS = 50
+READINESS_TIMES = {
+    "interval_s": (1, 3600, 10),
+    "timeout_s": (1, 3600, 5),
+    "failure_threshold": (1, 100, 3),
+    "start_period_s": (0, 3600, 0),
+}
+"""A readiness check's whole-number settings: lowest, highest, default. Whole
+seconds, as Kubernetes probes take them, so both engines run the same check."""
+MAX_READINESS_WORDS = 256
+NUMERIC_FIELDS = frozenset(
+    {"replicas", "port", "targetPort", "containerPort", "memory", "cores", *READINESS_TIMES}
+)
+"""Fields where an unfilled `${x}` of a template stands for a number."""
 
 
 def _is_port(value: Any) -> bool:
@@ -169,13 +182,70 @@ def _validate_container(
                 sorted(set(secrets) & set(env)),
             )
         )
-    known = {"name", "image", "command", "args", "env", "ports", "cores", "memory", "secrets"}
+    if "readiness" in container:
+        problems += _validate_readiness(container["readiness"], f"{where}.readiness")
+    known = {
+        "name", "image", "command", "args", "env", "ports", "cores", "memory", "secrets",
+        "readiness",
+    }  # fmt: skip
     problems += [
         Problem(f"{where}.{k}", "is not a known container field")
         for k in container
         if k not in known
     ]
     return problems
+
+
+def _validate_readiness(check: Any, where: str) -> list[Problem]:
+    if not isinstance(check, dict):
+        return [Problem(where, "must be an object with a command", check)]
+    problems = []
+    command = check.get("command")
+    if isinstance(command, str):
+        if not command.strip() or len(command) > 4096:
+            problems.append(
+                Problem(f"{where}.command", "must be a shell command of 1-4096 characters", command)
+            )
+    elif (
+        not _is_str_list(command)
+        or not command
+        or not command[0]
+        or len(command) > MAX_READINESS_WORDS
+    ):
+        problems.append(
+            Problem(
+                f"{where}.command",
+                f"must be a list of 1-{MAX_READINESS_WORDS} strings (the first a program), "
+                "or a string that sh -c runs",
+                command,
+            )
+        )
+    for key, (low, high, _) in READINESS_TIMES.items():
+        value = check.get(key, low)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            unit = "seconds" if key.endswith("_s") else "failures"
+            problems.append(
+                Problem(f"{where}.{key}", f"must be a whole number of {unit}, {low}-{high}", value)
+            )
+    problems += [
+        Problem(f"{where}.{k}", "is not a known readiness field")
+        for k in check
+        if k != "command" and k not in READINESS_TIMES
+    ]
+    return problems
+
+
+def readiness_of(container: dict[str, Any]) -> dict[str, Any] | None:
+    """A valid container's readiness check with every default filled in and the
+    command as a list (a string runs through `sh -c`); None when it has none."""
+    check = container.get("readiness")
+    if not isinstance(check, dict):
+        return None
+    command = check["command"]
+    return {
+        "command": ["sh", "-c", command] if isinstance(command, str) else list(command),
+        **{key: int(check.get(key, default)) for key, (_, _, default) in READINESS_TIMES.items()},
+    }
 
 
 def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem]:
@@ -276,11 +346,7 @@ def _placeholders_as_samples(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if (
-                isinstance(item, str)
-                and PLACEHOLDER.fullmatch(item)
-                and key in ("replicas", "port", "targetPort", "containerPort", "memory", "cores")
-            ):
+            if isinstance(item, str) and PLACEHOLDER.fullmatch(item) and key in NUMERIC_FIELDS:
                 out[key] = 1 if key != "port" else 30000
             else:
                 out[key] = _placeholders_as_samples(item)

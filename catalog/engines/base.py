@@ -42,6 +42,20 @@ class Port(TypedDict):
     containerPort: int
 
 
+class Readiness(TypedDict):
+    """A command whose success makes a replica ready, run where the container runs."""
+
+    command: list[str]
+    interval_s: int
+    """Seconds from the end of one run to the start of the next."""
+    timeout_s: int
+    """Seconds a run may take; then it is killed and counts as a failure."""
+    failure_threshold: int
+    """Failures in a row that take a ready replica out of its services."""
+    start_period_s: int
+    """Seconds after the container starts before the first run."""
+
+
 class ContainerSpec(TypedDict):
     name: str
     image: NotRequired[str]
@@ -52,6 +66,8 @@ class ContainerSpec(TypedDict):
     ports: NotRequired[list[Port]]
     cores: NotRequired[float]
     memory: NotRequired[int]
+    readiness: NotRequired[Readiness]
+    """Ready when this passes, instead of when the ports accept connections."""
 
 
 class ServiceSpec(TypedDict):
@@ -84,7 +100,8 @@ class ReplicaState(TypedDict):
     node: str
     address: str
     ready: bool
-    """Its containers run and accept connections on their ports."""
+    """Its containers run and pass their readiness checks (accept connections
+    on their ports, for a container without one)."""
     serving: bool
     """Ready, and every gateway routes to it."""
     restarts: int

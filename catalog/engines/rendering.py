@@ -239,6 +239,17 @@ def manifests_for_specs(
                 entry["command"] = command
             if container.get("args"):
                 entry["args"] = [w.replace("${package}", PACKAGE_MOUNT) for w in container["args"]]
+            check = container.get("readiness")
+            if check:
+                probe = [w.replace("${package}", PACKAGE_MOUNT) for w in check["command"]]
+                entry["readinessProbe"] = {
+                    "exec": {"command": probe},
+                    "initialDelaySeconds": check["start_period_s"],
+                    "periodSeconds": check["interval_s"],
+                    "timeoutSeconds": check["timeout_s"],
+                    "failureThreshold": check["failure_threshold"],
+                    "successThreshold": 1,
+                }
             if volumes:
                 entry["volumeMounts"] = [
                     {"name": "package", "mountPath": PACKAGE_MOUNT, "readOnly": True}

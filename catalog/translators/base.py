@@ -195,6 +195,9 @@ class ServiceDraft:
     """Package files this service needs (from bind mounts)."""
     mounts: dict[str, str] = field(default_factory=dict)
     """Container path -> package path, to rewrite commands that name mounted files."""
+    readiness: dict[str, Any] | None = None
+    """A Marina readiness check (`command` a list, or a string for `sh -c`, and
+    the whole-second settings the source gave)."""
 
 
 @dataclass

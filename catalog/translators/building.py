@@ -572,6 +572,11 @@ def _pod(
         container["cores"] = draft.cores
     if draft.memory is not None:
         container["memory"] = draft.memory
+    if draft.readiness is not None:
+        command = draft.readiness["command"]
+        if isinstance(command, list):
+            command = [_rewrite(w, draft.mounts) for w in command]
+        container["readiness"] = {**draft.readiness, "command": command}
     spec: dict[str, Any] = {
         "name": pod,
         "replicas": replicas,

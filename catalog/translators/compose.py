@@ -11,7 +11,9 @@ that runs `python3 /app/web.py` from a mounted `./app` runs on Marina too.
 
 from __future__ import annotations
 
+import math
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,13 @@ NOT_CARRIED = {
     "develop": "development watch rules are not carried",
     "attach": "Marina keeps each container's output as its log",
 }
+HEALTHCHECK = {
+    "test", "interval", "timeout", "retries", "start_period", "start_interval", "disable",
+}  # fmt: skip
+DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:h|ms|m|s|us|µs|ns))+")
+LOOPBACK = re.compile(r"(?<![\w.-])(localhost|127\.0\.0\.1)(?![\w-]|\.\w)")
 SPEC_TOP = {"version", "name", "services", "networks", "volumes", "configs", "secrets", "include"}
 
 
@@ -225,34 +234,174 @@ def _service(
         set_labels(draft, _pairs(spec["labels"]), f"{base}/labels", warnings)
     elif "labels" in spec:
         refusals.add(f"{base}/labels", "must be a mapping or a list", spec["labels"])
-    check = spec.get("healthcheck")
-    if (
-        isinstance(check, dict)
-        and not check.get("disable")
-        and check.get("test")
-        not in (
-            ["NONE"],
-            "NONE",
-        )
-    ):
-        ports = sorted({p.number for p in draft.ports})
-        ready = (
-            f"when its ports ({', '.join(map(str, ports))}) accept connections"
-            if ports
-            else "once it runs (it declares no port)"
-        )
-        warnings.add(
-            f"{base}/healthcheck",
-            check,
-            "approximated",
-            f"Marina counts a replica ready {ready}; the check command is not run",
-        )
+    if "healthcheck" in spec:
+        _healthcheck(draft, spec["healthcheck"], warnings, refusals)
     restart = spec.get("restart")
     if restart is not None and restart not in ("always", "unless-stopped"):
         warnings.add(
             f"{base}/restart", restart, "approximated", "Marina restarts every container that exits"
         )
     return draft
+
+
+def duration_seconds(value: Any) -> float | None:
+    """A compose duration (`1m30s`, `10s`, `500ms`, `1.5h`, `0`) in seconds, else None."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    if not DURATION.fullmatch(text):
+        return None
+    return sum(float(n) * DURATION_UNITS[u] for n, u in DURATION_PART.findall(text))
+
+
+def _healthcheck(draft: ServiceDraft, check: Any, warnings: Warnings, refusals: Refusals) -> None:
+    """A health check becomes the container's readiness check: ready once it passes."""
+    base = f"{draft.pointer}/healthcheck"
+    if not isinstance(check, dict):
+        refusals.add(base, "must be a mapping", check)
+        return
+    for key, value in check.items():
+        if key not in HEALTHCHECK:
+            warnings.unknown(f"{base}{pointer_of(key)}", value, "a health check")
+    test = check.get("test")
+    if check.get("disable") is True or test in (["NONE"], "NONE"):
+        return  # no check: ready when the ports accept connections, as Marina does anyway
+    if test in (None, "", []):
+        warnings.add(
+            base,
+            check,
+            "not-carried",
+            "runs the image's own health check, which Marina cannot read; give a test "
+            "(until then a replica is ready when its ports accept connections)",
+        )
+        return
+    command: list[str] | str
+    if isinstance(test, str):
+        command = test
+    elif (
+        isinstance(test, list)
+        and len(test) >= 2
+        and all(isinstance(w, str) for w in test)
+        and test[0] in ("CMD", "CMD-SHELL")
+        and test[1]
+    ):
+        command = test[1:] if test[0] == "CMD" else " ".join(test[1:])
+    else:
+        refusals.add(
+            f"{base}/test",
+            "must be a shell command, or a list that starts with CMD, CMD-SHELL or NONE "
+            "followed by the command",
+            test,
+        )
+        return
+    command = _own_address(command, f"{base}/test", test, warnings)
+    if any("/tmp" in w for w in ([command] if isinstance(command, str) else command)):
+        warnings.add(
+            f"{base}/test",
+            test,
+            "approximated",
+            "the check runs beside the container with its files, variables and user, but "
+            "with a /tmp of its own: what the container writes to /tmp is not seen there "
+            "(use $HOME, the replica's work directory)",
+        )
+    readiness: dict[str, Any] = {"command": command}
+    for key, field, default in (
+        ("interval", "interval_s", 30.0),
+        ("timeout", "timeout_s", 30.0),
+    ):
+        seconds = default
+        if key in check:
+            given = duration_seconds(check[key])
+            if given is None:
+                warnings.add(
+                    f"{base}/{key}",
+                    check[key],
+                    "not-carried",
+                    f"is not a duration (like 1m30s, 10s or 500ms); compose's {default:g}s is used",
+                )
+            else:
+                seconds = given
+        readiness[field] = _whole_seconds(seconds, f"{base}/{key}", check.get(key), warnings)
+    retries = check.get("retries", 3)
+    if isinstance(retries, int) and not isinstance(retries, bool) and 1 <= retries <= 100:
+        readiness["failure_threshold"] = retries
+    else:
+        warnings.add(
+            f"{base}/retries",
+            retries,
+            "not-carried",
+            "is not a whole number of retries from 1 to 100; compose's 3 is used",
+        )
+        readiness["failure_threshold"] = 3
+    if "start_interval" in check:
+        warnings.add(
+            f"{base}/start_interval",
+            check["start_interval"],
+            "not-carried",
+            f"Marina runs the check every {readiness['interval_s']}s from the start, "
+            "not faster while the container starts",
+        )
+    # start_period needs nothing: failures before the first pass never count, a
+    # replica is simply not ready yet, and Marina runs the first check at once.
+    draft.readiness = readiness
+
+
+def _whole_seconds(seconds: float, pointer: str, given: Any, warnings: Warnings) -> int:
+    whole = min(max(1, math.ceil(seconds)), 3600)
+    if whole != seconds and given is not None:
+        warnings.add(
+            pointer,
+            given,
+            "approximated",
+            f"Marina's readiness checks count whole seconds from 1 to 3600: {whole}s is used",
+        )
+    return whole
+
+
+def _own_address(
+    command: list[str] | str, pointer: str, test: Any, warnings: Warnings
+) -> list[str] | str:
+    """A check of localhost asks the replica's own address ($POD_IP) instead.
+
+    Docker gives each container its own localhost; on Marina's local engine
+    replicas share the machine's and listen on their own address, which
+    Kubernetes gives as POD_IP too.
+    """
+    if isinstance(command, str):
+        if not LOOPBACK.search(command):
+            return command
+        if "'" in command:
+            warnings.add(
+                pointer,
+                test,
+                "approximated",
+                "checks localhost, which on the local engine is the machine's, not the "
+                "replica's: use $POD_IP (left as written: it quotes with ')",
+            )
+            return command
+        rewritten = LOOPBACK.sub("${POD_IP}", command)
+    else:
+        if not any(LOOPBACK.search(w) for w in command):
+            return command
+        rewritten = "exec " + " ".join(_quoted_with_address(w) for w in command)
+    warnings.add(
+        pointer,
+        test,
+        "approximated",
+        "checks localhost, which on the local engine is the machine's, not the replica's: "
+        f"the check asks the replica's own address instead ({rewritten})",
+    )
+    return rewritten
+
+
+def _quoted_with_address(word: str) -> str:
+    parts = LOOPBACK.split(word)
+    # split() keeps the matched names at odd places: those become "$POD_IP".
+    return "".join(
+        '"${POD_IP}"' if i % 2 else shlex.quote(part) for i, part in enumerate(parts) if part
+    )
 
 
 def _pairs(value: Any) -> dict[str, Any]:

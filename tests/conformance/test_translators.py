@@ -56,11 +56,17 @@ def expected_of(path: Path) -> Path:
 
 def summary(translation: Translation) -> dict[str, Any]:
     manifest = translation.package.manifest
+    pods = manifest["template"]["pods"]
+    readiness = {
+        p["name"]: c["readiness"] for p in pods for c in p["containers"] if "readiness" in c
+    }
     return {
         "format": translation.format,
         "package": manifest["name"],
         "services": translation.services,
-        "pods": [p["name"] for p in manifest["template"]["pods"]],
+        "pods": [p["name"] for p in pods],
+        # Only where a source carries readiness checks, which every other file lacks.
+        **({"readiness": readiness} if readiness else {}),
         "warnings": [
             {k: v for k, v in w.as_dict().items() if k != "file"} for w in translation.warnings
         ],

@@ -12,6 +12,12 @@ master runs one for the internal service addresses.
 Each replica runs confined (see `catalog.sandbox`): its environment's uid,
 its own package files read-only, a private work directory and /tmp.
 
+A replica is ready when every container is: one with a readiness check when
+its probe passed last (its command, run in a sandbox of its own with the
+replica's confinement: uid, package, work directory, variables; one run at a
+time per container, killed at its timeout and when the replica stops), one
+without when its ports accept connections.
+
     python -m catalog.engines.local.nodeagent --etcd URL --cluster KEY --node NAME --address IP
         --role minion|master|gateway [--cores N] [--memory MiB] --state-dir DIR
         [--etcd-cacert CA --etcd-cert CERT --etcd-key KEY]
@@ -47,6 +53,23 @@ NODES = keys.NODES
 REPLICAS = keys.REPLICAS
 STATUS = keys.REPLICA_STATUS
 BACKOFF = (0.2, 5.0)
+PROBE_OUTPUT = 160
+"""Characters of a failed probe's last output line kept in the reason."""
+
+
+@dataclass
+class Probe:
+    """One container's readiness probe on one replica."""
+
+    due: float
+    """When the next run may start (monotonic)."""
+    passing: bool = False
+    failures: int = 0
+    """Failed runs in a row."""
+    reason: str = ""
+    """Why the last run failed; empty after a pass."""
+    task: asyncio.Task[None] | None = None
+    proc: asyncio.subprocess.Process | None = None
 
 
 @dataclass
@@ -62,6 +85,10 @@ class Replica:
     probed: float = 0.0
     reported: dict[str, Any] | None = None
     reason: str = ""
+    confinement: sandbox.Confinement | None = None
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each container's variables, as it was started with them."""
+    probes: dict[str, Probe] = field(default_factory=dict)
 
     @property
     def generation(self) -> int:
@@ -263,12 +290,83 @@ class NodeAgent:
                 )
             if not replica.procs and now >= replica.next_start:
                 await self._start_replica(replica)
-            # Probe often while starting, then now and then: a probe is a connection.
-            if replica.procs and (not replica.ready or now - replica.probed > 2):
-                replica.probed = now
-                replica.ready = _ports_open(replica.doc)
-                replica.state = "ready" if replica.ready else "starting"
+            if replica.procs:
+                self._judge_readiness(replica, now)
             await self._report(replica)
+
+    def _judge_readiness(self, replica: Replica, now: float) -> None:
+        """Ready when every probe passes; start the probes that are due."""
+        ready, reasons = True, []
+        for container in replica.doc["containers"]:
+            check = container.get("readiness")
+            if not check:
+                continue
+            probe = replica.probes.get(container["name"])
+            if probe is None:
+                probe = replica.probes[container["name"]] = Probe(
+                    due=replica.started + check["start_period_s"]
+                )
+            if probe.task is None and now >= probe.due:
+                probe.task = asyncio.create_task(self._probe(replica, container, probe))
+            ready = ready and probe.passing
+            if not probe.passing and probe.reason:
+                reasons.append(probe.reason)
+        # Ports often while starting, then now and then: each look is a connection.
+        if ready and (not replica.ready or now - replica.probed > 2):
+            replica.probed = now
+            ready = _ports_open(replica.doc)
+        elif ready:
+            ready = replica.ready
+        replica.ready = ready
+        replica.state = "ready" if ready else "starting"
+        replica.reason = "; ".join(reasons)
+
+    async def _probe(self, replica: Replica, container: dict[str, Any], probe: Probe) -> None:
+        """Run a container's probe once, in the replica's confinement, and record the outcome."""
+        check = container["readiness"]
+        argv = [w.replace("${package}", sandbox.PACKAGE_MOUNT) for w in check["command"]]
+        output = self._replica_dir(replica.ident) / f"{container['name']}.readiness.log"
+        passed, why = False, ""
+        try:
+            assert replica.confinement is not None
+            with open(output, "wb") as out:
+                probe.proc = await asyncio.create_subprocess_exec(
+                    *sandbox.confine(argv, replica.confinement),
+                    env=replica.envs[container["name"]],
+                    cwd="/",
+                    stdout=out,
+                    stderr=out,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    preexec_fn=die_with_parent,
+                )
+            try:
+                code = await asyncio.wait_for(probe.proc.wait(), check["timeout_s"])
+            except TimeoutError:
+                why = f"readiness probe timed out after {check['timeout_s']}s"
+            else:
+                passed = code == 0
+                why = "" if passed else f"readiness probe failed: {_probe_code(code)}"
+        except (OSError, MarinaError) as exc:
+            why = f"readiness probe cannot run: {exc}"
+        finally:
+            # Killed here whatever ended the wait (timeout, the replica stopping):
+            # a probe never outlives its turn.
+            proc, probe.proc = probe.proc, None
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        last = _last_line(output) if why and not why.startswith("readiness probe cannot") else ""
+        why += f": {last}" if last else ""
+        probe.failures = 0 if passed else probe.failures + 1
+        if passed:
+            probe.passing = True
+        elif probe.failures >= check["failure_threshold"]:
+            probe.passing = False
+        probe.reason = why
+        probe.due = time.monotonic() + check["interval_s"]
+        probe.task = None
+        self.changed.set()
 
     async def _package_dir(self, package: str) -> Path:
         """The package's files as stored now: an upgraded package gets a new folder."""
@@ -316,7 +414,7 @@ class NodeAgent:
         logdir.mkdir(parents=True, exist_ok=True)
         replica.procs = []
         try:
-            confinement = await self._confinement(replica)
+            confinement = replica.confinement = await self._confinement(replica)
             for container in doc["containers"]:
                 env = {
                     "PATH": sandbox.SANDBOX_PATH,
@@ -330,6 +428,7 @@ class NodeAgent:
                     "HOSTNAME": doc["name"],
                     "MARINA_NODE": self.node,
                 }
+                replica.envs[container["name"]] = env
                 argv = [
                     part.replace("${package}", sandbox.PACKAGE_MOUNT)
                     for part in [*container["command"], *container.get("args", [])]
@@ -357,6 +456,15 @@ class NodeAgent:
         replica.reason = ""
 
     async def _stop_replica(self, replica: Replica) -> None:
+        for probe in replica.probes.values():
+            if probe.proc is not None and probe.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(probe.proc.pid, signal.SIGKILL)
+            if probe.task is not None:
+                probe.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe.task
+        replica.probes = {}
         for proc in replica.procs:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -405,8 +513,29 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def _probe_code(code: int) -> str:
+    if code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    return f"exit code {code}" + (" (command not found)" if code == 127 else "")
+
+
+def _last_line(path: Path) -> str:
+    """The last line a probe printed, shortened, for its failure reason."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:PROBE_OUTPUT] if lines else ""
+
+
 def _ports_open(doc: dict[str, Any]) -> bool:
+    """Whether the ports of every container without a readiness check accept connections."""
     for container in doc["containers"]:
+        if container.get("readiness"):
+            continue
         for port in container.get("ports", []):
             try:
                 socket.create_connection((doc["ip"], port["containerPort"]), timeout=0.2).close()
