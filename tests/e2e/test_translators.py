@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from tests.e2e.marina import Marina
 from tests.support import http_get, wait_for
@@ -121,3 +126,95 @@ def test_api_import_refuses_a_bad_file_naming_the_line(marina: Marina):
     )
     assert status == 401
     assert json.dumps(payload)
+
+
+# Waits for a connection to each port in turn, leaving a file behind each: the
+# test decides when the container moves on, so nothing hangs on timing.
+GATED = """
+import os, socket, time
+for port, mark in ((os.environ["SLOW_PORT"], "slow"), (os.environ["READY_PORT"], "ready")):
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), 1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    open(os.path.join(os.environ["HOME"], mark), "w").close()
+while True:
+    time.sleep(60)
+"""
+
+
+def test_compose_health_check_holds_a_replica_back_until_it_passes(marina: Marina):
+    slow, ready = socket.socket(), socket.socket()
+    with slow, ready:
+        # Bound, not listening: connections are refused until the test listens.
+        slow.bind(("127.0.0.1", 0))
+        ready.bind(("127.0.0.1", 0))
+        compose = {
+            "name": "gated-app",
+            "services": {
+                "gated": {
+                    "image": "example/gated:1",
+                    "command": ["python3", "-c", GATED],
+                    "environment": {
+                        "SLOW_PORT": str(slow.getsockname()[1]),
+                        "READY_PORT": str(ready.getsockname()[1]),
+                    },
+                    "healthcheck": {
+                        # Fails, then hangs past its timeout, then passes.
+                        "test": [
+                            "CMD-SHELL",
+                            'test -f "$$HOME/ready" || { test -f "$$HOME/slow" && sleep 60.25; }',
+                        ],
+                        "interval": "1s",
+                        "timeout": "2s",
+                    },
+                }
+            },
+        }
+        status, payload = marina.call(
+            "POST",
+            "/v1/packages/import?filename=docker-compose.yml&name=gated-app",
+            raw=yaml.safe_dump(compose).encode(),
+        )
+        assert status == 201, payload
+        assert payload["warnings"] == []
+        env = marina.ok("POST", "/v1/environments", {"name": "gated"})["id"]
+        marina.ok(
+            "POST",
+            f"/v1/environments/{env}/services",
+            {"package": "kubernetes-cluster", "properties": {"name": "k1", "nodeCount": 1}},
+        )
+        marina.ok("POST", f"/v1/environments/{env}/services", {"package": "gated-app"})
+        assert marina.run(env, "k1:deploy")["state"] == "succeeded"
+        task = marina.ok(
+            "POST",
+            f"/v1/environments/{env}/actions/{marina.action_id(env, 'gated-app:deploy')}",
+            {},
+        )["task_id"]
+
+        def replica() -> dict[str, Any]:
+            status = marina.objects(env)["gated"].get("status") or {}
+            return next(iter(status.get("replicas", [])), {})
+
+        def reason_is(text: str) -> Callable[[], bool]:
+            return lambda: replica().get("reason") == text
+
+        wait_for(reason_is("readiness probe failed: exit code 1"), timeout=90, what="a failure")
+        assert replica()["ready"] is False
+        assert marina.objects(env)["gated"]["replicas"]["ready"] == 0
+        slow.listen()
+        wait_for(reason_is("readiness probe timed out after 2s"), timeout=60, what="a timeout")
+        assert replica()["ready"] is False
+        ready.listen()
+        wait_for(lambda: replica().get("ready"), timeout=60, what="ready")
+        assert replica()["reason"] == ""
+        marina.wait_task(task)
+        # The probe that hung was killed at its timeout: none of its sleeps is left.
+        assert not _processes_running("sleep 60.25")
+
+
+def _processes_running(command: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"^{command}$"], capture_output=True, text=True)
+    return found.stdout.split()

@@ -6,9 +6,9 @@ through Marina's sandbox (`catalog.sandbox`), with the environment a real
 kubelet gives (downward API, Secret and ConfigMap references, `$(VAR)`
 expansion) and ConfigMap, Secret and emptyDir volumes mounted at their
 mountPath. It reports what a kubelet reports: container states and reasons
-(CrashLoopBackOff with the last exit code, ErrImagePull when the command
-does not exist), restart counts, readiness from TCP connects to the declared
-ports, and logs from files.
+(CrashLoopBackOff with the last exit code, a StartError as containerd's
+when the command does not exist), restart counts, readiness from an exec readinessProbe or
+else from TCP connects to the declared ports, and logs from files.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ class ConfigError(Exception):
     """What a kubelet reports as CreateContainerConfigError."""
 
 
+class StartError(Exception):
+    """A container whose process cannot start: containerd's StartError (exit code 128)."""
+
+
 def expand(text: str, env: dict[str, str]) -> str:
     def sub(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
@@ -78,6 +82,8 @@ class Container:
         self.previous_log = pod.dir / f"{self.name}.previous.log"
         self.task: asyncio.Task[None] | None = None
         self.exited = asyncio.Event()
+        self.confinement: sandbox.Confinement | None = None
+        self.env: dict[str, str] = {}
 
     def status(self) -> Obj:
         status = {
@@ -99,8 +105,13 @@ class Container:
         backoff = BACKOFF[0]
         pulled = True
         while not self.pod.stopping:
+            cannot_start = ""
             try:
                 argv, env = self.resolve()
+                if argv is not None:
+                    self.runnable(argv)
+            except StartError as exc:
+                cannot_start = str(exc)
             except ConfigError as exc:
                 self.set_state(
                     {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
@@ -114,18 +125,20 @@ class Container:
                 await self.pod.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF[1])
                 continue
-            code, started_at = await self.execute(argv, env)
+            terminated: Obj
+            if cannot_start:
+                code = 128
+                terminated = {"exitCode": code, "reason": "StartError", "message": cannot_start}
+                terminated["startedAt"] = "1970-01-01T00:00:00Z"  # as containerd: never ran
+            else:
+                code, started_at = await self.execute(argv, env)
+                reason = "Completed" if code == 0 else "Error"
+                terminated = {"exitCode": code, "reason": reason, "startedAt": started_at}
             if self.pod.stopping:
                 break
-            self.last_state = {
-                "terminated": {
-                    "exitCode": code,
-                    "reason": "Completed" if code == 0 else "Error",
-                    "startedAt": started_at,
-                    "finishedAt": now(),
-                    "containerID": f"kubeapi://{self.pod.uid}/{self.name}",
-                }
-            }
+            terminated["finishedAt"] = now()
+            terminated["containerID"] = f"kubeapi://{self.pod.uid}/{self.name}"
+            self.last_state = {"terminated": terminated}
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 self.set_state(self.last_state)
                 self.last_state = {}
@@ -159,17 +172,26 @@ class Container:
                 "message": f'image "{self.spec.get("image")}" has no entrypoint '
                 "known here: give the container a command"
             }
+        return argv, env
+
+    def runnable(self, argv: list[str]) -> None:
+        """StartError, in containerd's words, when the executable does not exist."""
         found = (
             shutil.which(argv[0], path=sandbox.SANDBOX_PATH)
             if "/" not in argv[0]
             else (argv[0] if self.pod.exists_inside(argv[0]) else None)
         )
         if found is None:
-            return None, {
-                "message": f'failed to pull image "{self.spec.get("image")}": '
-                f'executable "{argv[0]}" not found'
-            }
-        return argv, env
+            where = (
+                "executable file not found in $PATH"
+                if "/" not in argv[0]
+                else ("no such file or directory")
+            )
+            raise StartError(
+                "failed to create containerd task: failed to create shim task: OCI runtime "
+                "create failed: runc create failed: unable to start container process: "
+                f'exec: "{argv[0]}": {where}: unknown'
+            )
 
     async def execute(self, argv: list[str], env: dict[str, str]) -> tuple[int, str]:
         work = self.pod.dir / "work" / self.name
@@ -189,6 +211,7 @@ class Container:
             **env,
         }
         self.exited.clear()
+        self.confinement, self.env = confinement, full_env  # what exec probes run with
         with open(self.log_path, "ab") as out:
             self.process = await asyncio.create_subprocess_exec(
                 *sandbox.confine(argv, confinement),
@@ -200,7 +223,7 @@ class Container:
             )
         started_at = now()
         self.set_state({"running": {"startedAt": started_at}})
-        probe = asyncio.create_task(self.probe())
+        probe = asyncio.create_task(self.probe(self.process))
         try:
             code = await self.process.wait()
         finally:
@@ -214,9 +237,20 @@ class Container:
         self.log_path.replace(self.previous_log)
         return code, started_at
 
-    async def probe(self) -> None:
+    async def probe(self, process: asyncio.subprocess.Process) -> None:
+        """Readiness while `process` runs.
+
+        The loop ends by itself once the process has exited, not only by
+        cancellation: asyncio.wait_for (Python 3.11) swallows a cancellation
+        that meets its inner step finishing, and a probe of a container that
+        exits at once (its port refusing at that same moment) then ran on, so
+        the container's exit was never reported.
+        """
         ports = [p["containerPort"] for p in self.spec.get("ports") or []]
         check = self.spec.get("readinessProbe") or {}
+        if "exec" in check:
+            await self.exec_probe(check, process)
+            return
         target = (check.get("tcpSocket") or check.get("httpGet") or {}).get("port")
         if isinstance(target, str):
             target = next(
@@ -229,23 +263,54 @@ class Container:
             )
         if isinstance(target, int):
             ports = [target]
-        while True:
+        while process.returncode is None:
             ok = True
             for port in ports:
                 try:
-                    _, writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.pod.ip, port), 1.0
-                    )
+                    async with asyncio.timeout(1.0):
+                        _, writer = await asyncio.open_connection(self.pod.ip, port)
                     writer.close()
                     with contextlib.suppress(OSError):
                         await writer.wait_closed()
                 except (OSError, TimeoutError):
                     ok = False
                     break
-            if ok != self.ready:
+            if ok != self.ready and process.returncode is None:
                 self.ready = ok
                 self.pod.report()
             await asyncio.sleep(1.0 if ok else 0.2)
+
+    async def exec_probe(self, check: Obj, container: asyncio.subprocess.Process) -> None:
+        """An exec readinessProbe: the command in the container's sandbox, with its
+        period, timeout, initial delay and failure threshold."""
+        assert self.confinement is not None
+        await asyncio.sleep(check.get("initialDelaySeconds", 0))
+        failures = 0
+        while container.returncode is None:
+            process = await asyncio.create_subprocess_exec(
+                *sandbox.confine([str(w) for w in check["exec"]["command"]], self.confinement),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
+            try:
+                async with asyncio.timeout(check.get("timeoutSeconds", 1)):
+                    code = await process.wait()
+            except TimeoutError:
+                code = -1
+            finally:  # a timeout, or the container ending, kills the probe
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    await process.wait()
+            failures = 0 if code == 0 else failures + 1
+            ok = code == 0 or (self.ready and failures < check.get("failureThreshold", 3))
+            if ok != self.ready and container.returncode is None:
+                self.ready = ok
+                self.pod.report()
+            await asyncio.sleep(check.get("periodSeconds", 10))
 
     async def stop(self) -> None:
         process = self.process
@@ -253,7 +318,8 @@ class Container:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE)
+                async with asyncio.timeout(STOP_GRACE):
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
@@ -288,7 +354,8 @@ class PodRunner:
 
     async def sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
 
     async def stop(self) -> None:
         self.stopping = True
@@ -504,7 +571,8 @@ class Kubelet:
         try:
             while not self.api.closing.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.queue.get(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await sub.queue.get()
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
                 await self.sync()
