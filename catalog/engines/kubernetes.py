@@ -864,18 +864,24 @@ class KubernetesEngine:
             terminated = (container.get("state") or {}).get("terminated") or {}
             last = (container.get("lastState") or {}).get("terminated") or {}
             why, message = waiting.get("reason", ""), str(waiting.get("message", ""))
-            if "executable" in message or ("not found" in message and "Image" in why):
-                return f"command not found: {message}"
+            ended = last or terminated
+            # containerd's StartError, Docker's ContainerCannotRun: the process never ran.
+            if ended.get("reason") in ("StartError", "ContainerCannotRun"):
+                words = str(ended.get("message") or ended["reason"])
+                missing = "not found" in words or "no such file" in words
+                return f"command not found: {words}" if missing else f"cannot start: {words}"
             if why == "CrashLoopBackOff" and last:
                 if last.get("reason") == "OOMKilled":
                     return "out of memory (OOMKilled)"
-                return f"exited with code {last.get('exitCode')}"
+                code = last.get("exitCode")
+                return f"exited with code {code}" + (": command not found" if code == 127 else "")
             if why in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
                 return f"image cannot be pulled: {message}" if message else why
             if why in ("CreateContainerConfigError", "CreateContainerError", "RunContainerError"):
                 return f"{why}: {message}" if message else why
             if terminated and terminated.get("exitCode"):
-                return f"exited with code {terminated.get('exitCode')}"
+                code = terminated.get("exitCode")
+                return f"exited with code {code}" + (": command not found" if code == 127 else "")
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 return str(condition.get("message") or condition.get("reason") or "")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -163,23 +162,7 @@ def test_a_restart_replaces_every_replica_and_keeps_serving(engine: Harness) -> 
     wait_for(lambda: status_of(engine.url(spec)) == 200, timeout=30, what="the restarted pod")
 
 
-KUBELET_EXITS = (
-    "the Kubernetes API test server's kubelet misses a container's exit when the suite's other "
-    "pods ran before it (the driver reads reasons from container statuses): see issue #10"
-)
-
-
-def known_gap(engine: Harness) -> None:
-    """Leaves out a test the kubernetes driver cannot pass on its test server yet
-    (it passes or fails by the order of the suite): the gap is issue #10's, open."""
-    if engine.engine.name == "kubernetes" and not os.environ.get("MARINA_TEST_KUBECONFIG"):
-        pytest.skip(KUBELET_EXITS)
-
-
-def test_a_crash_is_reported_with_its_exit_code(
-    engine: Harness,
-) -> None:
-    known_gap(engine)
+def test_a_crash_is_reported_with_its_exit_code(engine: Harness) -> None:
     spec = engine.pod("crashing", command="echo starting; exit 3")
     engine.run(engine.engine.apply_pod(engine.cluster, spec))
     state = engine.wait(
@@ -190,10 +173,7 @@ def test_a_crash_is_reported_with_its_exit_code(
     assert state["serving"] == 0 and state["ready"] == 0
 
 
-def test_a_missing_command_is_reported_as_such(
-    engine: Harness,
-) -> None:
-    known_gap(engine)
+def test_a_missing_command_is_reported_as_such(engine: Harness) -> None:
     spec = engine.pod("missing", command="exec no-such-command-here")
     engine.run(engine.engine.apply_pod(engine.cluster, spec))
     engine.wait(

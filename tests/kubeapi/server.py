@@ -113,6 +113,9 @@ def template_hash(template: Obj) -> str:
     return "".join(NAME_CHARS[b % len(NAME_CHARS)] for b in digest[:10])
 
 
+SPECLESS = ("ConfigMap", "Secret", "Endpoints")
+
+
 class ApiServer:
     """The API: storage, admission, handlers. Controllers and the kubelet plug in."""
 
@@ -941,7 +944,8 @@ class ApiServer:
 
     def default(self, resource: Resource, obj: Obj) -> None:
         kind = resource.kind
-        spec = obj.setdefault("spec", {}) if kind not in ("ConfigMap", "Secret") else {}
+        # Kinds without a spec get none (an Endpoints with one fails validation on update).
+        spec = obj.setdefault("spec", {}) if kind not in SPECLESS else {}
         if kind in ("Deployment", "ReplicaSet"):
             spec.setdefault("replicas", 1)
             if kind == "Deployment":

@@ -222,23 +222,31 @@ def test_a_crashing_container_is_reported_with_its_exit_code_and_logs(
     assert not deployment.status.ready_replicas
 
 
-def test_a_command_that_does_not_exist_is_an_image_pull_error(api: Any, namespace: str) -> None:
+def test_a_command_that_does_not_exist_is_a_start_error_in_a_crash_loop(
+    api: Any, namespace: str
+) -> None:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     apps.create_namespaced_deployment(
         namespace, app("missing", command=["no-such-program"], ports=False)
     )
 
-    def waiting_reason() -> str | None:
+    def start_error() -> Any:
         for pod in core.list_namespaced_pod(namespace, label_selector="app=missing").items:
             for status in pod.status.container_statuses or []:
-                if status.state.waiting and status.state.waiting.reason in (
-                    "ErrImagePull",
-                    "ImagePullBackOff",
-                ):
-                    return str(status.state.waiting.message)
+                last = status.last_state.terminated if status.last_state else None
+                waiting = status.state.waiting
+                if last and waiting and waiting.reason == "CrashLoopBackOff":
+                    return status
         return None
 
-    assert "no-such-program" in wait_for(waiting_reason, timeout=30, what="ErrImagePull")
+    status = wait_for(start_error, timeout=30, what="StartError, then CrashLoopBackOff")
+    # containerd's words for an entrypoint that is not in the image
+    assert status.last_state.terminated.reason == "StartError"
+    assert status.last_state.terminated.exit_code == 128
+    assert 'exec: "no-such-program": executable file not found in $PATH' in (
+        status.last_state.terminated.message
+    )
+    assert status.restart_count >= 1 and not status.ready
 
 
 def test_a_missing_secret_is_a_config_error(api: Any, namespace: str) -> None:
