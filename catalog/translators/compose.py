@@ -296,7 +296,7 @@ def _healthcheck(draft: ServiceDraft, check: Any, warnings: Warnings, refusals: 
             test,
         )
         return
-    command = _own_address(command, f"{base}/test", test, warnings)
+    command = to_own_address(command, f"{base}/test", test, warnings)
     if any("/tmp" in w for w in ([command] if isinstance(command, str) else command)):
         warnings.add(
             f"{base}/test",
@@ -360,7 +360,7 @@ def _whole_seconds(seconds: float, pointer: str, given: Any, warnings: Warnings)
     return whole
 
 
-def _own_address(
+def to_own_address(
     command: list[str] | str, pointer: str, test: Any, warnings: Warnings
 ) -> list[str] | str:
     """A check of localhost asks the replica's own address ($POD_IP) instead.
@@ -381,7 +381,7 @@ def _own_address(
                 "replica's: use $POD_IP (left as written: it quotes with ')",
             )
             return command
-        rewritten = LOOPBACK.sub("${POD_IP}", command)
+        rewritten = LOOPBACK.sub("$POD_IP", command)
     else:
         if not any(LOOPBACK.search(w) for w in command):
             return command
@@ -400,7 +400,7 @@ def _quoted_with_address(word: str) -> str:
     parts = LOOPBACK.split(word)
     # split() keeps the matched names at odd places: those become "$POD_IP".
     return "".join(
-        '"${POD_IP}"' if i % 2 else shlex.quote(part) for i, part in enumerate(parts) if part
+        '"$POD_IP"' if i % 2 else shlex.quote(part) for i, part in enumerate(parts) if part
     )
 
 

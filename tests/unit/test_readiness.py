@@ -5,6 +5,7 @@ and honoured by the API test server's kubelet)."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import urllib.request
 from typing import Any
 
@@ -16,7 +17,8 @@ from catalog.engines.base import PodId, PodSpec
 from catalog.engines.rendering import manifests_for_specs
 from catalog.export import pod_spec
 from catalog.model import readiness_of, validate_pod_spec
-from catalog.translators.compose import duration_seconds
+from catalog.translators.base import Warnings
+from catalog.translators.compose import duration_seconds, to_own_address
 from tests.kubeapi.fixtures import fresh_name, fresh_node_address
 from tests.kubeapi.harness import KubeApi
 from tests.kubeapi.validation import SCHEMA_VERSIONS
@@ -245,3 +247,15 @@ def test_a_pod_on_kubernetes_is_ready_only_once_its_probe_passes(kube_api: KubeA
         # Gone only once the kubelet stopped its containers and probes.
         wait_for(lambda: not core.list_namespaced_pod(namespace).items, timeout=60, what="pods")
         kube_api.remove_node(node)
+
+
+def test_a_compose_check_of_localhost_asks_the_replicas_own_address() -> None:
+    warnings = Warnings("docker-compose.yml")
+    words = ["printf", "%s|", "http://localhost:8080/a b", "127.0.0.1", "localhost.example"]
+    command = to_own_address(words, "/services/web/healthcheck/test", words, warnings)
+    assert isinstance(command, str)
+    ran = subprocess.run(
+        ["sh", "-c", command], env={"POD_IP": "127.67.0.9"}, capture_output=True, text=True
+    )
+    assert ran.stdout == "http://127.67.0.9:8080/a b|127.67.0.9|localhost.example|"
+    assert [w.code for w in warnings.items] == ["approximated"]
