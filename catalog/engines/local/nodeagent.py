@@ -340,7 +340,10 @@ class NodeAgent:
                     preexec_fn=die_with_parent,
                 )
             try:
-                code = await asyncio.wait_for(probe.proc.wait(), check["timeout_s"])
+                # asyncio.timeout, not wait_for: wait_for (3.11) can swallow the
+                # cancellation of a stopping replica when the probe ends with it.
+                async with asyncio.timeout(check["timeout_s"]):
+                    code = await probe.proc.wait()
             except TimeoutError:
                 why = f"readiness probe timed out after {check['timeout_s']}s"
             else:
