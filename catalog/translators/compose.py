@@ -170,7 +170,7 @@ class ComposeTranslator:
             elif key not in SPEC_TOP:
                 warnings.unknown(pointer, value, "a compose file")
         services = [
-            _service(name, spec, source, warnings, refusals)
+            _service(name, spec, data["services"], source, warnings, refusals)
             for name, spec in data["services"].items()
         ]
         refusals.raise_if_any()
@@ -189,7 +189,12 @@ class ComposeTranslator:
 
 
 def _service(
-    name: str, spec: Any, source: Source, warnings: Warnings, refusals: Refusals
+    name: str,
+    spec: Any,
+    services: dict[str, Any],
+    source: Source,
+    warnings: Warnings,
+    refusals: Refusals,
 ) -> ServiceDraft:
     base = pointer_of("services", name)
     draft = ServiceDraft(name=name, pointer=base)
@@ -227,7 +232,7 @@ def _service(
     _environment(draft, spec, source, warnings, refusals)
     _ports(draft, spec, warnings, refusals)
     _links(draft, spec, refusals)
-    _depends_on(draft, spec, warnings, refusals)
+    _depends_on(draft, spec, services, warnings, refusals)
     _deploy(draft, spec, warnings, refusals)
     _volumes(draft, spec, source, warnings)
     if isinstance(spec.get("labels"), dict | list):
@@ -734,8 +739,14 @@ def _links(draft: ServiceDraft, spec: dict[str, Any], refusals: Refusals) -> Non
 
 
 def _depends_on(
-    draft: ServiceDraft, spec: dict[str, Any], warnings: Warnings, refusals: Refusals
+    draft: ServiceDraft,
+    spec: dict[str, Any],
+    services: dict[str, Any],
+    warnings: Warnings,
+    refusals: Refusals,
 ) -> None:
+    """Targets start first, and a deploy waits until each is ready: what
+    `service_healthy` asks when the target's health check carried over."""
     value = spec.get("depends_on")
     pointer = f"{draft.pointer}/depends_on"
     if value is None:
@@ -749,7 +760,15 @@ def _depends_on(
     for target, options in value.items():
         here = pointer + pointer_of(target)
         draft.after.append((target, here))
-        condition = options.get("condition") if isinstance(options, dict) else None
+        if options is None:
+            continue
+        if not isinstance(options, dict):
+            refusals.add(here, "must be a mapping of condition, restart and required", options)
+            continue
+        for key, option in options.items():
+            if key not in ("condition", "restart", "required"):
+                warnings.unknown(f"{here}{pointer_of(key)}", option, "a dependency")
+        condition = options.get("condition", "service_started")
         if condition == "service_completed_successfully":
             warnings.add(
                 f"{here}/condition",
@@ -758,6 +777,50 @@ def _depends_on(
                 f"Marina starts {target} first but restarts it when it exits; it does "
                 "not wait for it to finish",
             )
+        elif condition == "service_healthy":
+            _wait_healthy(target, services.get(target), f"{here}/condition", warnings)
+        elif condition != "service_started":
+            warnings.add(
+                f"{here}/condition",
+                condition,
+                "not-carried",
+                f"is not a compose condition; Marina starts {target} first and waits until "
+                "it is ready",
+            )
+        if options.get("restart") is True:
+            warnings.add(
+                f"{here}/restart",
+                True,
+                "not-carried",
+                f"Marina does not restart {draft.name} when {target} is updated",
+            )
+        if options.get("required") is False:
+            warnings.add(
+                f"{here}/required",
+                False,
+                "approximated",
+                f"Marina starts {target} first and waits for it, as for a required dependency",
+            )
+
+
+def _wait_healthy(target: str, spec: Any, pointer: str, warnings: Warnings) -> None:
+    check = spec.get("healthcheck") if isinstance(spec, dict) else None
+    if not isinstance(check, dict) or check.get("disable") is True:
+        why = "declares no health check (compose refuses that)"
+    elif check.get("test") in (["NONE"], "NONE"):
+        why = "turns its health check off (compose refuses that)"
+    elif check.get("test") in (None, "", []):
+        why = "runs its image's health check, which Marina cannot read"
+    else:
+        return  # its check is its readiness: a deploy waits until it passes
+    listens = isinstance(spec, dict) and (spec.get("ports") or spec.get("expose"))
+    until = "its ports accept connections" if listens else "it runs (it declares no port)"
+    warnings.add(
+        pointer,
+        "service_healthy",
+        "approximated",
+        f"{target} {why}: Marina starts it first and waits until {until}",
+    )
 
 
 def _deploy(
