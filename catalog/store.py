@@ -153,6 +153,19 @@ class Store:
             return None
         return Versioned(key, _decode(got.value), got.mod_revision, got.create_revision, got.lease)
 
+    async def get_encoded(self, key: str) -> tuple[bytes, int] | None:
+        """The value as stored and its `mod_revision`, not decoded: for a caller
+        that keeps what it made of a value by revision and decodes only what is new."""
+        got = await self._call(self._client.get(key.encode()))
+        if got is None:
+            return None
+        return bytes(got.value), int(got.mod_revision)
+
+    @staticmethod
+    def decode(raw: bytes) -> Any:
+        """A value from `get_encoded`, as `get` would have read it."""
+        return _decode(raw)
+
     async def list(self, prefix: str) -> list[Versioned]:
         got = await self._call(self._client.get_prefix(prefix.encode()))
         return [

@@ -11,6 +11,7 @@ from catalog.api.handling import (
     read_json,
     read_paging,
     reply_json,
+    shown_environments,
     store_of,
 )
 from catalog.classes.registry import with_actions
@@ -48,8 +49,9 @@ async def import_environment(request: web.Request) -> web.Response:
 
 async def show_environment(request: web.Request) -> web.Response:
     who = await identify(request)
-    found = await envs.load(store_of(request), request.match_info["env_id"], who.project)
-    return reply_json(present_environment(found.value))
+    store = store_of(request)
+    body = await shown_environments(store).reply(store, request.match_info["env_id"], who.project)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def delete_environment(request: web.Request) -> web.Response:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +19,8 @@ from catalog import environments as envs
 from catalog.api.serving import LIMITS
 from catalog.auth import Identity, authenticate
 from catalog.classes.registry import with_actions
-from catalog.errors import Problem, RequestTimeout, TooLarge, ValidationFailed
+from catalog.errors import NotFound, Problem, RequestTimeout, TooLarge, ValidationFailed
+from catalog.ids import ProjectId
 from catalog.store import Store
 from catalog.validation import parse_json
 
@@ -39,6 +42,52 @@ def present_environment(doc: dict[str, Any]) -> dict[str, Any]:
     """An environment as users see it: each object with its actions, secrets hidden."""
     shown = envs.show(doc)
     return {**shown, "objects": [with_actions(o) for o in shown["objects"]]}
+
+
+class ShownEnvironments:
+    """Replies to GET of an environment, made once per revision of its document.
+
+    Clients and dashboards read an environment far more often than it changes,
+    and making the reply (objects in order, actions described, secrets masked,
+    JSON encoded) costs more than reading the document. A document's
+    `mod_revision` names one content of its key, so a reply kept under it
+    stays right; the document is still read each time, so none is stale.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._replies: OrderedDict[str, tuple[int, ProjectId, bytes]] = OrderedDict()
+
+    async def reply(self, store: Store, env_id: str, project: ProjectId) -> bytes:
+        key = envs.env_key(env_id)
+        found = await store.get_encoded(key)
+        if found is None:
+            raise NotFound("environment", env_id)
+        raw, revision = found
+        kept = self._replies.get(key)
+        if kept is None or kept[0] != revision:
+            doc = store.decode(raw)
+            body = json.dumps(present_environment(doc), default=str).encode()
+            kept = (revision, ProjectId(doc["project"]), body)
+            self._replies[key] = kept
+            if len(self._replies) > self.size:
+                self._replies.popitem(last=False)
+        else:
+            self._replies.move_to_end(key)
+        if kept[1] != project:
+            raise NotFound("environment", env_id)
+        return kept[2]
+
+
+_SHOWN: weakref.WeakKeyDictionary[Store, ShownEnvironments] = weakref.WeakKeyDictionary()
+
+
+def shown_environments(store: Store) -> ShownEnvironments:
+    """The replies kept for this store's environments (one store per app)."""
+    found = _SHOWN.get(store)
+    if found is None:
+        found = _SHOWN[store] = ShownEnvironments()
+    return found
 
 
 async def identify(request: web.Request) -> Identity:
