@@ -153,13 +153,17 @@ class Store:
             return None
         return Versioned(key, _decode(got.value), got.mod_revision, got.create_revision, got.lease)
 
-    async def get_encoded(self, key: str) -> tuple[bytes, int] | None:
-        """The value as stored and its `mod_revision`, not decoded: for a caller
-        that keeps what it made of a value by revision and decodes only what is new."""
-        got = await self._call(self._client.get(key.encode()))
-        if got is None:
-            return None
-        return bytes(got.value), int(got.mod_revision)
+    async def get_encoded(self, keys: Sequence[str]) -> list[tuple[bytes, int] | None]:
+        """Each key's value as stored and its `mod_revision` (None: no such key),
+        not decoded, in one round trip: for a caller that keeps what it made of
+        a value by revision and decodes only what is new."""
+        t = self._client.transactions
+        _, replies = await self._call(
+            self._client.transaction(
+                compare=[], success=[t.get(k.encode()) for k in keys], failure=[]
+            )
+        )
+        return [(bytes(r[0][0]), int(r[0][1].mod_revision)) if r else None for r in replies]
 
     @staticmethod
     def decode(raw: bytes) -> Any:

@@ -48,9 +48,10 @@ async def import_environment(request: web.Request) -> web.Response:
 
 
 async def show_environment(request: web.Request) -> web.Response:
-    who = await identify(request)
     store = store_of(request)
-    body = await shown_environments(store).reply(store, request.match_info["env_id"], who.project)
+    shown = shown_environments(store)
+    env_id = request.match_info["env_id"]
+    body = await shown.reply(store, env_id, request.headers.get("Authorization"))
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 

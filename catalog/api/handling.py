@@ -17,7 +17,7 @@ from aiohttp import web
 
 from catalog import environments as envs
 from catalog.api.serving import LIMITS
-from catalog.auth import Identity, authenticate
+from catalog.auth import Identity, authenticate, identity_of, token_key
 from catalog.classes.registry import with_actions
 from catalog.errors import NotFound, Problem, RequestTimeout, TooLarge, ValidationFailed
 from catalog.ids import ProjectId
@@ -58,9 +58,12 @@ class ShownEnvironments:
         self.size = size
         self._replies: OrderedDict[str, tuple[int, ProjectId, bytes]] = OrderedDict()
 
-    async def reply(self, store: Store, env_id: str, project: ProjectId) -> bytes:
+    async def reply(self, store: Store, env_id: str, authorization: str | None) -> bytes:
+        """The environment shown to the caller that `authorization` names; its
+        token and the document are read in one round trip."""
         key = envs.env_key(env_id)
-        found = await store.get_encoded(key)
+        token, found = await store.get_encoded([token_key(authorization), key])
+        project = identity_of(None if token is None else store.decode(token[0])).project
         if found is None:
             raise NotFound("environment", env_id)
         raw, revision = found
