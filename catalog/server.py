@@ -36,7 +36,7 @@ from catalog.observing import Observer
 from catalog.packages import Downgrade, Package, get_package, load_folder, save_package
 from catalog.pki import EtcdPKI, TLSFiles, ensure_etcd_pki
 from catalog.processes import die_with_parent
-from catalog.providers.local import LocalProvider, stop_all_agents
+from catalog.providers.local import LocalProvider, Workers, stop_all_agents
 from catalog.statedir import default_state_dir
 from catalog.store import Store
 from catalog.tasks import Worker
@@ -261,15 +261,20 @@ class Server:
         if loaded:
             log.info("packages loaded: %s", ", ".join(loaded))
         self.token = await admin_token(self.store, settings.state_dir)
-        provider = LocalProvider(
-            self.store, etcd_url=self.etcd_url, etcd_tls=self.etcd_tls, state_dir=settings.state_dir
-        )
         engine = make_engine(
             settings.engine,
             self.store,
             state_dir=settings.state_dir,
             kubeconfig=settings.kubeconfig,
             context=settings.context,
+        )
+        provider = LocalProvider(
+            self.store,
+            etcd_url=self.etcd_url,
+            etcd_tls=self.etcd_tls,
+            state_dir=settings.state_dir,
+            # Workers of an engine that keeps its own (Kubernetes Nodes) join it.
+            workers=engine if isinstance(engine, Workers) else None,
         )
         worker = Worker(self.store, ActionRunner(self.store, provider, engine))
         self.tasks = [

@@ -83,6 +83,9 @@ T = TypeVar("T")
 MANAGER = "marina"
 APPLY = "application/apply-patch+yaml"
 CLUSTER_ANNOTATION = "marina.io/cluster"
+CLUSTER_LABEL = "marina.io/cluster"
+NODE_LABEL = "marina.io/node"
+"""On a Node Marina registered: the cluster and the Marina node it stands for."""
 PROJECT_LABEL = "marina.io/project"
 ENVIRONMENT_LABEL = "marina.io/environment"
 RESTARTED = "kubectl.kubernetes.io/restartedAt"
@@ -327,8 +330,6 @@ class KubernetesEngine:
         self.watches = _Watches(self)
         self.files: dict[str, dict[str, bytes]] = {}
         """Package files, by package, as last read from the store (for `render`)."""
-        self.addresses: dict[tuple[str, str], str] = {}
-        """Service cluster addresses by (namespace, service), as last applied."""
         self.routes_wanted = asyncio.Event()
 
     # -- the edge ------------------------------------------------------------------------
@@ -434,13 +435,12 @@ class KubernetesEngine:
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
     ) -> list[tuple[str, Obj]]:
-        mine = self.namespace(cluster)
-        addresses = {s: ip for (ns, s), ip in self.addresses.items() if ns == mine}
+        # No cluster addresses in the objects: link variables come from the
+        # (alias) Services, as a kubelet gives them, so an export runs anywhere.
         return manifests_for_specs(
             specs,
             namespace=namespace,
             files=self.files,
-            addresses=addresses,
             namespace_labels=labels,
             namespace_annotations=annotations
             if annotations is not None
@@ -459,22 +459,10 @@ class KubernetesEngine:
             annotations=meta["annotations"],
         )
         wanted = {o["metadata"]["name"] for _, o in objects if o["kind"] == "Service"}
+        # Services first: a kubelet gives link variables for those that exist.
         for _, manifest in objects:
-            if manifest["kind"] == "Deployment":
-                continue
-            applied = await self._apply(manifest)
-            if manifest["kind"] == "Service":
-                ip = applied["spec"].get("clusterIP")
-                if ip and ip != "None":
-                    self.addresses[(namespace, manifest["metadata"]["name"])] = ip
-        # Link variables name the services' addresses, known now.
-        objects = self._render(
-            cluster,
-            [spec],
-            namespace=namespace,
-            labels=meta["labels"],
-            annotations=meta["annotations"],
-        )
+            if manifest["kind"] != "Deployment":
+                await self._apply(manifest)
         deployment = next(o for _, o in objects if o["kind"] == "Deployment")
         try:
             await self._apply(deployment)
@@ -592,7 +580,6 @@ class KubernetesEngine:
                     kind="Service",
                     name=name,
                 )
-            self.addresses.pop((namespace, name), None)
             await self.store.delete(f"{ROUTES}{cluster}/{name}")
 
     async def delete_cluster(self, cluster: ClusterKey) -> None:
@@ -605,8 +592,6 @@ class KubernetesEngine:
                 kind="Namespace",
                 name=namespace,
             )
-        for key in [k for k in self.addresses if k[0] == namespace]:
-            del self.addresses[key]
         await self.store.delete_prefix(f"{ROUTES}{cluster}/")
 
     # -- nodes ---------------------------------------------------------------------------
@@ -623,18 +608,109 @@ class KubernetesEngine:
             for c in (node.get("status") or {}).get("conditions") or []
         )
 
+    @staticmethod
+    def _marina_name(cluster: ClusterKey, node: Obj) -> str | None:
+        """The Marina name of a Node: its own, or the one it was registered for
+        (None: registered for another cluster)."""
+        labels = node["metadata"].get("labels") or {}
+        if CLUSTER_LABEL not in labels:
+            return str(node["metadata"]["name"])
+        if labels[CLUSTER_LABEL] != label_value(cluster):
+            return None
+        return str(labels.get(NODE_LABEL, node["metadata"]["name"]))
+
+    async def _node_names(self, cluster: ClusterKey) -> dict[str, str]:
+        """Node object name -> Marina node name, for the nodes this cluster sees."""
+        names = {}
+        for node in await self._nodes():
+            name = self._marina_name(cluster, node)
+            if name is not None:
+                names[str(node["metadata"]["name"])] = name
+        return names
+
+    async def _node_object(self, cluster: ClusterKey, node: str) -> str:
+        """The Node object that stands for Marina's node `node`."""
+        for kube, name in (await self._node_names(cluster)).items():
+            if name == node:
+                return kube
+        raise NotFound("node", node)
+
     async def node_states(self, cluster: ClusterKey) -> dict[str, str]:
         states: dict[str, str] = {}
         # Gateway nodes are Marina's own agents, registered in etcd, not Kubernetes nodes.
         for registered in await self.store.list(f"{keys.NODES}{cluster}/"):
             states[str(registered.value["node"])] = "ready"
         for node in await self._nodes():
-            if self._node_ready(node):
+            name = self._marina_name(cluster, node)
+            if name is not None and self._node_ready(node):
                 cordoned = bool((node.get("spec") or {}).get("unschedulable"))
-                states[node["metadata"]["name"]] = "cordoned" if cordoned else "ready"
+                states[name] = "cordoned" if cordoned else "ready"
         return states
 
-    async def _set_unschedulable(self, node: str, value: bool) -> None:
+    async def join_node(
+        self, cluster: ClusterKey, node: str, address: str, capacity: Mapping[str, Any]
+    ) -> None:
+        """Register a Node for Marina's worker `node`, Ready at `address`, as a
+        kubelet joining the cluster does (its Node, then its status)."""
+        name = k8s_name(f"{self.namespace(cluster)}-{node}")
+        labels = {
+            "kubernetes.io/hostname": name,
+            CLUSTER_LABEL: label_value(cluster),
+            NODE_LABEL: label_value(node),
+            "app.kubernetes.io/managed-by": "marina",
+        }
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+        with contextlib.suppress(Conflict):  # a run cut off after creating it
+            await self._call(
+                self.core.create_node, body=body, what=f"register {node}", kind="Node", name=name
+            )
+        cores, memory = int(capacity.get("cores", 2)), int(capacity.get("memory", 2048))
+        resources = {"cpu": str(cores), "memory": f"{memory}Mi", "pods": "110"}
+        status = {
+            "addresses": [
+                {"type": "InternalIP", "address": address},
+                {"type": "Hostname", "address": name},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now(),
+                    "lastTransitionTime": now(),
+                }
+            ],
+            "capacity": resources,
+            "allocatable": resources,
+        }
+        await self._call(
+            self.core.patch_node_status,
+            name,
+            body={"status": status},
+            _content_type="application/merge-patch+json",
+            what=f"register {node}",
+            kind="Node",
+            name=name,
+        )
+
+    async def leave_node(self, cluster: ClusterKey, node: str) -> None:
+        """Remove the Node registered for `node` (nothing when there is none)."""
+        try:
+            name = await self._node_object(cluster, node)
+        except NotFound:
+            return
+        with contextlib.suppress(NotFound):
+            await self._call(
+                self.core.delete_node, name, what=f"remove {node}", kind="Node", name=name
+            )
+        await self.publish_routes(cluster)
+
+    async def node_joined(self, cluster: ClusterKey, node: str) -> bool:
+        return node in (await self._node_names(cluster)).values()
+
+    async def _set_unschedulable(self, cluster: ClusterKey, marina_node: str, value: bool) -> None:
+        node = await self._node_object(cluster, marina_node)
         await self._call(
             self.core.patch_node,
             node,
@@ -646,10 +722,10 @@ class KubernetesEngine:
         )
 
     async def cordon(self, cluster: ClusterKey, node: str) -> None:
-        await self._set_unschedulable(node, True)
+        await self._set_unschedulable(cluster, node, True)
 
     async def uncordon(self, cluster: ClusterKey, node: str) -> None:
-        await self._set_unschedulable(node, False)
+        await self._set_unschedulable(cluster, node, False)
 
     async def forget_node(self, cluster: ClusterKey, node: str) -> None:
         """Nothing is kept about nodes here: the API server holds them."""
@@ -706,6 +782,8 @@ class KubernetesEngine:
         timeout: float = 120.0,
     ) -> None:
         await self.cordon(cluster, node)
+        node = await self._node_object(cluster, node)
+        await self.publish_routes(cluster)  # no new connection to the node being drained
         namespace = self.namespace(cluster)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -833,10 +911,19 @@ class KubernetesEngine:
     # -- observed state ------------------------------------------------------------------
 
     async def _gateways_applied(self, cluster: ClusterKey) -> list[int]:
-        """The revision each gateway of the cluster applied (none: no gateway)."""
+        """The revision each public gateway of the cluster applied (none: no gateway).
+
+        A master node's agent runs a gateway too, for the cluster's internal
+        routes only: it never applies public ones, so it is left out."""
+        internal = {
+            keys.gateway_status(f"{cluster}-{v.value.get('node')}")
+            for v in await self.store.list(f"{keys.NODES}{cluster}/")
+            if v.value.get("role") == "master"
+        }
         return [
             int(v.value.get("applied_revision", 0))
             for v in await self.store.list(f"{keys.GATEWAY_STATUS}{cluster}-")
+            if v.key not in internal
         ]
 
     async def _routed(self, cluster: ClusterKey, services: list[ServiceSpec]) -> bool:
@@ -930,6 +1017,7 @@ class KubernetesEngine:
         )
         services = await self._pod_services(namespace, name)
         routed = await self._routed(cluster, services)
+        node_names = await self._node_names(cluster)
         replicas: list[ReplicaState] = []
         pending = ""
         pods = [
@@ -946,7 +1034,10 @@ class KubernetesEngine:
             replicas.append(
                 {
                     "name": meta["name"],
-                    "node": str(item["spec"].get("nodeName") or ""),
+                    "node": node_names.get(
+                        str(item["spec"].get("nodeName") or ""),
+                        str(item["spec"].get("nodeName") or ""),
+                    ),
                     "address": str(status.get("podIP") or ""),
                     "ready": ready,
                     "serving": ready and not draining and routed,

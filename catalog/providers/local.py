@@ -4,6 +4,11 @@ Agents are started in their own session, so they outlive the process that
 started them (an API restart does not take the cluster down); their pid files
 live under the state directory, and a node whose agent is already running is
 not started twice.
+
+When the engine keeps worker nodes of its own (the `kubernetes` engine: its
+workers are the API server's Nodes), a worker joins the engine instead of
+running an agent here: the provider registers it there, as a kubelet joining
+a cluster registers its Node, and removes it there.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from catalog import keys
 from catalog.addresses import allocate, release
@@ -25,6 +31,22 @@ from catalog.pki import TLSFiles
 from catalog.processes import kill_all, processes_naming
 from catalog.providers.base import ProviderCapability
 from catalog.store import Store
+
+
+@runtime_checkable
+class Workers(Protocol):
+    """An engine whose worker nodes are its own: a worker joins it, no agent runs here."""
+
+    async def join_node(
+        self, cluster: Any, node: str, address: str, capacity: Mapping[str, Any]
+    ) -> None:
+        """Register the worker `node` at `address`, ready for pods."""
+
+    async def leave_node(self, cluster: Any, node: str) -> None:
+        """Remove the worker (its pods are gone or go elsewhere)."""
+
+    async def node_joined(self, cluster: Any, node: str) -> bool:
+        """Whether the worker is registered."""
 
 
 class LocalProvider:
@@ -39,8 +61,11 @@ class LocalProvider:
         state_dir: Path,
         etcd_tls: TLSFiles | None = None,
         start_timeout: float = 30.0,
+        workers: Workers | None = None,
     ) -> None:
         self.store = store
+        self.workers = workers
+        """Where worker nodes join, when the engine keeps them (else: agents here)."""
         self.etcd_url = etcd_url
         self.etcd_tls = etcd_tls
         self.state_dir = state_dir
@@ -63,10 +88,19 @@ class LocalProvider:
         # Local nodes share Marina's own etcd; record where it is for the agents.
         await self.store.put(f"{keys.CLUSTERS}{cluster}/etcd", {"endpoints": [self.etcd_url]})
 
+    def _joins(self, node: dict[str, Any]) -> bool:
+        return self.workers is not None and node["role"] == "minion"
+
     async def node_running(self, cluster: str, node: dict[str, Any]) -> bool:
+        if self.workers is not None and self._joins(node):
+            return await self.workers.node_joined(cluster, node["?"]["name"])
         return bool(_agent_pids(self._dir(cluster, node)))
 
     async def setup_node(self, cluster: str, node: dict[str, Any]) -> None:
+        if self.workers is not None and self._joins(node):
+            capacity = node.get("capacity", {})
+            await self.workers.join_node(cluster, node["?"]["name"], node["address"], capacity)
+            return
         key = f"{keys.NODES}{cluster}/{node['?']['name']}"
         directory = self._dir(cluster, node)
         directory.mkdir(parents=True, exist_ok=True)
@@ -122,6 +156,8 @@ class LocalProvider:
             await asyncio.sleep(0.05)
 
     async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
+        if self.workers is not None and self._joins(node):
+            await self.workers.leave_node(cluster, node["?"]["name"])
         directory = self._dir(cluster, node)
         await stop_processes(_agent_pids(directory))
         kill_all(processes_naming(str(directory / "replicas")))  # what the agent left behind

@@ -16,9 +16,13 @@ from tests.support import free_port, wait_for
 
 
 class Marina:
-    def __init__(self, state_dir: Path, *, etcd: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, *, etcd: str | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.state_dir = state_dir
         self.etcd = etcd
+        self.args = args
+        """More `marina up` options (`--engine kubernetes --kubeconfig PATH`)."""
         self.etcd_port = free_port()
         while True:  # the embedded etcd takes the port after its client port too
             peer = self.etcd_port + 1
@@ -52,6 +56,7 @@ class Marina:
                     "--etcd-port",
                     str(self.etcd_port),
                     *(["--etcd", self.etcd] if self.etcd else []),
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=log,

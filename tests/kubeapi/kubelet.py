@@ -3,7 +3,7 @@
 Each pod bound to a node gets its own loopback address (its podIP, in
 127.70/16) and runs its containers' `command` + `args` as local processes
 through Marina's sandbox (`catalog.sandbox`), with the environment a real
-kubelet gives (downward API, Secret and ConfigMap references, `$(VAR)`
+kubelet gives (Service links, downward API, Secret and ConfigMap references, `$(VAR)`
 expansion) and ConfigMap, Secret and emptyDir volumes mounted at their
 mountPath. It reports what a kubelet reports: container states and reasons
 (CrashLoopBackOff with the last exit code, a StartError as containerd's
@@ -40,6 +40,7 @@ PODS = BY_PATH[("", "v1", "pods")]
 NODES = BY_PATH[("", "v1", "nodes")]
 SECRETS = BY_PATH[("", "v1", "secrets")]
 CONFIGMAPS = BY_PATH[("", "v1", "configmaps")]
+SERVICES = BY_PATH[("", "v1", "services")]
 POD_NET = 70
 """Pod IPs are 127.70.x.y: apart from the local engine's 127.66-68 ranges."""
 BACKOFF = (1.0, 8.0)
@@ -367,9 +368,40 @@ class PodRunner:
 
     # what containers see
 
+    def service_links(self) -> dict[str, str]:
+        """What a kubelet gives for each Service of the namespace that has a
+        cluster IP (enableServiceLinks, on by default): `<NAME>_SERVICE_HOST`,
+        `_SERVICE_PORT` and the Docker-link `<NAME>_PORT_<port>_TCP_ADDR` family."""
+        if self.spec.get("enableServiceLinks") is False:
+            return {}
+        env: dict[str, str] = {}
+        for service in self.api.store.select(SERVICES, self.namespace):
+            ip = service["spec"].get("clusterIP")
+            ports = service["spec"].get("ports") or []
+            if ip in (None, "", "None") or not ports:
+                continue
+            name = service["metadata"]["name"].upper().replace("-", "_")
+            env[f"{name}_SERVICE_HOST"] = ip
+            env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+            for port in ports:
+                if port.get("name"):
+                    key = port["name"].upper().replace("-", "_")
+                    env[f"{name}_SERVICE_PORT_{key}"] = str(port["port"])
+            for index, port in enumerate(ports):
+                protocol = port.get("protocol", "TCP")
+                url = f"{protocol.lower()}://{ip}:{port['port']}"
+                if index == 0:
+                    env[f"{name}_PORT"] = url
+                prefix = f"{name}_PORT_{port['port']}_{protocol.upper()}"
+                env[prefix] = url
+                env[f"{prefix}_PROTO"] = protocol.lower()
+                env[f"{prefix}_PORT"] = str(port["port"])
+                env[f"{prefix}_ADDR"] = ip
+        return env
+
     def environment(self, spec: Obj) -> dict[str, str]:
         pod = self.current() or {"metadata": {}, "spec": self.spec}
-        env: dict[str, str] = {}
+        env: dict[str, str] = self.service_links()
         for source in spec.get("envFrom") or []:
             prefix = source.get("prefix", "")
             if "configMapRef" in source:

@@ -37,6 +37,8 @@ class Proxy:
         self.listeners: dict[Listen, tuple[asyncio.Server, Target]] = {}
         self.turns = itertools.count()
         self.task: asyncio.Task[None] | None = None
+        self.connections: set[asyncio.Task[Any]] = set()
+        """Forwarded connections: held here, so an idle one is not collected mid-way."""
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run())
@@ -49,6 +51,10 @@ class Proxy:
         for server, _ in self.listeners.values():
             server.close()
         self.listeners.clear()
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(self.connections, timeout=5)
 
     async def run(self) -> None:
         sub = self.api.store.subscribe(lambda e: e.resource in (SERVICES, NODES))
@@ -56,7 +62,8 @@ class Proxy:
             while not self.api.closing.is_set():
                 await self.sync()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.queue.get(), 2.0)
+                    async with asyncio.timeout(2.0):
+                        await sub.queue.get()
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
         finally:
@@ -131,6 +138,17 @@ class Proxy:
     async def forward(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: Target
     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        try:
+            await self.pass_on(reader, writer, target)
+        finally:
+            self.connections.discard(task)
+
+    async def pass_on(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: Target
+    ) -> None:
         endpoints = self.endpoints(target)
         if not endpoints:
             writer.close()
@@ -163,3 +181,6 @@ class Proxy:
         finally:
             for w in (writer, up_writer):
                 w.close()
+            for w in (writer, up_writer):
+                with contextlib.suppress(OSError):
+                    await w.wait_closed()
