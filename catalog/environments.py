@@ -9,12 +9,32 @@ changes (an action and an API call) never overwrite each other.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 from catalog import keys, quotas
+from catalog.documents import (
+    NODE_TYPES,
+    ApplicationObject,
+    ClusterObject,
+    ClusterProperties,
+    EnvironmentDocument,
+    EnvironmentObject,
+    EnvironmentSummary,
+    Header,
+    IndexEntry,
+    Json,
+    JsonObject,
+    NodeObject,
+    PodObject,
+    PodObjectSpec,
+    ShownEnvironment,
+    is_cluster,
+    is_node,
+    is_pod,
+)
 from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
-from catalog.ids import ProjectId, new_id
+from catalog.ids import EnvironmentId, ObjectId, ProjectId, new_id
 from catalog.model import render_pods, validate_pod_spec
 from catalog.packages import Package, get_package, resolve_properties
 from catalog.quotas import QUOTAS
@@ -27,14 +47,20 @@ STALE_INDEX = 60.0
 """Seconds after which an index entry without its document is dropped."""
 NAME_RE = ENVIRONMENT_NAME
 NODE_STEPS = ("deployInstance", "setupEtcd", "setupNode")
+T = TypeVar("T")
 
 
 def env_key(env_id: str) -> str:
     return f"{ENVIRONMENTS}{env_id}"
 
 
-def header(obj_id: str, type_name: str, name: str, **extra: Any) -> dict[str, Any]:
-    return {"id": obj_id, "type": type_name, "name": name, **extra}
+def header(obj_id: ObjectId, type_name: str, name: str, **extra: str) -> Header:
+    made: Header = {"id": obj_id, "type": type_name, "name": name}
+    if "package" in extra:
+        made["package"] = extra["package"]
+    if "version" in extra:
+        made["version"] = extra["version"]
+    return made
 
 
 def check_name(name: Any, *, field: str = "name") -> str:
@@ -43,10 +69,10 @@ def check_name(name: Any, *, field: str = "name") -> str:
     return name
 
 
-def new_environment(name: Any, project: ProjectId) -> dict[str, Any]:
+def new_environment(name: Any, project: ProjectId) -> EnvironmentDocument:
     now = time.time()
     return {
-        "id": new_id(),
+        "id": EnvironmentId(new_id()),
         "name": check_name(name),
         "project": project,
         "created": now,
@@ -57,25 +83,24 @@ def new_environment(name: Any, project: ProjectId) -> dict[str, Any]:
     }
 
 
-async def create_environment(store: Store, *, name: Any, project: ProjectId) -> dict[str, Any]:
+async def create_environment(store: Store, *, name: Any, project: ProjectId) -> EnvironmentDocument:
     doc = new_environment(name, project)
     await _store_new(store, doc)
     return doc
 
 
-async def _store_new(store: Store, doc: dict[str, Any]) -> None:
+async def _store_new(store: Store, doc: EnvironmentDocument) -> None:
     """Create the document, within the project's quota, listed in its project's index
     (written first: an entry whose document is missing is skipped)."""
-    project = ProjectId(doc["project"])
+    project = doc["project"]
     quotas.check("environments", QUOTAS.environments, used=len(await _project_ids(store, project)))
-    usage = count_objects([doc])
+    usage = count_objects(doc["objects"].values())
     for quota in ("nodes", "pods"):
         if usage[quota]:
             used = await project_usage(store, project)
             quotas.check(quota, getattr(QUOTAS, quota), used=used[quota], wanted=usage[quota])
-    await store.put(
-        f"{BY_PROJECT}{project}/{doc['id']}", {"id": doc["id"], "created": doc["created"]}
-    )
+    entry: IndexEntry = {"id": doc["id"], "created": doc["created"]}
+    await store.put(f"{BY_PROJECT}{project}/{doc['id']}", entry)
     await store.create(env_key(doc["id"]), doc)
 
 
@@ -93,12 +118,9 @@ async def _project_ids(store: Store, project: ProjectId) -> list[str]:
     return sorted(ids)
 
 
-NODE_TYPES = ("MasterNode", "MinionNode", "GatewayNode")
-
-
-def count_objects(docs: list[dict[str, Any]]) -> dict[str, int]:
-    """Nodes and pods in these environment documents, as quotas count them."""
-    objects = [o for doc in docs for o in doc["objects"].values()]
+def count_objects(objects: Iterable[EnvironmentObject]) -> dict[str, int]:
+    """Nodes and pods among these objects, as quotas count them."""
+    objects = list(objects)
     return {
         "nodes": sum(o["?"]["type"] in NODE_TYPES for o in objects),
         "pods": sum(o["?"]["type"] == "KubernetesPod" for o in objects),
@@ -111,7 +133,7 @@ async def project_usage(store: Store, project: ProjectId) -> dict[str, int]:
         found = await store.get(env_key(env_id))
         if found is not None and found.value.get("project") == project:
             docs.append(found.value)
-    return count_objects(docs)
+    return count_objects(o for doc in docs for o in doc["objects"].values())
 
 
 async def check_node_quota(store: Store, project: ProjectId, wanted: int) -> None:
@@ -130,25 +152,31 @@ _SCALING = {
 
 
 async def check_action_quota(
-    store: Store, project: ProjectId, doc: dict[str, Any], object_id: str, method: str, args: Any
+    store: Store,
+    project: ProjectId,
+    doc: EnvironmentDocument,
+    object_id: str,
+    method: str,
+    args: JsonObject,
 ) -> None:
     """Refuse an action that would take the project past its node quota."""
     if method not in _SCALING:
         return
     role, argument = _SCALING[method]
-    cluster = doc["objects"][object_id]
-    current = sum(doc["objects"].get(n, {}).get("role") == role for n in cluster["nodes"])
-    wanted = 1 if argument is None else int(args[argument]) - current
+    cluster = cluster_in(doc, object_id)
+    current = sum(node["role"] == role for node in nodes_of(doc, cluster))
+    count = args[argument] if argument is not None else None
+    wanted = 1 if not isinstance(count, int) else count - current
     await check_node_quota(store, project, wanted)
 
 
 async def list_environments(
     store: Store, project: ProjectId, *, limit: int = 100, marker: str | None = None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[EnvironmentSummary], str | None]:
     """A page of the project's environments by id, after `marker`, and the next
     marker; only this project's documents are read."""
     ids = [i for i in await _project_ids(store, project) if marker is None or i > marker]
-    page: list[dict[str, Any]] = []
+    page: list[EnvironmentSummary] = []
     for position, env_id in enumerate(ids):
         if len(page) == limit:
             return page, ids[position - 1]
@@ -158,8 +186,15 @@ async def list_environments(
     return page, None
 
 
-def summary(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc[k] for k in ("id", "name", "project", "created", "updated", "status")}
+def summary(doc: EnvironmentSummary) -> EnvironmentSummary:
+    return {
+        "id": doc["id"],
+        "name": doc["name"],
+        "project": doc["project"],
+        "created": doc["created"],
+        "updated": doc["updated"],
+        "status": doc["status"],
+    }
 
 
 async def load(store: Store, env_id: str, project: ProjectId | None = None) -> Versioned:
@@ -170,26 +205,26 @@ async def load(store: Store, env_id: str, project: ProjectId | None = None) -> V
     return found
 
 
-def require_live(doc: dict[str, Any]) -> None:
+def require_live(doc: EnvironmentDocument) -> None:
     """Refuse changes to an environment that is being deleted."""
     if doc.get("status") == "deleting":
         raise Conflict(f"environment {doc['name']!r}", "it is being deleted")
 
 
-def show(doc: dict[str, Any]) -> dict[str, Any]:
+def show(doc: EnvironmentDocument) -> ShownEnvironment:
     """The environment with its objects in order (the API adds their actions)."""
     return {**summary(doc), "objects": [doc["objects"][i] for i in doc["order"]]}
 
 
-async def change(store: Store, env_id: str, edit: Callable[[dict[str, Any]], Any]) -> Any:
+async def change(store: Store, env_id: str, edit: Callable[[EnvironmentDocument], T]) -> T:
     """Apply `edit` to the environment document in one compare-and-swap.
 
     `edit` changes the document in place and returns a value for the caller;
     it runs again if another writer got in first.
     """
-    box: list[Any] = []
+    box: list[T] = []
 
-    def apply(doc: Any) -> Any:
+    def apply(doc: EnvironmentDocument | None) -> EnvironmentDocument:
         if doc is None:
             raise NotFound("environment", env_id)
         box.clear()
@@ -201,8 +236,42 @@ async def change(store: Store, env_id: str, edit: Callable[[dict[str, Any]], Any
     return box[0]
 
 
-def clusters(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [o for o in doc["objects"].values() if o["?"]["type"] == "KubernetesCluster"]
+def clusters(doc: EnvironmentDocument) -> list[ClusterObject]:
+    return [o for o in doc["objects"].values() if is_cluster(o)]
+
+
+def cluster_in(doc: EnvironmentDocument, object_id: str) -> ClusterObject:
+    """The cluster of that id; `NotFound` if there is none (or it is no cluster)."""
+    found = doc["objects"].get(ObjectId(object_id))
+    if found is None or not is_cluster(found):
+        raise NotFound("cluster", object_id)
+    return found
+
+
+def pod_in(doc: EnvironmentDocument, object_id: str) -> PodObject:
+    """The pod of that id; `NotFound` if there is none (or it is no pod)."""
+    found = doc["objects"].get(ObjectId(object_id))
+    if found is None or not is_pod(found):
+        raise NotFound("pod", object_id)
+    return found
+
+
+def node_in(doc: EnvironmentDocument, object_id: str) -> NodeObject:
+    """The node of that id; `NotFound` if there is none (or it is no node)."""
+    found = doc["objects"].get(ObjectId(object_id))
+    if found is None or not is_node(found):
+        raise NotFound("node", object_id)
+    return found
+
+
+def nodes_of(doc: EnvironmentDocument, cluster: ClusterObject) -> list[NodeObject]:
+    """The cluster's nodes still in the environment, in the cluster's order."""
+    found = (doc["objects"].get(n) for n in cluster["nodes"])
+    return [n for n in found if n is not None and is_node(n)]
+
+
+def pods_of(doc: EnvironmentDocument) -> list[PodObject]:
+    return [o for o in doc["objects"].values() if is_pod(o)]
 
 
 def cluster_key(env_id: str, name: str) -> str:
@@ -210,9 +279,9 @@ def cluster_key(env_id: str, name: str) -> str:
     return f"{env_id[:12]}-{name}"
 
 
-def make_node(cluster_id: str, role: str, index: int) -> dict[str, Any]:
+def make_node(cluster_id: ObjectId, role: str, index: int) -> NodeObject:
     kind = {"master": "MasterNode", "minion": "MinionNode", "gateway": "GatewayNode"}[role]
-    node_id = new_id()
+    node_id = ObjectId(new_id())
     return {
         "?": header(node_id, kind, f"{role}-{index}"),
         "cluster": cluster_id,
@@ -220,69 +289,81 @@ def make_node(cluster_id: str, role: str, index: int) -> dict[str, Any]:
         "index": index,
         "state": "pending",
         "address": None,
-        "steps": dict.fromkeys(NODE_STEPS, False),
+        "steps": {"deployInstance": False, "setupEtcd": False, "setupNode": False},
     }
 
 
 def instantiate(
-    package: Package, properties: dict[str, Any], doc: dict[str, Any], *, name: str | None
-) -> list[dict[str, Any]]:
-    """The objects that adding `package` to the environment creates."""
+    package: Package, properties: JsonObject, doc: EnvironmentDocument, *, name: str | None
+) -> list[EnvironmentObject]:
+    """The objects that adding `package` to the environment creates; `properties`
+    are checked against the package's schema (`resolve_properties`)."""
     kind = package.class_name
-    obj_id = new_id()
+    obj_id = ObjectId(new_id())
     source = {"package": package.name, "version": package.version}
     if kind == "KubernetesCluster":
-        cname = properties["name"]
-        if any(c["properties"]["name"] == cname for c in clusters(doc)):
-            raise Conflict(f"cluster {cname!r}", "the environment has one by that name")
-        problems = []
-        if properties["nodeCount"] > properties["maxNodes"]:
-            problems.append(
-                Problem("nodeCount", "must not exceed maxNodes", properties["nodeCount"])
-            )
-        if properties["gatewayCount"] > properties["maxGateways"]:
-            problems.append(
-                Problem("gatewayCount", "must not exceed maxGateways", properties["gatewayCount"])
-            )
-        if problems:
-            raise ValidationFailed("properties", problems)
-        cluster = {
-            "?": header(obj_id, kind, name or cname, **source),
-            "properties": properties,
-            "key": cluster_key(doc["id"], cname),
-            "state": "new",
-            "nodes": [],
-            "endpoints": [],
-        }
-        nodes = [make_node(obj_id, "master", 0)]
-        nodes += [make_node(obj_id, "minion", i + 1) for i in range(properties["nodeCount"])]
-        nodes += [make_node(obj_id, "gateway", i + 1) for i in range(properties["gatewayCount"])]
-        cluster["nodes"] = [n["?"]["id"] for n in nodes]
-        return [cluster, *nodes]
+        return _instantiate_cluster(cast(ClusterProperties, properties), doc, obj_id, source, name)
     cluster_id = _pick_cluster(doc, properties.get("cluster"))
     if kind == "KubernetesPod":
-        spec = {k: v for k, v in properties.items() if k != "cluster"}
+        spec = cast(PodObjectSpec, {k: v for k, v in properties.items() if k != "cluster"})
         pods = [_pod(spec, cluster_id, source, app=None)]
-        return _check_pods(pods, doc)
-    app = {
-        "?": header(obj_id, kind, name or package.manifest.get("title", package.name), **source),
+        return list(_check_pods(pods, doc))
+    title = package.manifest.get("title", package.name)
+    app: ApplicationObject = {
+        "?": header(obj_id, kind, name or str(title), **source),
         "properties": properties,
         "cluster": cluster_id,
         "pods": [],
         "state": "new",
     }
-    specs = render_pods(package.manifest["template"], properties, package_dir="${package}")
+    template = package.manifest["template"]
+    specs = cast(list[PodObjectSpec], render_pods(template, properties, package_dir="${package}"))
     pods = [_pod(spec, cluster_id, source, app=obj_id) for spec in specs]
     app["pods"] = [p["?"]["id"] for p in pods]
     return [app, *_check_pods(pods, doc)]
 
 
-def _pick_cluster(doc: dict[str, Any], wanted: Any) -> str:
+def _instantiate_cluster(
+    properties: ClusterProperties,
+    doc: EnvironmentDocument,
+    obj_id: ObjectId,
+    source: dict[str, str],
+    name: str | None,
+) -> list[EnvironmentObject]:
+    kind = "KubernetesCluster"
+    cname = properties["name"]
+    if any(c["properties"]["name"] == cname for c in clusters(doc)):
+        raise Conflict(f"cluster {cname!r}", "the environment has one by that name")
+    problems = []
+    if properties["nodeCount"] > properties["maxNodes"]:
+        problems.append(Problem("nodeCount", "must not exceed maxNodes", properties["nodeCount"]))
+    if properties["gatewayCount"] > properties["maxGateways"]:
+        problems.append(
+            Problem("gatewayCount", "must not exceed maxGateways", properties["gatewayCount"])
+        )
+    if problems:
+        raise ValidationFailed("properties", problems)
+    cluster: ClusterObject = {
+        "?": header(obj_id, kind, name or cname, **source),
+        "properties": properties,
+        "key": cluster_key(doc["id"], cname),
+        "state": "new",
+        "nodes": [],
+        "endpoints": [],
+    }
+    nodes = [make_node(obj_id, "master", 0)]
+    nodes += [make_node(obj_id, "minion", i + 1) for i in range(properties["nodeCount"])]
+    nodes += [make_node(obj_id, "gateway", i + 1) for i in range(properties["gatewayCount"])]
+    cluster["nodes"] = [n["?"]["id"] for n in nodes]
+    return [cluster, *nodes]
+
+
+def _pick_cluster(doc: EnvironmentDocument, wanted: Json) -> ObjectId:
     found = clusters(doc)
     if wanted is not None:
         for cluster in found:
             if wanted in (cluster["?"]["id"], cluster["properties"]["name"]):
-                return str(cluster["?"]["id"])
+                return cluster["?"]["id"]
         raise ValidationFailed(
             "properties", [Problem("cluster", "names no cluster in this environment", wanted)]
         )
@@ -298,13 +379,13 @@ def _pick_cluster(doc: dict[str, Any], wanted: Any) -> str:
                 )
             ],
         )
-    return str(found[0]["?"]["id"])
+    return found[0]["?"]["id"]
 
 
 def _pod(
-    spec: dict[str, Any], cluster_id: str, source: dict[str, str], *, app: str | None
-) -> dict[str, Any]:
-    obj_id = new_id()
+    spec: PodObjectSpec, cluster_id: ObjectId, source: dict[str, str], *, app: ObjectId | None
+) -> PodObject:
+    obj_id = ObjectId(new_id())
     return {
         "?": header(obj_id, "KubernetesPod", spec.get("name", "pod"), **source),
         "cluster": cluster_id,
@@ -317,26 +398,21 @@ def _pod(
     }
 
 
-def _check_pods(pods: list[dict[str, Any]], doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _check_pods(pods: list[PodObject], doc: EnvironmentDocument) -> list[PodObject]:
+    """The pods, once their specifications are checked (as given, they may be anything)."""
     problems: list[Problem] = []
-    taken_pods = {
-        o["spec"]["name"] for o in doc["objects"].values() if o["?"]["type"] == "KubernetesPod"
-    }
-    taken_services = {
-        s["name"]
-        for o in doc["objects"].values()
-        if o["?"]["type"] == "KubernetesPod"
-        for s in o["spec"].get("services", [])
-    }
+    taken_pods = {o["spec"]["name"] for o in pods_of(doc)}
+    taken_services = {s["name"] for o in pods_of(doc) for s in o["spec"].get("services", [])}
     for pod in pods:
-        spec = pod["spec"]
+        spec: JsonObject = pod["spec"]  # type: ignore[assignment]
         problems += validate_pod_spec(spec, where=f"pod {spec.get('name')}")
         if spec.get("name") in taken_pods:
             problems.append(
                 Problem("name", "another pod in the environment has it", spec.get("name"))
             )
-        taken_pods.add(spec.get("name"))
-        for service in spec.get("services", []):
+        taken_pods.add(str(spec.get("name")))
+        services = spec.get("services", [])
+        for service in services if isinstance(services, list) else []:
             if isinstance(service, dict) and service.get("name") in taken_services:
                 problems.append(
                     Problem(
@@ -346,15 +422,15 @@ def _check_pods(pods: list[dict[str, Any]], doc: dict[str, Any]) -> list[dict[st
                     )
                 )
             if isinstance(service, dict):
-                taken_services.add(service.get("name"))
+                taken_services.add(str(service.get("name")))
     if problems:
         raise ValidationFailed("application", problems)
     return pods
 
 
 async def add_application(
-    store: Store, env_id: str, project: ProjectId, body: Any
-) -> list[dict[str, Any]]:
+    store: Store, env_id: str, project: ProjectId, body: Json
+) -> list[EnvironmentObject]:
     """POST /services: `{"package": NAME, "name"?: TEXT, "properties"?: {...}}`."""
     if not isinstance(body, dict):
         raise ValidationFailed("body", [Problem("body", "must be a JSON object", body)])
@@ -363,21 +439,22 @@ async def add_application(
         raise ValidationFailed(
             "body", [Problem(k, "is not a known field") for k in sorted(unknown)]
         )
-    if not isinstance(body.get("package"), str):
+    package_name = body.get("package")
+    if not isinstance(package_name, str):
         raise ValidationFailed(
-            "body", [Problem("package", "is required: a package name", body.get("package"))]
+            "body", [Problem("package", "is required: a package name", package_name)]
         )
     name = check_name(body["name"]) if body.get("name") is not None else None
     require_live((await load(store, env_id, project)).value)
-    package = await get_package(store, body["package"])
+    package = await get_package(store, package_name)
     properties = resolve_properties(package, body.get("properties", {}))
 
     used = await project_usage(store, project)
 
-    def add(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    def add(doc: EnvironmentDocument) -> list[EnvironmentObject]:
         require_live(doc)
         objects = instantiate(package, properties, doc, name=name)
-        adding = count_objects([{"objects": {o["?"]["id"]: o for o in objects}}])
+        adding = count_objects(objects)
         for quota in ("nodes", "pods"):
             quotas.check(quota, getattr(QUOTAS, quota), used=used[quota], wanted=adding[quota])
         for obj in objects:
@@ -385,14 +462,13 @@ async def add_application(
             doc["order"].append(obj["?"]["id"])
         return objects
 
-    objects: list[dict[str, Any]] = await change(store, env_id, add)
-    return objects
+    return await change(store, env_id, add)
 
 
 SNAPSHOT_FORMAT = "marina-export/1"
 
 
-async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[str, Any]:
+async def import_snapshot(store: Store, project: ProjectId, body: Any) -> EnvironmentDocument:
     """A new environment from an export's `marina.json`: its cluster (not yet
     deployed) and its pods and applications, with new ids.
 
@@ -424,8 +500,8 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[s
     doc = new_environment(name or snapshot.get("environment"), project)
     created = instantiate(cluster_package, properties, doc, name=None)
     cluster_id = created[0]["?"]["id"]
-    new_ids = {o["?"]["id"]: new_id() for o in objects}
-    pods: list[dict[str, Any]] = []
+    new_ids = {o["?"]["id"]: ObjectId(new_id()) for o in objects}
+    pods: list[PodObject] = []
     problems: list[Problem] = []
     for i, old in enumerate(objects):
         kind = old["?"].get("type")
@@ -436,7 +512,7 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[s
             desired = (old.get("replicas") or {}).get("desired")
             if isinstance(spec, dict) and isinstance(desired, int):
                 spec = {**spec, "replicas": desired}
-            pod = {
+            pod: PodObject = {
                 "?": header_,
                 "cluster": cluster_id,
                 "spec": spec,
@@ -487,35 +563,35 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> dict[s
 
 
 async def _imported_header(
-    store: Store, given: dict[str, Any], where: str, problems: list[Problem]
-) -> tuple[dict[str, Any], Package | None]:
+    store: Store, given: JsonObject, where: str, problems: list[Problem]
+) -> tuple[Header, Package | None]:
     """The known fields of an imported object's `?` header, each checked: the
     package names the folder a node unpacks the package into."""
-    header_: dict[str, Any] = {"type": given.get("type")}
+    header_: JsonObject = {"type": given.get("type")}
     name = given.get("name")
     if not full(ENVIRONMENT_NAME, name):
         problems.append(Problem(f"{where}.name", "must be 1-80 printable characters", name))
     header_["name"] = name
     package = given.get("package")
     found: Package | None = None
-    if package is not None:
-        if not full(DNS_LABEL, package):
-            problems.append(Problem(f"{where}.package", "must name a package", package))
-        else:
-            try:
-                found = await get_package(store, package)
-            except NotFound:
-                problems.append(Problem(f"{where}.package", "names no known package", package))
-            header_["package"] = package
+    if isinstance(package, str) and full(DNS_LABEL, package):
+        try:
+            found = await get_package(store, package)
+        except NotFound:
+            problems.append(Problem(f"{where}.package", "names no known package", package))
+        header_["package"] = package
+    elif package is not None:
+        problems.append(Problem(f"{where}.package", "must name a package", package))
     version = given.get("version")
     if version is not None:
         if not full(VERSION, version):
             problems.append(Problem(f"{where}.version", "must be a version", version))
         header_["version"] = version
-    return header_, found
+    # Checked above; the caller adds the id.
+    return cast(Header, header_), found
 
 
-async def services_of(store: Store, env_id: str, project: ProjectId) -> list[dict[str, Any]]:
+async def services_of(store: Store, env_id: str, project: ProjectId) -> list[EnvironmentObject]:
     doc = (await load(store, env_id, project)).value
     return [
         doc["objects"][i]

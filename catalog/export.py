@@ -14,10 +14,16 @@ import io
 import json
 import tarfile
 import time
-from typing import Any
 
 import yaml
 
+from catalog.documents import (
+    ClusterObject,
+    ContainerObjectSpec,
+    EnvironmentDocument,
+    PodObject,
+    is_pod,
+)
 from catalog.engines.base import ContainerSpec, PodId, PodSpec, ServiceSpec
 from catalog.engines.rendering import k8s_name, manifests_for_specs
 from catalog.model import readiness_of
@@ -36,19 +42,15 @@ done
 """
 
 
-def namespace_of(doc: dict[str, Any], cluster: dict[str, Any]) -> str:
+def namespace_of(doc: EnvironmentDocument, cluster: ClusterObject) -> str:
     return k8s_name(f"{doc['name']}-{cluster['properties']['name']}")
 
 
-def pods_of(doc: dict[str, Any], cluster: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        o
-        for o in doc["objects"].values()
-        if o["?"]["type"] == "KubernetesPod" and o.get("cluster") == cluster["?"]["id"]
-    ]
+def pods_of(doc: EnvironmentDocument, cluster: ClusterObject) -> list[PodObject]:
+    return [o for o in doc["objects"].values() if is_pod(o) and o["cluster"] == cluster["?"]["id"]]
 
 
-def pod_spec(doc: dict[str, Any], pod: dict[str, Any], *, replicas: int | None = None) -> PodSpec:
+def pod_spec(doc: EnvironmentDocument, pod: PodObject, *, replicas: int | None = None) -> PodSpec:
     """The engine's view of a pod object."""
     spec = pod["spec"]
     services: list[ServiceSpec] = [
@@ -74,7 +76,7 @@ def pod_spec(doc: dict[str, Any], pod: dict[str, Any], *, replicas: int | None =
     }
 
 
-def _container(container: dict[str, Any]) -> ContainerSpec:
+def _container(container: ContainerObjectSpec) -> ContainerSpec:
     """A container as engines take it: its readiness check in full (defaults, list command)."""
     check = readiness_of(container)
     if check is None:
@@ -82,16 +84,18 @@ def _container(container: dict[str, Any]) -> ContainerSpec:
     return {**container, "readiness": check}  # type: ignore[typeddict-item]
 
 
-def manifests_of(doc: dict[str, Any], cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def manifests_of(
+    doc: EnvironmentDocument, cluster: ClusterObject
+) -> list[tuple[str, dict[str, object]]]:
     """The objects a cluster's pods render to, as any engine renders them."""
     specs = [pod_spec(doc, pod) for pod in pods_of(doc, cluster)]
     return manifests_for_specs(specs, namespace=namespace_of(doc, cluster))
 
 
 def export_archive(
-    doc: dict[str, Any],
-    cluster: dict[str, Any],
-    manifests: list[tuple[str, dict[str, Any]]],
+    doc: EnvironmentDocument,
+    cluster: ClusterObject,
+    manifests: list[tuple[str, dict[str, object]]],
 ) -> tuple[bytes, list[str]]:
     """The archive: the engine's manifests in order, apply.sh and marina.json."""
     buffer = io.BytesIO()

@@ -9,6 +9,7 @@ template), so a bad one is refused before anything runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from catalog.errors import Problem
@@ -235,7 +236,7 @@ def _validate_readiness(check: Any, where: str) -> list[Problem]:
     return problems
 
 
-def readiness_of(container: dict[str, Any]) -> dict[str, Any] | None:
+def readiness_of(container: Mapping[str, object]) -> dict[str, Any] | None:
     """A valid container's readiness check with every default filled in and the
     command as a list (a string runs through `sh -c`); None when it has none."""
     check = container.get("readiness")

@@ -19,6 +19,7 @@ from catalog import environments as envs
 from catalog.api.serving import LIMITS
 from catalog.auth import Identity, authenticate, identity_of, token_key
 from catalog.classes.registry import with_actions
+from catalog.documents import EnvironmentDocument, ShownEnvironment
 from catalog.errors import NotFound, Problem, RequestTimeout, TooLarge, ValidationFailed
 from catalog.ids import ProjectId
 from catalog.store import Store
@@ -38,7 +39,7 @@ def store_of(request: web.Request) -> Store:
     return request.app[STORE]
 
 
-def present_environment(doc: dict[str, Any]) -> dict[str, Any]:
+def present_environment(doc: EnvironmentDocument) -> ShownEnvironment:
     """An environment as users see it: each object with its actions, secrets hidden."""
     shown = envs.show(doc)
     return {**shown, "objects": [with_actions(o) for o in shown["objects"]]}

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
+from catalog import environments as envs
 from catalog.classes.nodes import ROLE_ORDER, add_node, deploy_node, remove_node
 from catalog.classes.registry import action, count_schema
 from catalog.classes.runtime import Runtime
+from catalog.documents import ClusterObject, EnvironmentDocument, NodeObject
 from catalog.engines.base import Capability, PodId, require
 from catalog.errors import ActionFailed
 from catalog.export import export_archive, namespace_of, pod_spec, pods_of
 from catalog.tasks import Outcome
 
 CLASS = "KubernetesCluster"
-LIMITS = {"minion": ("maxNodes", "worker nodes"), "gateway": ("maxGateways", "gateway nodes")}
+LIMITS: dict[str, tuple[Literal["maxNodes", "maxGateways"], str]] = {
+    "minion": ("maxNodes", "worker nodes"),
+    "gateway": ("maxGateways", "gateway nodes"),
+}
 
 
 @action(CLASS, "deploy", "Deploy", "Create the nodes and bring the cluster up.")
-async def deploy(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def deploy(rt: Runtime, cluster: ClusterObject) -> Outcome:
     doc = await rt.doc()
     pending = [n["?"]["id"] for n in rt.nodes(doc, cluster) if n["state"] != "ready"]
     if not pending and cluster["state"] == "ready":
@@ -31,7 +36,7 @@ async def deploy(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
 
 
 @action(CLASS, "scaleNodesUp", "Add a node", "Add one worker node, up to the maximum.")
-async def scale_nodes_up(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def scale_nodes_up(rt: Runtime, cluster: ClusterObject) -> Outcome:
     return await _scale_by(rt, cluster, "minion", +1)
 
 
@@ -42,12 +47,12 @@ async def scale_nodes_up(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
     "Move the pods of the emptiest worker elsewhere, then remove it.",
     destructive=True,
 )
-async def scale_nodes_down(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def scale_nodes_down(rt: Runtime, cluster: ClusterObject) -> Outcome:
     return await _scale_by(rt, cluster, "minion", -1)
 
 
 @action(CLASS, "scaleGatewaysUp", "Add a gateway", "Add one gateway node, up to the maximum.")
-async def scale_gateways_up(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def scale_gateways_up(rt: Runtime, cluster: ClusterObject) -> Outcome:
     return await _scale_by(rt, cluster, "gateway", +1)
 
 
@@ -58,7 +63,7 @@ async def scale_gateways_up(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
     "Remove one gateway node; at least one remains.",
     destructive=True,
 )
-async def scale_gateways_down(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def scale_gateways_down(rt: Runtime, cluster: ClusterObject) -> Outcome:
     return await _scale_by(rt, cluster, "gateway", -1)
 
 
@@ -70,7 +75,7 @@ async def scale_gateways_down(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
     schema=count_schema("Worker nodes", 20),
     destructive=True,
 )
-async def scale_nodes(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def scale_nodes(rt: Runtime, cluster: ClusterObject) -> Outcome:
     return await _scale_to(rt, cluster, "minion", int(rt.ctx.args["count"]))
 
 
@@ -82,7 +87,7 @@ async def scale_nodes(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
     schema=count_schema("Gateway nodes", 5),
     destructive=True,
 )
-async def scale_gateways(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def scale_gateways(rt: Runtime, cluster: ClusterObject) -> Outcome:
     return await _scale_to(rt, cluster, "gateway", int(rt.ctx.args["count"]))
 
 
@@ -93,7 +98,7 @@ async def scale_gateways(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
     "A .tar.gz of Kubernetes manifests and an apply.sh that recreates the "
     "environment on another cluster with kubectl alone.",
 )
-async def export_config(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
+async def export_config(rt: Runtime, cluster: ClusterObject) -> Outcome:
     doc = await rt.doc()
     name = f"{doc['name']}-{cluster['properties']['name']}.tar.gz"
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
@@ -106,7 +111,9 @@ async def export_config(rt: Runtime, cluster: dict[str, Any]) -> Outcome:
     return Outcome.done(f"{len(names)} manifests", file=safe, manifests=names)
 
 
-def members(rt: Runtime, doc: dict[str, Any], cluster: dict[str, Any], role: str) -> list[Any]:
+def members(
+    rt: Runtime, doc: EnvironmentDocument, cluster: ClusterObject, role: str
+) -> list[NodeObject]:
     """The nodes of `role` that count towards its size: not lost, not on their
     way out (pending ones count: a resumed run finishes them)."""
     return [
@@ -116,7 +123,7 @@ def members(rt: Runtime, doc: dict[str, Any], cluster: dict[str, Any], role: str
     ]
 
 
-async def _scale_by(rt: Runtime, cluster: dict[str, Any], role: str, step: int) -> Outcome:
+async def _scale_by(rt: Runtime, cluster: ClusterObject, role: str, step: int) -> Outcome:
     """One more or one fewer, pinned as an absolute count when the task starts:
     a resumed run reaches that count, it does not add another."""
     limit, what = LIMITS[role]
@@ -135,7 +142,7 @@ async def _scale_by(rt: Runtime, cluster: dict[str, Any], role: str, step: int) 
     return await _scale_to(rt, cluster, role, target)
 
 
-async def _scale_to(rt: Runtime, cluster: dict[str, Any], role: str, want: int) -> Outcome:
+async def _scale_to(rt: Runtime, cluster: ClusterObject, role: str, want: int) -> Outcome:
     """Add or remove nodes of `role` until exactly `want` are ready.
 
     Every step is recorded on the nodes (a pending node, a cordoned one), so
@@ -154,7 +161,7 @@ async def _scale_to(rt: Runtime, cluster: dict[str, Any], role: str, want: int) 
     removed: list[str] = []
     for _ in range(2 * maximum + 2):
         doc = await rt.doc()
-        cluster = doc["objects"][cluster_id]
+        cluster = envs.cluster_in(doc, cluster_id)
         leaving = [
             n for n in rt.nodes(doc, cluster, role) if n["state"] in ("cordoned", "removing")
         ]
@@ -168,7 +175,7 @@ async def _scale_to(rt: Runtime, cluster: dict[str, Any], role: str, want: int) 
         elif len(current) < want:
             node_id = await add_node(rt, cluster_id, role)
             await deploy_node(rt, cluster, node_id)
-            added.append((await rt.doc())["objects"][node_id]["?"]["name"])
+            added.append(envs.node_in(await rt.doc(), node_id)["?"]["name"])
         elif len(current) > want:
             victim = await _victim(rt, doc, cluster, current, role)
             removed.append(await remove_node(rt, cluster, victim))
@@ -186,11 +193,11 @@ async def _scale_to(rt: Runtime, cluster: dict[str, Any], role: str, want: int) 
 
 async def _victim(
     rt: Runtime,
-    doc: dict[str, Any],
-    cluster: dict[str, Any],
-    current: list[dict[str, Any]],
+    doc: EnvironmentDocument,
+    cluster: ClusterObject,
+    current: list[NodeObject],
     role: str,
-) -> dict[str, Any]:
+) -> NodeObject:
     """The node to remove: the emptiest worker, the newest gateway."""
     if role != "minion":
         return max(current, key=lambda n: n["index"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from catalog import environments as envs
 from catalog import keys
 from catalog.classes.runtime import Runtime
+from catalog.documents import EnvironmentDocument
 from catalog.errors import NotFound
 from catalog.tasks import Outcome
 
@@ -14,7 +15,11 @@ async def destroy(rt: Runtime) -> Outcome:
         doc = await rt.doc()
     except NotFound:
         return Outcome.noop("the environment is already gone")
-    await envs.change(rt.store, rt.ctx.environment, lambda d: d.update(status="deleting"))
+
+    def deleting(doc: EnvironmentDocument) -> None:
+        doc["status"] = "deleting"
+
+    await envs.change(rt.store, rt.ctx.environment, deleting)
     for cluster in envs.clusters(doc):
         await rt.engine.delete_cluster(rt.key(cluster))
         for node in rt.nodes(doc, cluster):

@@ -9,20 +9,20 @@ node kinds declare no actions of their own: the cluster's actions drive them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from catalog import environments as envs
 from catalog.classes.runtime import Runtime
+from catalog.documents import ClusterObject, EnvironmentDocument, NodeObject, is_cluster
 from catalog.engines.base import Capability, require
+from catalog.ids import ObjectId
 
 ROLE_ORDER = {"master": 0, "minion": 1, "gateway": 2}
 
 
-async def deploy_node(rt: Runtime, cluster: dict[str, Any], node_id: str) -> bool:
+async def deploy_node(rt: Runtime, cluster: ClusterObject, node_id: str) -> bool:
     """Run the node's missing steps; True if any ran."""
     key = cluster["key"]
     ran = False
-    node = (await rt.doc())["objects"][node_id]
+    node = envs.node_in(await rt.doc(), node_id)
     name = node["?"]["name"]
     if not node["steps"]["deployInstance"]:
         address = await rt.provider.deploy_instance(key, node)
@@ -51,24 +51,19 @@ async def deploy_node(rt: Runtime, cluster: dict[str, Any], node_id: str) -> boo
 async def add_node(rt: Runtime, cluster_id: str, role: str) -> str:
     """A new node object of `role` in the cluster (not deployed yet); its id."""
 
-    def add(doc: dict[str, Any]) -> str:
-        cluster = doc["objects"][cluster_id]
-        taken = [
-            doc["objects"][n]["index"]
-            for n in cluster["nodes"]
-            if n in doc["objects"] and doc["objects"][n]["role"] == role
-        ]
-        node = envs.make_node(cluster_id, role, max(taken, default=0) + 1)
+    def add(doc: EnvironmentDocument) -> str:
+        cluster = envs.cluster_in(doc, cluster_id)
+        taken = [n["index"] for n in envs.nodes_of(doc, cluster) if n["role"] == role]
+        node = envs.make_node(cluster["?"]["id"], role, max(taken, default=0) + 1)
         doc["objects"][node["?"]["id"]] = node
         doc["order"].append(node["?"]["id"])
         cluster["nodes"].append(node["?"]["id"])
-        return str(node["?"]["id"])
+        return node["?"]["id"]
 
-    node_id: str = await envs.change(rt.store, rt.ctx.environment, add)
-    return node_id
+    return await envs.change(rt.store, rt.ctx.environment, add)
 
 
-async def remove_node(rt: Runtime, cluster: dict[str, Any], node: dict[str, Any]) -> str:
+async def remove_node(rt: Runtime, cluster: ClusterObject, node: NodeObject) -> str:
     """Cordon, drain (its replicas serve elsewhere first), stop, forget.
 
     Each state is recorded before the next step, so this can run again from
@@ -91,11 +86,11 @@ async def remove_node(rt: Runtime, cluster: dict[str, Any], node: dict[str, Any]
 
 
 async def forget_node(rt: Runtime, cluster_id: str, node_id: str) -> None:
-    def forget(doc: dict[str, Any]) -> None:
-        doc["objects"].pop(node_id, None)
+    def forget(doc: EnvironmentDocument) -> None:
+        doc["objects"].pop(ObjectId(node_id), None)
         doc["order"] = [i for i in doc["order"] if i != node_id]
-        cluster = doc["objects"].get(cluster_id)
-        if cluster:
+        cluster = doc["objects"].get(ObjectId(cluster_id))
+        if cluster and is_cluster(cluster):
             cluster["nodes"] = [n for n in cluster["nodes"] if n != node_id]
 
     await envs.change(rt.store, rt.ctx.environment, forget)

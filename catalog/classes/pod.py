@@ -8,10 +8,10 @@ run resumed after its worker died aims at the same count.
 
 from __future__ import annotations
 
-from typing import Any
-
+from catalog import environments as envs
 from catalog.classes.registry import action
 from catalog.classes.runtime import Runtime
+from catalog.documents import PodObject
 from catalog.engines.base import (
     Capability,
     PodId,
@@ -43,10 +43,10 @@ def _running(state: PodState | None) -> set[str]:
     return {r["name"] for r in state["replicas"] if not r["draining"]} if state else set()
 
 
-async def converge(rt: Runtime, pod: dict[str, Any], want: int) -> Outcome:
+async def converge(rt: Runtime, pod: PodObject, want: int) -> Outcome:
     """Apply the pod at `want` replicas and wait until exactly those serve."""
     doc = await rt.doc()
-    pod = doc["objects"][pod["?"]["id"]]
+    pod = envs.pod_in(doc, pod["?"]["id"])
     cluster = rt.cluster_of(doc, pod)
     rt.require_ready(cluster, "deploy pod")
     key, pod_id, name = rt.key(cluster), PodId(pod["?"]["id"]), pod["spec"]["name"]
@@ -92,7 +92,7 @@ async def converge(rt: Runtime, pod: dict[str, Any], want: int) -> Outcome:
 
 
 @action(CLASS, "scalePodUp", "Add a replica", "Run one more replica of the pod.")
-async def scale_up(rt: Runtime, pod: dict[str, Any]) -> Outcome:
+async def scale_up(rt: Runtime, pod: PodObject) -> Outcome:
     want = int(await rt.ctx.pinned("replicas", pod["replicas"]["desired"] + 1))
     if want > MAX_REPLICAS:
         return Outcome.noop(f"the pod already has the maximum of {MAX_REPLICAS} replicas")
@@ -106,7 +106,7 @@ async def scale_up(rt: Runtime, pod: dict[str, Any]) -> Outcome:
     "Run one replica fewer; zero is allowed.",
     destructive=True,
 )
-async def scale_down(rt: Runtime, pod: dict[str, Any]) -> Outcome:
+async def scale_down(rt: Runtime, pod: PodObject) -> Outcome:
     want = int(await rt.ctx.pinned("replicas", pod["replicas"]["desired"] - 1))
     if want < 0:
         return Outcome.noop("the pod already has no replicas")
@@ -133,11 +133,11 @@ async def scale_down(rt: Runtime, pod: dict[str, Any]) -> Outcome:
     },
     destructive=True,
 )
-async def scale(rt: Runtime, pod: dict[str, Any]) -> Outcome:
+async def scale(rt: Runtime, pod: PodObject) -> Outcome:
     return await converge(rt, pod, int(rt.ctx.args["replicas"]))
 
 
-async def _roll(rt: Runtime, pod: dict[str, Any], *, in_place: bool) -> Outcome:
+async def _roll(rt: Runtime, pod: PodObject, *, in_place: bool) -> Outcome:
     doc = await rt.doc()
     cluster = rt.cluster_of(doc, pod)
     what = "restartContainers" if in_place else "recreatePod"
@@ -179,7 +179,7 @@ async def _roll(rt: Runtime, pod: dict[str, Any], *, in_place: bool) -> Outcome:
     "Start new replicas, then stop the old ones.",
     destructive=True,
 )
-async def recreate(rt: Runtime, pod: dict[str, Any]) -> Outcome:
+async def recreate(rt: Runtime, pod: PodObject) -> Outcome:
     return await _roll(rt, pod, in_place=False)
 
 
@@ -190,5 +190,5 @@ async def recreate(rt: Runtime, pod: dict[str, Any]) -> Outcome:
     "Restart every replica's processes in place, one replica at a time.",
     destructive=True,
 )
-async def restart(rt: Runtime, pod: dict[str, Any]) -> Outcome:
+async def restart(rt: Runtime, pod: PodObject) -> Outcome:
     return await _roll(rt, pod, in_place=True)

@@ -11,29 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypeVar, cast
 
+from catalog.documents import ActionInfo, EnvironmentObject, Json, JsonObject, is_pod
 from catalog.errors import ActionNotFound, NotFound
+from catalog.ids import ObjectId
 from catalog.packages import validate_against
 
 if TYPE_CHECKING:
     from catalog.classes.runtime import Runtime
     from catalog.tasks import Outcome
 
-NO_ARGUMENTS: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {}}
+__all__ = ["ActionInfo", "action", "classes", "find_action", "with_actions"]
 
+NO_ARGUMENTS: JsonObject = {"type": "object", "additionalProperties": False, "properties": {}}
 
-class ActionInfo(TypedDict):
-    id: str
-    name: str
-    title: str
-    description: str
-    schema: dict[str, Any]
-    destructive: bool
-    enabled: bool
-
-
-Runner = Callable[["Runtime", dict[str, Any]], Awaitable["Outcome"]]
+Runner = Callable[["Runtime", EnvironmentObject], Awaitable["Outcome"]]
+Object = TypeVar("Object")
 
 
 @dataclass(frozen=True)
@@ -42,7 +36,7 @@ class Action:
     title: str
     description: str
     run: Runner
-    schema: dict[str, Any] = field(default_factory=lambda: dict(NO_ARGUMENTS))
+    schema: JsonObject = field(default_factory=lambda: dict(NO_ARGUMENTS))
     destructive: bool = False
 
     def describe(self, object_id: str) -> ActionInfo:
@@ -67,14 +61,20 @@ def action(
     title: str,
     description: str,
     *,
-    schema: dict[str, Any] | None = None,
+    schema: JsonObject | None = None,
     destructive: bool = False,
-) -> Callable[[Runner], Runner]:
-    """Declare `method` of `class_name`, run by the decorated function."""
+) -> Callable[
+    [Callable[[Runtime, Object], Awaitable[Outcome]]],
+    Callable[[Runtime, Object], Awaitable[Outcome]],
+]:
+    """Declare `method` of `class_name`, run by the decorated function (which
+    takes objects of that class: the runner looks the action up by their type)."""
 
-    def register(run: Runner) -> Runner:
+    def register(
+        run: Callable[[Runtime, Object], Awaitable[Outcome]],
+    ) -> Callable[[Runtime, Object], Awaitable[Outcome]]:
         REGISTRY.setdefault(class_name, {})[method] = Action(
-            method, title, description, run, schema or dict(NO_ARGUMENTS), destructive
+            method, title, description, cast(Runner, run), schema or dict(NO_ARGUMENTS), destructive
         )
         return run
 
@@ -87,16 +87,16 @@ def classes() -> dict[str, dict[str, Action]]:
     return REGISTRY
 
 
-def actions_of(obj: dict[str, Any]) -> list[Action]:
+def actions_of(obj: EnvironmentObject) -> list[Action]:
     return list(classes().get(obj["?"]["type"], {}).values())
 
 
-def find_action(objects: dict[str, Any], action_id: str) -> tuple[str, Action]:
+def find_action(objects: dict[ObjectId, EnvironmentObject], action_id: str) -> tuple[str, Action]:
     """The object id and action that `<objectId>_<method>` names."""
     object_id, sep, method = action_id.rpartition("_")
     if not sep or not object_id:
         raise NotFound("action", action_id)
-    obj = objects.get(object_id)
+    obj = objects.get(ObjectId(object_id))
     if obj is None:
         raise NotFound("object", object_id)
     found = classes().get(obj["?"]["type"], {}).get(method)
@@ -105,13 +105,13 @@ def find_action(objects: dict[str, Any], action_id: str) -> tuple[str, Action]:
     return object_id, found
 
 
-def check_arguments(spec: Action, args: Any) -> dict[str, Any]:
+def check_arguments(spec: Action, args: Json) -> JsonObject:
     validate_against(spec.schema, args, what=f"arguments of {spec.method}")
     assert isinstance(args, dict)
     return args
 
 
-def count_schema(title: str, maximum: int) -> dict[str, Any]:
+def count_schema(title: str, maximum: int) -> JsonObject:
     return {
         "type": "object",
         "additionalProperties": False,
@@ -122,23 +122,19 @@ def count_schema(title: str, maximum: int) -> dict[str, Any]:
     }
 
 
-def with_actions(obj: dict[str, Any]) -> dict[str, Any]:
+def with_actions(obj: EnvironmentObject) -> EnvironmentObject:
     """The object as shown to users: `_actions` in its header, Murano style,
     and secret values hidden (they leave Marina only in an export's Secrets)."""
-    shown = dict(obj)
-    if "spec" in obj:
+    shown = obj.copy()
+    if is_pod(shown):
+        spec = shown["spec"]
         shown["spec"] = {
-            **obj["spec"],
+            **spec,
             "containers": [
                 {**c, "secrets": dict.fromkeys(c["secrets"], "******")} if c.get("secrets") else c
-                for c in obj["spec"].get("containers", [])
+                for c in spec.get("containers", [])
             ],
         }
-    shown["?"] = {
-        **obj["?"],
-        "_actions": {
-            spec.describe(obj["?"]["id"])["id"]: spec.describe(obj["?"]["id"])
-            for spec in actions_of(obj)
-        },
-    }
+    described = [spec.describe(obj["?"]["id"]) for spec in actions_of(obj)]
+    shown["?"] = {**obj["?"], "_actions": {info["id"]: info for info in described}}
     return shown

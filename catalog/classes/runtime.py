@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from catalog import environments as envs
+from catalog.documents import (
+    ApplicationObject,
+    ClusterObject,
+    EnvironmentDocument,
+    JsonObject,
+    NodeObject,
+    PodObject,
+    is_cluster,
+)
 from catalog.engines.base import ClusterKey, Engine
 from catalog.errors import ActionFailed
+from catalog.ids import ObjectId
 from catalog.providers.base import Provider
 from catalog.store import Store
 from catalog.tasks import TaskContext
@@ -22,35 +32,39 @@ class Runtime:
     provider: Provider
     engine: Engine
 
-    async def doc(self) -> dict[str, Any]:
-        return dict((await envs.load(self.store, self.ctx.environment)).value)
+    async def doc(self) -> EnvironmentDocument:
+        found: EnvironmentDocument = (await envs.load(self.store, self.ctx.environment)).value
+        return found
 
     async def edit_object(self, obj_id: str, **fields: Any) -> None:
-        def edit(doc: dict[str, Any]) -> None:
-            if obj_id in doc["objects"]:
-                doc["objects"][obj_id].update(fields)
+        def edit(doc: EnvironmentDocument) -> None:
+            found = doc["objects"].get(ObjectId(obj_id))
+            if found is not None:
+                # The callers name fields of the object's own kind.
+                cast(JsonObject, found).update(fields)
 
         await envs.change(self.store, self.ctx.environment, edit)
 
     @staticmethod
-    def cluster_of(doc: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
-        cluster = doc["objects"].get(obj.get("cluster", ""))
-        if cluster is None:
+    def cluster_of(
+        doc: EnvironmentDocument, obj: PodObject | ApplicationObject | NodeObject
+    ) -> ClusterObject:
+        cluster = doc["objects"].get(obj["cluster"])
+        if cluster is None or not is_cluster(cluster):
             raise ActionFailed("deploy", "its cluster is no longer in the environment")
-        return dict(cluster)
+        return cluster.copy()
 
     @staticmethod
     def nodes(
-        doc: dict[str, Any], cluster: dict[str, Any], role: str | None = None
-    ) -> list[dict[str, Any]]:
-        nodes = [doc["objects"][n] for n in cluster["nodes"] if n in doc["objects"]]
-        return [n for n in nodes if role is None or n["role"] == role]
+        doc: EnvironmentDocument, cluster: ClusterObject, role: str | None = None
+    ) -> list[NodeObject]:
+        return [n for n in envs.nodes_of(doc, cluster) if role is None or n["role"] == role]
 
     @staticmethod
-    def require_ready(cluster: dict[str, Any], action: str) -> None:
+    def require_ready(cluster: ClusterObject, action: str) -> None:
         if cluster.get("state") != "ready":
             raise ActionFailed(action, "the cluster is not deployed; run its deploy action first")
 
     @staticmethod
-    def key(cluster: dict[str, Any]) -> ClusterKey:
+    def key(cluster: ClusterObject) -> ClusterKey:
         return ClusterKey(cluster["key"])

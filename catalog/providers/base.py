@@ -9,7 +9,9 @@ them all.
 from __future__ import annotations
 
 import enum
-from typing import Any, Protocol
+from typing import Protocol
+
+from catalog.documents import NodeObject
 
 
 class ProviderCapability(enum.Enum):
@@ -22,17 +24,17 @@ class Provider(Protocol):
     capabilities: frozenset[ProviderCapability]
     """What this driver can do; the catalog refuses the rest before it starts."""
 
-    async def deploy_instance(self, cluster: str, node: dict[str, Any]) -> str:
+    async def deploy_instance(self, cluster: str, node: NodeObject) -> str:
         """Create the machine (or reuse the one already made); its address."""
 
-    async def setup_etcd(self, cluster: str, node: dict[str, Any]) -> None:
+    async def setup_etcd(self, cluster: str, node: NodeObject) -> None:
         """Make the cluster's etcd reachable from the node."""
 
-    async def setup_node(self, cluster: str, node: dict[str, Any]) -> None:
+    async def setup_node(self, cluster: str, node: NodeObject) -> None:
         """Start the node's agent; return once it has registered."""
 
-    async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
+    async def remove_node(self, cluster: str, node: NodeObject) -> None:
         """Stop the node's agent and free the machine and its address."""
 
-    async def node_running(self, cluster: str, node: dict[str, Any]) -> bool:
+    async def node_running(self, cluster: str, node: NodeObject) -> bool:
         """Whether the node's agent process (or server) still exists."""

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from catalog import keys
 from catalog.addresses import allocate, release
+from catalog.documents import NodeObject
 from catalog.errors import ActionFailed
 from catalog.pki import TLSFiles
 from catalog.processes import kill_all, processes_naming
@@ -74,32 +75,35 @@ class LocalProvider:
         # handles lets whoever reaps them find them (no warning of a lost child).
         self.spawned: list[subprocess.Popen[bytes]] = []
 
-    def _dir(self, cluster: str, node: dict[str, Any]) -> Path:
+    def _dir(self, cluster: str, node: NodeObject) -> Path:
         name: str = node["?"]["name"]
         return self.state_dir / "nodes" / cluster / name
 
-    async def deploy_instance(self, cluster: str, node: dict[str, Any]) -> str:
+    async def deploy_instance(self, cluster: str, node: NodeObject) -> str:
         if node.get("address"):
             return str(node["address"])
         # A run cut off after allocating finds the address it took.
         return await allocate(self.store, "node", f"{cluster}/{node['?']['name']}", reuse=True)
 
-    async def setup_etcd(self, cluster: str, node: dict[str, Any]) -> None:
+    async def setup_etcd(self, cluster: str, node: NodeObject) -> None:
         # Local nodes share Marina's own etcd; record where it is for the agents.
         await self.store.put(f"{keys.CLUSTERS}{cluster}/etcd", {"endpoints": [self.etcd_url]})
 
-    def _joins(self, node: dict[str, Any]) -> bool:
+    def _joins(self, node: NodeObject) -> bool:
         return self.workers is not None and node["role"] == "minion"
 
-    async def node_running(self, cluster: str, node: dict[str, Any]) -> bool:
+    async def node_running(self, cluster: str, node: NodeObject) -> bool:
         if self.workers is not None and self._joins(node):
             return await self.workers.node_joined(cluster, node["?"]["name"])
         return bool(_agent_pids(self._dir(cluster, node)))
 
-    async def setup_node(self, cluster: str, node: dict[str, Any]) -> None:
+    async def setup_node(self, cluster: str, node: NodeObject) -> None:
+        address = node["address"]
+        if address is None:
+            raise ActionFailed("setupNode", f"{node['?']['name']} has no address yet")
         if self.workers is not None and self._joins(node):
             capacity = node.get("capacity", {})
-            await self.workers.join_node(cluster, node["?"]["name"], node["address"], capacity)
+            await self.workers.join_node(cluster, node["?"]["name"], address, capacity)
             return
         key = f"{keys.NODES}{cluster}/{node['?']['name']}"
         directory = self._dir(cluster, node)
@@ -119,7 +123,7 @@ class LocalProvider:
                         "--node",
                         node["?"]["name"],
                         "--address",
-                        node["address"],
+                        address,
                         "--role",
                         node["role"],
                         "--cores",
@@ -155,7 +159,7 @@ class LocalProvider:
                 )
             await asyncio.sleep(0.05)
 
-    async def remove_node(self, cluster: str, node: dict[str, Any]) -> None:
+    async def remove_node(self, cluster: str, node: NodeObject) -> None:
         if self.workers is not None and self._joins(node):
             await self.workers.leave_node(cluster, node["?"]["name"])
         directory = self._dir(cluster, node)

@@ -1,0 +1,236 @@
+"""The JSON documents that cross etcd and HTTP, typed.
+
+An environment is one etcd document holding its objects in a flat map by id,
+each with a Murano `?` header; the API shows it with each object's actions.
+The engine protocol's documents live in `catalog.engines.base`, the local
+engine's in `catalog.engines.local.records`, tasks in `catalog.tasks`.
+
+Where a value is JSON whose shape Marina does not fix (a package's properties
+before they are checked, a JSON-Schema, a Kubernetes object), it is `Json` or
+`JsonObject`. A pod's specification here is what its package or template
+gave, checked by `catalog.model.validate_pod_spec` before it is stored.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypeAlias, TypedDict, TypeGuard
+
+from catalog.ids import EnvironmentId, ObjectId, ProjectId
+
+Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
+JsonObject: TypeAlias = dict[str, Json]
+
+NODE_TYPES = ("MasterNode", "MinionNode", "GatewayNode")
+
+
+class ActionInfo(TypedDict):
+    """An action as the API lists it, in an object's `_actions`."""
+
+    id: str
+    name: str
+    title: str
+    description: str
+    schema: JsonObject
+    destructive: bool
+    enabled: bool
+
+
+class Header(TypedDict):
+    """The Murano `?` header of an object."""
+
+    id: ObjectId
+    type: str
+    """`KubernetesCluster`, a node type (`NODE_TYPES`), `KubernetesPod` or
+    `KubernetesApplication`."""
+    name: str
+    package: NotRequired[str]
+    version: NotRequired[str]
+    _actions: NotRequired[dict[str, ActionInfo]]
+    """In replies only: what can be done to the object."""
+
+
+_Object = TypedDict("_Object", {"?": Header})
+
+
+class ClusterProperties(TypedDict):
+    """A `kubernetes-cluster` package's properties, checked and with defaults."""
+
+    name: str
+    nodeCount: int
+    maxNodes: int
+    gatewayCount: int
+    maxGateways: int
+    nodeCores: float
+    nodeMemory: int
+    flavor: NotRequired[str]
+    image: NotRequired[str]
+
+
+class ClusterObject(_Object):
+    properties: ClusterProperties
+    key: str
+    """The cluster's name in etcd keys and gateway routes (`catalog.environments.cluster_key`)."""
+    state: str
+    nodes: list[ObjectId]
+    endpoints: list[str]
+    """Public URLs of every pod of the cluster."""
+
+
+class NodeSteps(TypedDict):
+    """Which deployment steps are done (`catalog.environments.NODE_STEPS`)."""
+
+    deployInstance: bool
+    setupEtcd: bool
+    setupNode: bool
+
+
+class Capacity(TypedDict):
+    cores: float
+    memory: int
+
+
+class NodeObject(_Object):
+    cluster: ObjectId
+    role: str
+    """`master`, `minion` or `gateway`."""
+    index: int
+    state: str
+    address: str | None
+    steps: NodeSteps
+    capacity: NotRequired[Capacity]
+
+
+class PortSpec(TypedDict):
+    containerPort: int
+
+
+class ContainerObjectSpec(TypedDict):
+    name: str
+    image: str
+    command: list[str]
+    args: NotRequired[list[str]]
+    env: NotRequired[dict[str, str]]
+    ports: NotRequired[list[PortSpec]]
+    cores: NotRequired[float]
+    memory: NotRequired[int]
+    secrets: NotRequired[dict[str, str]]
+    readiness: NotRequired[JsonObject]
+    """As given: `catalog.model.readiness_of` fills in the defaults."""
+
+
+class ServiceObjectSpec(TypedDict):
+    name: str
+    port: int
+    targetPort: NotRequired[int]
+    scope: NotRequired[str]
+
+
+class PodObjectSpec(TypedDict):
+    name: str
+    containers: list[ContainerObjectSpec]
+    replicas: NotRequired[int]
+    labels: NotRequired[dict[str, str]]
+    services: NotRequired[list[ServiceObjectSpec]]
+    links: NotRequired[dict[str, str]]
+
+
+class ShownService(TypedDict):
+    """A pod's service with the address the engine gave it."""
+
+    name: str
+    port: int
+    targetPort: int
+    scope: str
+    ip: NotRequired[str]
+
+
+class ReplicaSummary(TypedDict):
+    """A replica as users see it (`catalog.observing.replica_summary`)."""
+
+    name: str
+    node: str
+    address: str
+    ready: bool
+    restarts: int
+    reason: str
+    restarted: NotRequired[float]
+    """When its restart count last grew."""
+    draining: NotRequired[bool]
+
+
+class PodStatus(TypedDict):
+    replicas: list[ReplicaSummary]
+    pending: str
+
+
+class ReplicaCounts(TypedDict):
+    desired: int
+    ready: int
+
+
+class PodObject(_Object):
+    cluster: ObjectId
+    app: ObjectId | None
+    spec: PodObjectSpec
+    state: str
+    replicas: ReplicaCounts
+    services: list[ShownService]
+    endpoints: list[str]
+    status: NotRequired[PodStatus]
+
+
+class ApplicationObject(_Object):
+    properties: JsonObject
+    cluster: ObjectId
+    pods: list[ObjectId]
+    state: str
+
+
+EnvironmentObject: TypeAlias = ClusterObject | NodeObject | PodObject | ApplicationObject
+
+
+class EnvironmentSummary(TypedDict):
+    id: EnvironmentId
+    name: str
+    project: ProjectId
+    created: float
+    updated: float
+    status: str
+    """`ready`, `degraded` or `deleting`."""
+
+
+class EnvironmentDocument(EnvironmentSummary):
+    """An environment as etcd holds it."""
+
+    objects: dict[ObjectId, EnvironmentObject]
+    order: list[ObjectId]
+    """Object ids in the order they were added, as they are shown."""
+
+
+class ShownEnvironment(EnvironmentSummary):
+    """An environment as the API shows it: its objects in order."""
+
+    objects: list[EnvironmentObject]
+
+
+class IndexEntry(TypedDict):
+    """An environment in its project's index."""
+
+    id: EnvironmentId
+    created: float
+
+
+def is_cluster(obj: EnvironmentObject) -> TypeGuard[ClusterObject]:
+    return obj["?"]["type"] == "KubernetesCluster"
+
+
+def is_node(obj: EnvironmentObject) -> TypeGuard[NodeObject]:
+    return obj["?"]["type"] in NODE_TYPES
+
+
+def is_pod(obj: EnvironmentObject) -> TypeGuard[PodObject]:
+    return obj["?"]["type"] == "KubernetesPod"
+
+
+def is_application(obj: EnvironmentObject) -> TypeGuard[ApplicationObject]:
+    return obj["?"]["type"] == "KubernetesApplication"
