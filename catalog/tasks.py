@@ -19,9 +19,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar, cast
 
 from catalog import keys
+from catalog.documents import JsonObject
 from catalog.errors import ActionFailed, MarinaError, NotFound, StoreUnavailable
 from catalog.ids import EnvironmentId, ObjectId, ProjectId, TaskId, new_id
 from catalog.store import Store
@@ -39,20 +40,22 @@ MAX_ATTEMPTS = 2
 LEASE_TTL = 5
 
 State = Literal["queued", "running", "succeeded", "failed"]
+Pin = TypeVar("Pin", bound=int | str)
 
 
 class TaskDoc(TypedDict):
-    id: str
-    environment: str
-    project: str
-    object: str
+    id: TaskId
+    environment: EnvironmentId
+    project: ProjectId
+    object: ObjectId
     method: str
     action: str
-    args: dict[str, Any]
+    args: JsonObject
+    """Checked against the action's schema before the task was queued."""
     state: State
     outcome: str | None
     reason: str | None
-    result: Any
+    result: JsonObject | None
     error: str | None
     retryable: bool
     created: float
@@ -61,7 +64,29 @@ class TaskDoc(TypedDict):
     attempts: int
     worker: str | None
     files: list[str]
-    pinned: dict[str, Any]
+    pinned: dict[str, int | str]
+
+
+class TaskSummary(TypedDict):
+    """A task in a list, without its arguments and result."""
+
+    id: TaskId
+    action: str
+    object: ObjectId
+    method: str
+    state: State
+    outcome: str | None
+    reason: str | None
+    error: str | None
+    created: float
+    finished: float | None
+    files: list[str]
+
+
+class LogLine(TypedDict):
+    time: float
+    level: str
+    message: str
 
 
 @dataclass
@@ -70,7 +95,7 @@ class Outcome:
 
     changed: bool
     reason: str = ""
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JsonObject = field(default_factory=dict)
 
     @classmethod
     def noop(cls, reason: str, **result: Any) -> Outcome:
@@ -98,17 +123,22 @@ class TaskContext:
         return ObjectId(self.task["object"])
 
     @property
-    def args(self) -> dict[str, Any]:
+    def args(self) -> JsonObject:
         return self.task["args"]
+
+    def integer(self, name: str) -> int:
+        """An integer argument; the action's schema requires it."""
+        value = self.task["args"].get(name)
+        if not isinstance(value, int):
+            raise ActionFailed(self.task["method"], f"argument {name!r} is not an integer")
+        return value
 
     async def log(self, message: str, *, level: str = "info") -> None:
         self._line += 1
-        await self.store.put(
-            f"{LOGS}{self.task['id']}/{self._line:08d}",
-            {"time": time.time(), "level": level, "message": message},
-        )
+        line: LogLine = {"time": time.time(), "level": level, "message": message}
+        await self.store.put(f"{LOGS}{self.task['id']}/{self._line:08d}", line)
 
-    async def pinned(self, name: str, value: Any) -> Any:
+    async def pinned(self, name: str, value: Pin) -> Pin:
         """`value`, recorded in the task the first time; the recorded one after.
 
         An action's target ("4 replicas", not "one more") is pinned when it
@@ -116,7 +146,7 @@ class TaskContext:
         """
         pins = self.task.get("pinned") or {}
         if name in pins:
-            return pins[name]
+            return cast(Pin, pins[name])  # pinned by this action, as this type
 
         def pin(doc: Any) -> Any:
             doc["pinned"] = {name: value, **(doc.get("pinned") or {})}
@@ -124,7 +154,7 @@ class TaskContext:
 
         found = await self.store.update(f"{TASKS}{self.task['id']}", pin)
         self.task["pinned"] = found.value["pinned"]
-        return self.task["pinned"][name]
+        return cast(Pin, self.task["pinned"][name])
 
     async def attach(self, name: str, data: bytes, *, content_type: str) -> None:
         await self.store.put(
@@ -154,10 +184,10 @@ def new_task(
     project: ProjectId,
     object_id: ObjectId,
     method: str,
-    args: dict[str, Any],
+    args: JsonObject,
 ) -> TaskDoc:
     return TaskDoc(
-        id=new_id(),
+        id=TaskId(new_id()),
         environment=environment,
         project=project,
         object=object_id,
@@ -241,23 +271,11 @@ async def recent_tasks(store: Store, environment: str, *, limit: int = 20) -> li
     newest = sorted(index, key=lambda v: v.key, reverse=True)[:limit]
     found = [await store.get(f"{TASKS}{v.value}") for v in newest]
     tasks = [t.value for t in found if t is not None]
-    keep = (
-        "id",
-        "action",
-        "object",
-        "method",
-        "state",
-        "outcome",
-        "reason",
-        "error",
-        "created",
-        "finished",
-        "files",
-    )
+    keep = TaskSummary.__annotations__
     return [{k: t[k] for k in keep} for t in tasks[:limit]]
 
 
-async def task_log(store: Store, task_id: str) -> list[dict[str, Any]]:
+async def task_log(store: Store, task_id: str) -> list[LogLine]:
     return [v.value for v in await store.list(f"{LOGS}{task_id}/")]
 
 
@@ -289,7 +307,7 @@ async def task_file(store: Store, task_id: str, name: str) -> tuple[str, bytes]:
     return found.value["content_type"], base64.b64decode(found.value["data"])
 
 
-def murano_result(task: TaskDoc) -> dict[str, Any]:
+def murano_result(task: TaskDoc) -> JsonObject:
     """Murano's shape for an action's result: `{}` until it has finished."""
     if task["state"] in ("queued", "running"):
         return {}
@@ -335,8 +353,11 @@ class Worker:
                 except StoreUnavailable as exc:
                     log.warning("task scan failed: %s", exc)
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.lease_ttl)
+                # Woken by a change, by Ctrl-C (which must not wait out the timeout) or by time.
+                waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, stop)]
+                await asyncio.wait(waits, timeout=self.lease_ttl, return_when="FIRST_COMPLETED")
+                for waiting in waits:
+                    waiting.cancel()
         finally:
             for task in (keeper, *watchers, *self._drains):
                 task.cancel()

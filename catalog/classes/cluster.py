@@ -76,7 +76,7 @@ async def scale_gateways_down(rt: Runtime, cluster: ClusterObject) -> Outcome:
     destructive=True,
 )
 async def scale_nodes(rt: Runtime, cluster: ClusterObject) -> Outcome:
-    return await _scale_to(rt, cluster, "minion", int(rt.ctx.args["count"]))
+    return await _scale_to(rt, cluster, "minion", rt.ctx.integer("count"))
 
 
 @action(
@@ -88,7 +88,7 @@ async def scale_nodes(rt: Runtime, cluster: ClusterObject) -> Outcome:
     destructive=True,
 )
 async def scale_gateways(rt: Runtime, cluster: ClusterObject) -> Outcome:
-    return await _scale_to(rt, cluster, "gateway", int(rt.ctx.args["count"]))
+    return await _scale_to(rt, cluster, "gateway", rt.ctx.integer("count"))
 
 
 @action(
@@ -129,7 +129,7 @@ async def _scale_by(rt: Runtime, cluster: ClusterObject, role: str, step: int) -
     limit, what = LIMITS[role]
     rt.require_ready(cluster, f"scale {what} {'up' if step > 0 else 'down'}")
     now = len(members(rt, await rt.doc(), cluster, role))
-    target = int(await rt.ctx.pinned("nodes", now + step))
+    target = await rt.ctx.pinned("nodes", now + step)
     maximum = cluster["properties"][limit]
     if target > maximum:
         return Outcome.noop(f"the cluster already has the maximum of {maximum} {what}")

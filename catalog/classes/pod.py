@@ -93,7 +93,7 @@ async def converge(rt: Runtime, pod: PodObject, want: int) -> Outcome:
 
 @action(CLASS, "scalePodUp", "Add a replica", "Run one more replica of the pod.")
 async def scale_up(rt: Runtime, pod: PodObject) -> Outcome:
-    want = int(await rt.ctx.pinned("replicas", pod["replicas"]["desired"] + 1))
+    want = await rt.ctx.pinned("replicas", pod["replicas"]["desired"] + 1)
     if want > MAX_REPLICAS:
         return Outcome.noop(f"the pod already has the maximum of {MAX_REPLICAS} replicas")
     return await converge(rt, pod, want)
@@ -107,7 +107,7 @@ async def scale_up(rt: Runtime, pod: PodObject) -> Outcome:
     destructive=True,
 )
 async def scale_down(rt: Runtime, pod: PodObject) -> Outcome:
-    want = int(await rt.ctx.pinned("replicas", pod["replicas"]["desired"] - 1))
+    want = await rt.ctx.pinned("replicas", pod["replicas"]["desired"] - 1)
     if want < 0:
         return Outcome.noop("the pod already has no replicas")
     return await converge(rt, pod, want)
@@ -134,7 +134,7 @@ async def scale_down(rt: Runtime, pod: PodObject) -> Outcome:
     destructive=True,
 )
 async def scale(rt: Runtime, pod: PodObject) -> Outcome:
-    return await converge(rt, pod, int(rt.ctx.args["replicas"]))
+    return await converge(rt, pod, rt.ctx.integer("replicas"))
 
 
 async def _roll(rt: Runtime, pod: PodObject, *, in_place: bool) -> Outcome:
