@@ -12,6 +12,7 @@ from catalog.documents import ClusterObject, EnvironmentDocument, NodeObject
 from catalog.engines.base import Capability, PodId, require
 from catalog.errors import ActionFailed
 from catalog.export import export_archive, namespace_of, pod_spec, pods_of
+from catalog.packages import get_package
 from catalog.tasks import Outcome
 
 CLASS = "KubernetesCluster"
@@ -104,7 +105,14 @@ async def export_config(rt: Runtime, cluster: ClusterObject) -> Outcome:
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
     require(rt.engine, Capability.RENDER, "render Kubernetes objects")
     specs = [pod_spec(doc, pod) for pod in pods_of(doc, cluster)]
-    manifests = rt.engine.render(rt.key(cluster), specs, namespace=namespace_of(doc, cluster))
+    # Package files travel as ConfigMaps, read now: not from what this process last applied.
+    files = {
+        package: dict((await get_package(rt.store, package)).files)
+        for package in sorted({s["package"] for s in specs if s["package"]})
+    }
+    manifests = rt.engine.render(
+        rt.key(cluster), specs, namespace=namespace_of(doc, cluster), files=files
+    )
     archive, names = export_archive(doc, cluster, manifests)
     await rt.ctx.attach(safe, archive, content_type="application/gzip")
     await rt.ctx.log(f"exported {len(names)} manifests to {safe}")

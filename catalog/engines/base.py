@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import NewType, NotRequired, Protocol, TypedDict
 
 from catalog.errors import ActionFailed, NotSupported
@@ -193,9 +193,15 @@ class Engine(Protocol):
         """Cordon, then move every replica off the node; return when they serve elsewhere."""
 
     def render(
-        self, cluster: ClusterKey, specs: list[PodSpec], *, namespace: str
+        self,
+        cluster: ClusterKey,
+        specs: list[PodSpec],
+        *,
+        namespace: str,
+        files: Mapping[str, Mapping[str, bytes]] | None = None,
     ) -> list[tuple[str, dict[str, object]]]:
-        """The Kubernetes objects the engine would apply for these pods, in order."""
+        """The Kubernetes objects the engine would apply for these pods, in order;
+        `files` holds each package's files (shipped as a ConfigMap)."""
 
     async def delete_cluster(self, cluster: ClusterKey) -> None:
         """Forget every pod of the cluster and stop what runs."""

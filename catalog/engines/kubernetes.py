@@ -68,6 +68,7 @@ from catalog.errors import (
     ValidationFailed,
 )
 from catalog.packages import get_package
+from catalog.quotas import QUOTAS
 from catalog.routing import ROUTES
 from catalog.store import Store
 
@@ -88,6 +89,8 @@ NODE_LABEL = "marina.io/node"
 """On a Node Marina registered: the cluster and the Marina node it stands for."""
 PROJECT_LABEL = "marina.io/project"
 ENVIRONMENT_LABEL = "marina.io/environment"
+QUOTA = "marina-project-quota"
+"""The ResourceQuota that holds a namespace to its project's pod quota."""
 RESTARTED = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
 WATCH_SECONDS = 60
@@ -357,6 +360,7 @@ class KubernetesEngine:
         name, namespace = meta["name"], meta.get("namespace")
         patches: dict[str, Callable[..., Any]] = {
             "Namespace": self.core.patch_namespace,
+            "ResourceQuota": self.core.patch_namespaced_resource_quota,
             "ConfigMap": self.core.patch_namespaced_config_map,
             "Secret": self.core.patch_namespaced_secret,
             "Service": self.core.patch_namespaced_service,
@@ -463,6 +467,8 @@ class KubernetesEngine:
         for _, manifest in objects:
             if manifest["kind"] != "Deployment":
                 await self._apply(manifest)
+            if manifest["kind"] == "Namespace":
+                await self._apply(self._quota(namespace))
         deployment = next(o for _, o in objects if o["kind"] == "Deployment")
         try:
             await self._apply(deployment)
@@ -475,6 +481,18 @@ class KubernetesEngine:
             await self._apply(deployment)
         await self._forget_services(cluster, spec["name"], keep=wanted)
         await self.publish_routes(cluster)
+
+    @staticmethod
+    def _quota(namespace: str) -> Obj:
+        """The project's pod quota as the API server enforces it: no more
+        Deployments in the namespace than the project may have pods (each
+        project's total is also checked by the catalog, before anything runs)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": QUOTA, "namespace": namespace},
+            "spec": {"hard": {"count/deployments.apps": str(QUOTAS.pods)}},
+        }
 
     async def _scale(self, namespace: str, name: str, replicas: int) -> None:
         await self._call(
@@ -783,7 +801,6 @@ class KubernetesEngine:
     ) -> None:
         await self.cordon(cluster, node)
         node = await self._node_object(cluster, node)
-        await self.publish_routes(cluster)  # no new connection to the node being drained
         namespace = self.namespace(cluster)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -1219,8 +1236,16 @@ class KubernetesEngine:
                 response.close()
 
     def render(
-        self, cluster: ClusterKey, specs: list[PodSpec], *, namespace: str
+        self,
+        cluster: ClusterKey,
+        specs: list[PodSpec],
+        *,
+        namespace: str,
+        files: Mapping[str, Mapping[str, bytes]] | None = None,
     ) -> list[tuple[str, dict[str, object]]]:
+        # The files given win over those read when this process applied the pod:
+        # an export after a restart of Marina ships them too.
+        self.files.update({k: dict(v) for k, v in (files or {}).items()})
         return self._render(cluster, specs, namespace=namespace)
 
     def close(self) -> None:

@@ -74,7 +74,8 @@ def workers(kube_api: KubeApi) -> list[str]:
 def test_the_guestbook_serves_through_the_gateway(
     marina: Marina, deployed: dict[str, str], kube_api: KubeApi
 ) -> None:
-    assert sign(deployed["url"], "hello from kubernetes") == 303
+    # the gateway's HAProxy may still be taking its port range when the deploy returns
+    wait_for(lambda: sign(deployed["url"], "hello from kubernetes") == 303, timeout=30)
     status, body = get(deployed["url"])
     assert status == 200 and "hello from kubernetes" in body  # the web pod reached the store
     assert workers(kube_api) == ["minion-1", "minion-2"]
@@ -189,3 +190,64 @@ def test_the_export_applied_with_kubectl_to_another_cluster_serves_the_same_page
     # Applying again changes nothing.
     again = [kubectl("apply", "-f", str(m)).stdout.strip() for m in manifests]
     assert all(line.endswith("unchanged") for line in again), again
+
+
+def test_link_variables_name_the_store_service_as_a_kubelet_gives_them(
+    deployed: dict[str, str], kube_api: KubeApi
+) -> None:
+    kubectl = kubectl_for(kube_api.kubeconfig)
+    services = yaml.safe_load(kubectl("get", "services", "-A", "-o", "yaml").stdout)["items"]
+    store = next(
+        s
+        for s in services
+        if s["metadata"]["name"] == "store" and s["metadata"]["namespace"].endswith("-kb")
+    )
+    ip = store["spec"]["clusterIP"]
+
+    async def web_environment() -> list[dict[str, str]]:
+        assert kube_api.kubelet is not None
+        return [
+            dict(container.env)
+            for runner in kube_api.kubelet.pods.values()
+            if runner.namespace == store["metadata"]["namespace"] and runner.name.startswith("web-")
+            for container in runner.containers
+        ]
+
+    environments = kube_api.call(web_environment)
+    assert environments
+    for env in environments:
+        # the Docker-link family, as the Panamax adapter spelled it, from the Service
+        assert env["STORE_PORT_6379_TCP_ADDR"] == ip
+        assert env["STORE_PORT_6379_TCP_PORT"] == "6379"
+        assert env["STORE_PORT_6379_TCP_PROTO"] == "tcp"
+        assert env["STORE_PORT"] == env["STORE_PORT_6379_TCP"] == f"tcp://{ip}:6379"
+        assert env["STORE_SERVICE_HOST"] == ip
+    # and the rendered Deployment carries no cluster address: an export runs anywhere
+    deployment = kubectl(
+        "get", "deployment", "web", "-n", store["metadata"]["namespace"], "-o", "yaml"
+    ).stdout
+    assert ip not in deployment
+
+
+def test_an_export_after_marina_restarts_still_ships_the_package_files(
+    marina: Marina, deployed: dict[str, str], tmp_path: Path
+) -> None:
+    refused = marina.run(deployed["env"], "web:restartContainers")
+    assert refused["state"] == "failed" and "kubernetes" in refused["error"], refused
+    marina.stop()
+    marina.start()
+    folder = export(marina, deployed["env"], tmp_path / "export")
+    configmaps = [
+        yaml.safe_load(m.read_text())
+        for m in sorted((folder / "manifests").glob("*.yaml"))
+        if yaml.safe_load(m.read_text())["kind"] == "ConfigMap"
+    ]
+    volumes = [
+        yaml.safe_load(m.read_text())["spec"]["template"]["spec"].get("volumes", [])
+        for m in sorted((folder / "manifests").glob("*.yaml"))
+        if yaml.safe_load(m.read_text())["kind"] == "Deployment"
+    ]
+    paths = {i["path"] for v in volumes for volume in v for i in volume["configMap"]["items"]}
+    assert {"web.py", "store.py"} <= paths, paths
+    texts = "".join(text for c in configmaps for text in c.get("data", {}).values())
+    assert "STORE_PORT_6379_TCP_ADDR" in texts  # web.py itself

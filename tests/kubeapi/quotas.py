@@ -23,7 +23,15 @@ SUFFIXES = {
     "Ti": Decimal(2**40),
 }
 QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(n|u|m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-COUNTED = {"pods": "Pod", "services": "Service", "configmaps": "ConfigMap", "secrets": "Secret"}
+COUNTED = {
+    "pods": "Pod",
+    "services": "Service",
+    "configmaps": "ConfigMap",
+    "secrets": "Secret",
+    "deployments.apps": "Deployment",
+    "replicasets.apps": "ReplicaSet",
+}
+"""Object counts a quota can limit (`pods` or `count/pods`, `count/deployments.apps`)."""
 COMPUTE = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "cpu", "memory")
 
 

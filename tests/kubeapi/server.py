@@ -1045,7 +1045,12 @@ class ApiServer:
                     403,
                     "Forbidden",
                     f'{qualified(resource)} "{name}" is forbidden: {reason}',
-                    {"name": name, "kind": resource.plural},
+                    # as a real server's details: the group only when there is one
+                    {
+                        "name": name,
+                        **({"group": resource.group} if resource.group else {}),
+                        "kind": resource.plural,
+                    },
                 )
 
     # Deleting ------------------------------------------------------------------------------

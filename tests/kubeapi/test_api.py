@@ -508,6 +508,31 @@ def test_watch_survives_concurrent_writers(core: Any, namespace: str) -> None:
     assert seen == names
 
 
+def test_a_deployment_count_quota_refuses_one_more_in_the_real_words(
+    core: Any, apps: Any, namespace: str
+) -> None:
+    core.create_namespaced_resource_quota(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "project"},
+            "spec": {"hard": {"count/deployments.apps": "1"}},
+        },
+    )
+    apps.create_namespaced_deployment(namespace, deployment("one", replicas=0))
+    with pytest.raises(ApiException) as caught:
+        apps.create_namespaced_deployment(namespace, deployment("two", replicas=0))
+    body = status_body(caught.value)
+    assert caught.value.status == 403 and body["reason"] == "Forbidden"
+    assert body["message"] == (
+        'deployments.apps "two" is forbidden: exceeded quota: project, requested: '
+        "count/deployments.apps=1, used: count/deployments.apps=1, limited: "
+        "count/deployments.apps=1"
+    )
+    assert body["details"] == {"name": "two", "group": "apps", "kind": "deployments"}
+
+
 def test_quota_on_compute_resources_needs_requests_and_stops_deployments(
     api_client: Any, core: Any, apps: Any, namespace: str
 ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -354,9 +354,14 @@ class LocalEngine:
                 await asyncio.sleep(0.2)
 
     def render(
-        self, cluster: ClusterKey, specs: list[PodSpec], *, namespace: str
+        self,
+        cluster: ClusterKey,
+        specs: list[PodSpec],
+        *,
+        namespace: str,
+        files: Mapping[str, Mapping[str, bytes]] | None = None,
     ) -> list[tuple[str, dict[str, object]]]:
-        return manifests_for_specs(specs, namespace=namespace)
+        return manifests_for_specs(specs, namespace=namespace, files=files)
 
     async def run(self, stop: asyncio.Event) -> None:
         await Reconciler(self.store).run(stop)
