@@ -6,19 +6,22 @@ The engine protocol's documents live in `catalog.engines.base`, the local
 engine's in `catalog.engines.local.records`, tasks in `catalog.tasks`.
 
 Where a value is JSON whose shape Marina does not fix (a package's properties
-before they are checked, a JSON-Schema, a Kubernetes object), it is `Json` or
-`JsonObject`. A pod's specification here is what its package or template
+before they are checked), it is `Json` or `JsonObject`; JSON-Schemas and
+Kubernetes objects, which code walks freely, are `JsonSchema` and
+`KubernetesObject`. A pod's specification here is what its package or template
 gave, checked by `catalog.model.validate_pod_spec` before it is stored.
 """
 
 from __future__ import annotations
 
-from typing import NotRequired, TypeAlias, TypedDict, TypeGuard
+from typing import Any, NotRequired, TypeAlias, TypedDict, TypeGuard
 
 from catalog.ids import EnvironmentId, ObjectId, ProjectId
 
 Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
 JsonObject: TypeAlias = dict[str, Json]
+JsonSchema: TypeAlias = dict[str, Any]
+KubernetesObject: TypeAlias = dict[str, Any]
 
 NODE_TYPES = ("MasterNode", "MinionNode", "GatewayNode")
 
@@ -30,9 +33,64 @@ class ActionInfo(TypedDict):
     name: str
     title: str
     description: str
-    schema: JsonObject
+    schema: JsonSchema
     destructive: bool
     enabled: bool
+
+
+class ApplicationTemplate(TypedDict):
+    """What a `KubernetesApplication` package instantiates: pod specifications
+    with `${property}` placeholders (`catalog.model.render_pods`)."""
+
+    pods: list[JsonObject]
+
+
+Manifest = TypedDict(
+    "Manifest",
+    {
+        "format": NotRequired[str],
+        "name": str,
+        "version": str,
+        "description": str,
+        "class": str,
+        "title": NotRequired[str],
+        "properties": JsonSchema,
+        "ui": NotRequired[JsonObject],
+        "template": NotRequired[ApplicationTemplate],
+        "tags": NotRequired[list[str]],
+    },
+)
+"""A package's `manifest.yaml`, checked by `catalog.packages.validate_manifest`."""
+
+
+class PackageDocument(TypedDict):
+    """A package in etcd: its manifest and files (base64)."""
+
+    manifest: Manifest
+    files: dict[str, str]
+
+
+PackageSummary = TypedDict(
+    "PackageSummary",
+    {
+        "name": str,
+        "version": str,
+        "description": str,
+        "class": str,
+        "title": str,
+        "properties": JsonSchema,
+        "ui": JsonObject,
+    },
+)
+
+
+class PackageChange(TypedDict):
+    """What saving a package changed."""
+
+    change: str
+    """`added`, `upgraded`, `downgraded` or `replaced`."""
+    previous_version: str | None
+    version: str
 
 
 class Header(TypedDict):

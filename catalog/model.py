@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from catalog.documents import ApplicationTemplate, JsonObject
 from catalog.errors import Problem
 from catalog.validation import DNS_LABEL
 from catalog.validation import ENV_VAR as ENV_NAME
@@ -281,7 +282,7 @@ def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem
     return problems
 
 
-def substitute(value: Any, properties: dict[str, Any], extra: dict[str, Any]) -> Any:
+def substitute(value: Any, properties: JsonObject, extra: JsonObject) -> Any:
     """Fill `${name}` from properties (and `extra`); a lone placeholder keeps its type."""
     scope = {**properties, **extra}
     if isinstance(value, str):
@@ -358,7 +359,7 @@ def _placeholders_as_samples(value: Any) -> Any:
 
 
 def render_pods(
-    template: dict[str, Any], properties: dict[str, Any], *, package_dir: str
-) -> list[dict[str, Any]]:
+    template: ApplicationTemplate, properties: JsonObject, *, package_dir: str
+) -> list[JsonObject]:
     """The pod specifications an application instantiates."""
     return [substitute(pod, properties, {"package": package_dir}) for pod in template["pods"]]

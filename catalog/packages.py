@@ -26,6 +26,15 @@ import yaml
 from jsonschema import ValidationError
 
 from catalog import keys
+from catalog.documents import (
+    Json,
+    JsonObject,
+    JsonSchema,
+    Manifest,
+    PackageChange,
+    PackageDocument,
+    PackageSummary,
+)
 from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
 from catalog.store import Store
 from catalog.validation import DNS_LABEL, MAX_DEPTH, VERSION, walk
@@ -55,7 +64,7 @@ LIMITS = Limits()
 
 @dataclass
 class Package:
-    manifest: dict[str, Any]
+    manifest: Manifest
     files: dict[str, bytes] = field(default_factory=dict)
 
     @property
@@ -70,17 +79,17 @@ class Package:
     def class_name(self) -> str:
         return str(self.manifest["class"])
 
-    def to_document(self) -> dict[str, Any]:
+    def to_document(self) -> PackageDocument:
         return {
             "manifest": self.manifest,
             "files": {p: base64.b64encode(d).decode() for p, d in sorted(self.files.items())},
         }
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> Package:
+    def from_document(cls, doc: PackageDocument) -> Package:
         return cls(doc["manifest"], {p: base64.b64decode(d) for p, d in doc["files"].items()})
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PackageSummary:
         m = self.manifest
         return {
             "name": m["name"],
@@ -243,7 +252,7 @@ def regex_search(pattern: str, text: str) -> bool:
     return _compiled(pattern).search(text) is not None
 
 
-def _schema_regex_problems(schema: dict[str, Any]) -> list[Problem]:
+def _schema_regex_problems(schema: JsonSchema) -> list[Problem]:
     """Every pattern RE2 cannot run, and references that would leave the schema."""
     problems = []
     for path, node, _ in walk(schema, where="properties"):
@@ -274,7 +283,7 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
 
 
 def _pattern_properties(
-    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+    validator: Any, patterns: JsonSchema, instance: Any, schema: Any
 ) -> Iterator[ValidationError]:
     if not validator.is_type(instance, "object"):
         return
@@ -449,7 +458,7 @@ def load_folder(root: Path, *, limits: Limits = LIMITS) -> Package:
     return _finish(files.pop("manifest.yaml", None), files, problems, source=root.name)
 
 
-def resolve_properties(package: Package, given: Any) -> dict[str, Any]:
+def resolve_properties(package: Package, given: Json) -> JsonObject:
     """The properties an object gets: defaults filled in, then checked."""
     schema = package.manifest["properties"]
     if not isinstance(given, dict):
@@ -462,7 +471,7 @@ def resolve_properties(package: Package, given: Any) -> dict[str, Any]:
     return values
 
 
-def validate_against(schema: dict[str, Any], value: Any, *, what: str) -> None:
+def validate_against(schema: JsonSchema, value: Json, *, what: str) -> None:
     """Raise once, naming every field that breaks `schema`."""
     validator = SchemaValidator(schema)
     problems = []
@@ -504,7 +513,7 @@ class Downgrade(Conflict):
 
 async def save_package(
     store: Store, package: Package, *, allow_downgrade: bool = False
-) -> dict[str, Any]:
+) -> PackageChange:
     """Store a package, replacing the stored one of that name; an older version
     replaces a newer one only when allowed. Says what changed."""
     key = f"{PACKAGES}{package.name}"
@@ -534,5 +543,5 @@ async def get_package(store: Store, name: str) -> Package:
     return Package.from_document(found.value)
 
 
-async def list_packages(store: Store) -> list[dict[str, Any]]:
+async def list_packages(store: Store) -> list[PackageSummary]:
     return [Package.from_document(v.value).summary() for v in await store.list(PACKAGES)]

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from catalog.documents import Manifest
 from catalog.packages import FORMAT, Package, validate_manifest
 from catalog.translators.base import (
     MAX_SERVICES,
@@ -267,7 +268,7 @@ def build_package(
         template_pods.append(_pod(draft, pod, package_name, services, seen, warnings))
     refusals.raise_if_any()
 
-    manifest: dict[str, Any] = {
+    manifest: Manifest = {
         "format": FORMAT,
         "name": package_name,
         "title": app.title.strip()[:200] or package_name,
