@@ -72,3 +72,27 @@ def local_pod(cluster: str, pod: str) -> str:
 
 def local_cordoned(cluster: str, node_name: str) -> str:
     return f"{LOCAL_CORDONED}{cluster}/{node_name}"
+
+
+SESSIONS = f"{ROOT}sessions/"
+ENVIRONMENT_VERSIONS = f"{ROOT}environment-versions/"
+PACKAGE_FLAGS = f"{ROOT}package-flags/"
+
+
+def sessions_of(env_id: str) -> str:
+    """Murano configuration sessions of one environment (each under a lease)."""
+    return f"{SESSIONS}{env_id}/"
+
+
+def session(env_id: str, session_id: str) -> str:
+    return f"{SESSIONS}{env_id}/{session_id}"
+
+
+def environment_version(env_id: str) -> str:
+    """The environment's version as sessions deploy it (Murano's `version`)."""
+    return f"{ENVIRONMENT_VERSIONS}{env_id}"
+
+
+def package_flags(name: str) -> str:
+    """A package's Murano `enabled` and `is_public` flags."""
+    return f"{PACKAGE_FLAGS}{name}"

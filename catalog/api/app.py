@@ -16,9 +16,10 @@ from pathlib import Path
 from aiohttp import web
 
 import catalog.classes  # noqa: F401  (the classes register their actions)
-from catalog.api import actions, environments, events, packages, tasks, tokens
+from catalog.api import actions, environments, events, murano, packages, pods, tasks, tokens
 from catalog.api.handling import MAX_BODY, STORE, reply_json
 from catalog.api.openapi import openapi_document
+from catalog.engines.base import Engine
 from catalog.errors import MarinaError, Problem, ValidationFailed
 from catalog.store import Store
 from catalog.validation import encodable
@@ -34,14 +35,20 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         _check_request_text(request)
         return await handler(request)
     except MarinaError as exc:
-        response = reply_json(exc.payload(), exc.status)
+        payload = exc.payload()
+        response = reply_json(
+            murano.murano_error(payload) if murano.is_murano(request) else payload, exc.status
+        )
         if exc.status == 503:  # the store is away; `marina up` brings it back
             response.headers["Retry-After"] = "1"
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = reply_json({"error": "http", "message": exc.reason}, exc.status)
+        payload = {"error": "http", "message": exc.reason}
+        response = reply_json(
+            murano.murano_error(payload) if murano.is_murano(request) else payload, exc.status
+        )
         if "Allow" in exc.headers:  # a 405 says which methods the route takes
             response.headers["Allow"] = exc.headers["Allow"]
         return response
@@ -87,29 +94,53 @@ CSP = (
 )
 
 
-def make_app(store: Store) -> web.Application:
+def make_app(store: Store, *, engine: Engine | None = None) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app[STORE] = store
+    if engine is not None:  # pods' logs come from it
+        app[pods.ENGINE] = engine
     r = app.router
     r.add_get("/v1/openapi.json", openapi)
     r.add_get("/v1/environments", environments.list_environments)
     r.add_post("/v1/environments", environments.create_environment)
     r.add_post("/v1/environments/import", environments.import_environment)
-    r.add_get("/v1/environments/{env_id}", environments.show_environment)
+    r.add_get("/v1/environments/{env_id}", murano.show_environment)
+    r.add_put("/v1/environments/{env_id}", murano.rename_environment)
     r.add_delete("/v1/environments/{env_id}", environments.delete_environment)
-    r.add_get("/v1/environments/{env_id}/services", environments.list_services)
-    r.add_post("/v1/environments/{env_id}/services", environments.add_service)
+    r.add_get("/v1/environments/{env_id}/services", murano.list_services)
+    r.add_post("/v1/environments/{env_id}/services", murano.add_service)
+    # Murano's session workflow (catalog.api.murano): services under a session.
+    services = "/v1/environments/{env_id}/services/{path:.*}"
+    r.add_get(services, murano.list_services)
+    r.add_post(services, murano.add_service)
+    r.add_put(services, murano.replace_services)
+    r.add_delete(services, murano.delete_service)
+    r.add_patch("/v1/environments/{env_id}/model/", murano.patch_model)
+    r.add_post("/v1/environments/{env_id}/configure", murano.configure)
+    r.add_get("/v1/environments/{env_id}/sessions/{session_id}", murano.show_session)
+    r.add_delete("/v1/environments/{env_id}/sessions/{session_id}", murano.delete_session)
+    r.add_post("/v1/environments/{env_id}/sessions/{session_id}/deploy", murano.deploy_session)
+    r.add_get("/v1/environments/{env_id}/deployments", murano.list_deployments)
+    r.add_get("/v1/environments/{env_id}/deployments/{deployment_id}", murano.deployment_reports)
+    r.add_post("/v1/actions", murano.static_action)
+    r.add_get("/v1/catalog/categories", murano.list_categories)
+    r.add_get("/v1/catalog/packages/{package_id}", murano.show_package)
+    r.add_patch("/v1/catalog/packages/{package_id}", murano.update_package)
+    r.add_delete("/v1/catalog/packages/{package_id}", murano.delete_package)
+    r.add_get("/v1/catalog/packages/{package_id}/download", murano.download_package)
     r.add_get("/v1/environments/{env_id}/actions", actions.list_actions)
     r.add_post("/v1/environments/{env_id}/actions/{action_id}", actions.run_action)
     r.add_get("/v1/environments/{env_id}/actions/{task_id}", actions.action_result)
     r.add_get("/v1/environments/{env_id}/tasks", tasks.list_tasks)
+    r.add_get("/v1/environments/{env_id}/status", pods.environment_status)
+    r.add_get("/v1/environments/{env_id}/pods/{pod}/logs", pods.pod_logs)
     r.add_get("/v1/environments/{env_id}/events", events.environment_events)
     r.add_get("/v1/tasks/{task_id}", tasks.show_task)
     r.add_get("/v1/tasks/{task_id}/events", events.task_events)
     r.add_get("/v1/tasks/{task_id}/log", tasks.show_task_log)
     r.add_get("/v1/tasks/{task_id}/files/{name}", tasks.task_file_download)
-    r.add_get("/v1/catalog/packages", packages.list_catalog_packages)
-    r.add_post("/v1/catalog/packages", packages.upload_package)
+    r.add_get("/v1/catalog/packages", murano.list_packages_route)
+    r.add_post("/v1/catalog/packages", murano.upload_package)
     r.add_post("/v1/packages/import", packages.import_package)
     r.add_post("/v1/tokens", tokens.create_token)
     r.add_get("/", dashboard)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from catalog import environments as envs
 from catalog.api.handling import (
+    authorization,
     identify,
     present_environment,
     read_json,
@@ -51,7 +52,7 @@ async def show_environment(request: web.Request) -> web.Response:
     store = store_of(request)
     shown = shown_environments(store)
     env_id = request.match_info["env_id"]
-    body = await shown.reply(store, env_id, request.headers.get("Authorization"))
+    body = await shown.reply(store, env_id, authorization(request))
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 

@@ -11,15 +11,16 @@ import asyncio
 import json
 import weakref
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from catalog import environments as envs
+from catalog import sessions
 from catalog.api.serving import LIMITS
 from catalog.auth import Identity, authenticate, identity_of, token_key
 from catalog.classes.registry import with_actions
-from catalog.documents import EnvironmentDocument, ShownEnvironment
+from catalog.documents import EnvironmentDocument, EnvironmentObject, ShownEnvironment
 from catalog.errors import NotFound, Problem, RequestTimeout, TooLarge, ValidationFailed
 from catalog.ids import ProjectId
 from catalog.store import Store
@@ -43,6 +44,28 @@ def present_environment(doc: EnvironmentDocument) -> ShownEnvironment:
     """An environment as users see it: each object with its actions, secrets hidden."""
     shown = envs.show(doc)
     return {**shown, "objects": [with_actions(o) for o in shown["objects"]]}
+
+
+def present_with_murano(doc: EnvironmentDocument) -> dict[str, Any]:
+    """The environment as users see it, with Murano's fields too, so that Murano's
+    clients read it: `services`, `tenant_id`, `version`, `acquired_by`."""
+    return {
+        **present_environment(doc),
+        "services": [murano_service(with_actions(o)) for o in sessions.services(doc)],
+        "tenant_id": doc["project"],
+        "version": cast(dict[str, Any], doc).get("version", 0),
+        "acquired_by": None,
+    }
+
+
+def murano_service(obj: EnvironmentObject) -> dict[str, Any]:
+    """A top-level object as a Murano service: its settings at the top, its
+    header (with actions, and its state as `status`) under `?`."""
+    return {
+        **sessions.settings_of(obj),
+        "name": obj["?"]["name"],
+        "?": {**obj["?"], "status": obj.get("state")},
+    }
 
 
 class ShownEnvironments:
@@ -71,7 +94,7 @@ class ShownEnvironments:
         kept = self._replies.get(key)
         if kept is None or kept[0] != revision:
             doc = store.decode(raw)
-            body = json.dumps(present_environment(doc), default=str).encode()
+            body = json.dumps(present_with_murano(doc), default=str).encode()
             kept = (revision, ProjectId(doc["project"]), body)
             self._replies[key] = kept
             if len(self._replies) > self.size:
@@ -94,8 +117,15 @@ def shown_environments(store: Store) -> ShownEnvironments:
     return found
 
 
-async def identify(request: web.Request) -> Identity:
+def authorization(request: web.Request) -> str | None:
+    """The request's `Authorization`; Murano's clients send `X-Auth-Token` instead."""
     header = request.headers.get("Authorization")
+    murano = request.headers.get("X-Auth-Token")
+    return f"Bearer {murano}" if header is None and murano else header
+
+
+async def identify(request: web.Request) -> Identity:
+    header = authorization(request)
     # EventSource cannot send headers: event streams also take ?access_token=.
     if header is None and request.path.endswith("/events"):
         token = request.query.get("access_token")
