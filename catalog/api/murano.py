@@ -123,13 +123,13 @@ def _service_path(request: web.Request) -> str:
 
 async def list_services(request: web.Request) -> web.Response:
     session_id = _session_id(request)
-    if session_id is None and not is_murano(request):
+    path = _service_path(request)
+    if session_id is None and not path and not is_murano(request):
         return await environments.list_services(request)
     who = await identify(request)
     doc = await sessions.view(
         store_of(request), request.match_info["env_id"], who.project, session_id
     )
-    path = _service_path(request)
     found = _services(doc)
     if not path:
         return reply_json(found)
@@ -202,7 +202,7 @@ async def delete_service(request: web.Request) -> web.Response:
     doc = await sessions.view(store, env_id, who.project, session_id)
     changes = sessions.removal(doc, session, path)
     await sessions.record(store, session, who.project, changes)
-    return web.Response(status=200)
+    return reply_json({})
 
 
 async def patch_model(request: web.Request) -> web.Response:
@@ -327,7 +327,7 @@ async def delete_session(request: web.Request) -> web.Response:
         request.match_info["session_id"],
         who.project,
     )
-    return web.Response(status=200)
+    return reply_json({})
 
 
 async def deploy_session(request: web.Request) -> web.Response:
@@ -338,7 +338,7 @@ async def deploy_session(request: web.Request) -> web.Response:
     env_id = request.match_info["env_id"]
     doc = await sessions.deploy(store, env_id, request.match_info["session_id"], who.project)
     await _queue_deploys(store, doc, who.project)
-    return web.Response(status=200)
+    return reply_json({})
 
 
 async def _queue_deploys(store: Store, doc: EnvironmentDocument, project: ProjectId) -> None:
@@ -530,7 +530,7 @@ async def delete_package(request: web.Request) -> web.Response:
     await get_package(store, name)
     await store.delete(f"{keys.PACKAGES}{name}")
     await store.delete(keys.package_flags(name))
-    return web.Response(status=200)
+    return reply_json({})
 
 
 async def update_package(request: web.Request) -> web.Response:

@@ -126,6 +126,15 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/environments/{env_id}": {
                 "get": _op("Show an environment with its objects and actions", params=env),
+                "put": _op(
+                    "Rename an environment",
+                    params=env,
+                    body={
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string", "maxLength": 80}},
+                    },
+                ),
                 "delete": _op("Tear an environment down (a task)", ok=202, params=env),
             },
             "/v1/environments/{env_id}/services": {
@@ -163,6 +172,53 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/environments/{env_id}/tasks": {
                 "get": _op("The environment's recent tasks, newest first", params=env),
+            },
+            "/v1/environments/{env_id}/status": {
+                "get": _op(
+                    "One summary: applications, pods and their replicas (ready, restarts, "
+                    "last reason), public URLs, nodes, the latest tasks",
+                    params=env,
+                ),
+            },
+            "/v1/environments/{env_id}/pods/{pod}/logs": {
+                "get": _op(
+                    "A replica's output (the pod by id or name); ?follow=1 streams more",
+                    params=("env_id", "pod"),
+                    content="text/plain",
+                    query=(
+                        {
+                            "name": "replica",
+                            "in": "query",
+                            "description": "the replica's index (default 0)",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 10000},
+                        },
+                        {
+                            "name": "tail",
+                            "in": "query",
+                            "description": "only the last N lines",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 100000},
+                        },
+                        {
+                            "name": "follow",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["0", "1", "true", "false", "yes", "no"],
+                            },
+                        },
+                        {
+                            "name": "timeout",
+                            "in": "query",
+                            "description": "seconds to follow at most (default 3600)",
+                            "schema": {
+                                "type": "number",
+                                "minimum": 0,
+                                "exclusiveMinimum": True,
+                                "maximum": 3600,
+                            },
+                        },
+                    ),
+                ),
             },
             "/v1/environments/{env_id}/events": {
                 "get": _op(
@@ -266,6 +322,111 @@ def openapi_document() -> dict[str, Any]:
                     },
                 )
             },
+            **murano_paths(),
             "/v1/openapi.json": {"get": _op("This document", secured=False)},
+        },
+    }
+
+
+SESSION = (
+    {
+        "name": "X-Configuration-Session",
+        "in": "header",
+        "description": "a session from POST .../configure; its changes are seen only through it",
+        "schema": {"type": "string"},
+    },
+)
+JSON_PATCH = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["op", "path"],
+        "properties": {
+            "op": {"type": "string", "enum": ["add", "replace", "remove"]},
+            "path": {"type": "string"},
+            "value": {},
+        },
+    },
+}
+
+
+def murano_paths() -> dict[str, Any]:
+    """Murano's routes (catalog.api.murano): sessions, deployments, static actions
+    and the package catalog, for python-muranoclient (docs/murano.md)."""
+    env = ("env_id",)
+    session = ("env_id", "session_id")
+    package = ("package_id",)
+    return {
+        "/v1/environments/{env_id}/services/{path}": {
+            "get": _op("One service (Murano's form)", params=("env_id", "path"), query=SESSION),
+            "put": _op(
+                "Replace the service (a session's own additions only)",
+                params=("env_id", "path"),
+                query=SESSION,
+                body={"type": "object"},
+            ),
+            "delete": _op(
+                "Remove a service in the session", params=("env_id", "path"), query=SESSION
+            ),
+        },
+        "/v1/environments/{env_id}/model/": {
+            "patch": _op(
+                "JSON patch (add, replace, remove) of {services} in the session",
+                params=env,
+                query=SESSION,
+                body=JSON_PATCH,
+            ),
+        },
+        "/v1/environments/{env_id}/configure": {
+            "post": _op("Open a configuration session", params=env),
+        },
+        "/v1/environments/{env_id}/sessions/{session_id}": {
+            "get": _op("A session", params=session),
+            "delete": _op("Forget a session", params=session),
+        },
+        "/v1/environments/{env_id}/sessions/{session_id}/deploy": {
+            "post": _op(
+                "Apply the session and queue deploy of what is new (403: another "
+                "session deployed first)",
+                params=session,
+            ),
+        },
+        "/v1/environments/{env_id}/deployments": {
+            "get": _op("The environment's tasks as Murano's deployments", params=env),
+        },
+        "/v1/environments/{env_id}/deployments/{deployment_id}": {
+            "get": _op(
+                "A deployment's reports (its task's log)", params=("env_id", "deployment_id")
+            ),
+        },
+        "/v1/actions": {
+            "post": _op(
+                "Murano's static actions: no catalog class declares any (404)",
+                body={
+                    "type": "object",
+                    "required": ["className", "methodName"],
+                    "properties": {
+                        "className": {"type": "string"},
+                        "methodName": {"type": "string"},
+                        "packageName": {"type": "string", "nullable": True},
+                        "classVersion": {"type": "string"},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            ),
+        },
+        "/v1/catalog/categories": {"get": _op("Categories of the catalog's packages")},
+        "/v1/catalog/packages/{package_id}": {
+            "get": _op("A package, with Murano's fields", params=package),
+            "patch": _op(
+                "Replace /enabled or /is_public (admin)",
+                params=package,
+                request="application/murano-packages-json-patch",
+                body=JSON_PATCH,
+            ),
+            "delete": _op("Delete a package (admin)", params=package),
+        },
+        "/v1/catalog/packages/{package_id}/download": {
+            "get": _op("The package as a zip", params=package, content="application/zip"),
         },
     }
