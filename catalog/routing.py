@@ -9,11 +9,26 @@ node reports it ready and it is not being drained.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from catalog import keys
 
 ROUTES = keys.ROUTES
+
+
+class Backend(TypedDict):
+    host: str
+    port: int
+
+
+class Route(TypedDict):
+    """A route as the gateway contract spells it (docs/architecture.md)."""
+
+    port: int
+    mode: str
+    backends: list[Backend]
+    scope: NotRequired[str]
+    address: NotRequired[str]
 
 
 def route_keys(cluster: str, service: Mapping[str, Any]) -> list[str]:
@@ -23,11 +38,9 @@ def route_keys(cluster: str, service: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-def routes_for(
-    cluster: str, service: Mapping[str, Any], hosts: list[str]
-) -> dict[str, dict[str, Any]]:
-    backends = [{"host": h, "port": service["targetPort"]} for h in sorted(hosts)]
-    routes = {
+def routes_for(cluster: str, service: Mapping[str, Any], hosts: list[str]) -> dict[str, Route]:
+    backends: list[Backend] = [{"host": h, "port": service["targetPort"]} for h in sorted(hosts)]
+    routes: dict[str, Route] = {
         f"{ROUTES}{cluster}.internal/{service['name']}": {
             "port": service["port"],
             "mode": "tcp",

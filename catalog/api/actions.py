@@ -66,4 +66,4 @@ async def action_result(request: web.Request) -> web.Response:
     task = await own_task(request, request.match_info["task_id"])
     if task["environment"] != request.match_info["env_id"]:
         raise NotFound("task", request.match_info["task_id"])
-    return reply_json(murano_result(task))  # type: ignore[arg-type]
+    return reply_json(murano_result(task))

@@ -7,24 +7,23 @@ route that names a task.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aiohttp import web
 
 from catalog import environments as envs
 from catalog.api.handling import identify, reply_json, store_of
 from catalog.errors import NotFound, Problem, ValidationFailed
-from catalog.tasks import follow_task, get_task, recent_tasks, task_file, task_log
+from catalog.tasks import TaskDoc, follow_task, get_task, recent_tasks, task_file, task_log
 
 MAX_FOLLOW = 3600.0
 
 
-async def own_task(request: web.Request, task_id: str) -> dict[str, Any]:
+async def own_task(request: web.Request, task_id: str) -> TaskDoc:
     who = await identify(request)
     task = await get_task(store_of(request), task_id)
     if task["project"] != who.project:
         raise NotFound("task", task_id)
-    return dict(task)
+    return task
 
 
 async def show_task(request: web.Request) -> web.Response:

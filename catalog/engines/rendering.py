@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from catalog.documents import KubernetesObject
 from catalog.engines.base import PodSpec
 from catalog.errors import Problem, ValidationFailed
 
@@ -49,7 +50,7 @@ def label_value(text: str) -> str:
 
 def files_configmap(
     name: str, namespace: str, package: str, files: Mapping[str, bytes]
-) -> tuple[dict[str, Any], list[dict[str, str]], str]:
+) -> tuple[KubernetesObject, list[dict[str, str]], str]:
     """A package's files as a ConfigMap (text in `data`, the rest in
     `binaryData`), the volume items that put each at its path, and a digest
     that changes with the content; refused over the ConfigMap limit."""
@@ -74,7 +75,7 @@ def files_configmap(
             f"package {package}",
             [Problem("files", f"must fit a ConfigMap ({CONFIGMAP_LIMIT} bytes)", size)],
         )
-    configmap: dict[str, Any] = {
+    configmap: KubernetesObject = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": namespace, "labels": {}},
@@ -109,7 +110,7 @@ def manifests_for_specs(
     addresses: Mapping[str, str] | None = None,
     namespace_labels: Mapping[str, str] | None = None,
     namespace_annotations: Mapping[str, str] | None = None,
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, KubernetesObject]]:
     """The Kubernetes objects for these pods, in the order they depend on each
     other: Namespace, ConfigMaps and Secrets, Services, Deployments.
 
@@ -119,24 +120,24 @@ def manifests_for_specs(
     """
     files = files or {}
     addresses = addresses or {}
-    meta: dict[str, Any] = {
+    meta: KubernetesObject = {
         "name": namespace,
         "labels": {"app.kubernetes.io/managed-by": "marina", **(namespace_labels or {})},
     }
     if namespace_annotations:
         meta["annotations"] = dict(namespace_annotations)
-    out: list[tuple[str, dict[str, Any]]] = [
+    out: list[tuple[str, KubernetesObject]] = [
         ("namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
     ]
-    configs: list[tuple[str, dict[str, Any]]] = []
-    deployments: list[tuple[str, dict[str, Any]]] = []
-    services: list[tuple[str, dict[str, Any]]] = []
+    configs: list[tuple[str, KubernetesObject]] = []
+    deployments: list[tuple[str, KubernetesObject]] = []
+    services: list[tuple[str, KubernetesObject]] = []
     targets = {s["name"]: (p, s) for p in specs for s in p["services"]}
     for spec in sorted(specs, key=lambda p: p["name"]):
         name = spec["name"]
         owned = {POD_LABEL: name}
         labels = {**spec.get("labels", {}), POD_LABEL: name, POD_ID_LABEL: label_value(spec["id"])}
-        volumes: list[dict[str, Any]] = []
+        volumes: list[KubernetesObject] = []
         annotations: dict[str, str] = {}
         package = spec.get("package")
         if package and package in files:
@@ -186,7 +187,7 @@ def manifests_for_specs(
         containers = []
         for container in spec["containers"]:
             values = {**linked, **spec.get("env", {}), **container.get("env", {})}
-            env: list[dict[str, Any]] = [
+            env: list[KubernetesObject] = [
                 {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             ]
@@ -219,7 +220,7 @@ def manifests_for_specs(
                     {"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}}
                     for k in sorted(secret_values)
                 ]
-            entry: dict[str, Any] = {
+            entry: KubernetesObject = {
                 "name": container["name"],
                 "image": container["image"],
                 "ports": [
@@ -255,10 +256,10 @@ def manifests_for_specs(
                     {"name": "package", "mountPath": PACKAGE_MOUNT, "readOnly": True}
                 ]
             containers.append(entry)
-        template_meta: dict[str, Any] = {"labels": labels}
+        template_meta: KubernetesObject = {"labels": labels}
         if annotations:
             template_meta["annotations"] = annotations
-        pod_spec: dict[str, Any] = {"containers": containers}
+        pod_spec: KubernetesObject = {"containers": containers}
         if volumes:
             pod_spec["volumes"] = volumes
         deployments.append(
@@ -300,14 +301,14 @@ def manifests_for_specs(
                 )
             )
     # A real service wins over an alias of its name; an alias is rendered once.
-    unique: dict[str, tuple[str, dict[str, Any]]] = {}
+    unique: dict[str, tuple[str, KubernetesObject]] = {}
     for key, svc in sorted(services, key=lambda s: ALIAS_LABEL in s[1]["metadata"]["labels"]):
         unique.setdefault(key, (key, svc))
     return out + configs + sorted(unique.values(), key=lambda s: s[0]) + deployments
 
 
-def _service_port(service: Mapping[str, Any], *, node_port: bool) -> dict[str, Any]:
-    port: dict[str, Any] = {
+def _service_port(service: Mapping[str, Any], *, node_port: bool) -> KubernetesObject:
+    port: KubernetesObject = {
         "name": "p" + str(service["port"]),
         "protocol": "TCP",
         "port": service["port"],
