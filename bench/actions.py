@@ -6,7 +6,11 @@ Prints one JSON document:
 - `get_environment_rps`: GET /v1/environments/{id} requests per second with
   16 concurrent clients over keep-alive connections.
 
-    python bench/actions.py [--runs 20] [--seconds 5]
+    python bench/actions.py [--runs 20] [--seconds 5] [--engine local|kubernetes]
+
+With `--engine kubernetes` the same figures are taken twice in one run, on
+the local engine and on the kubernetes engine against the Kubernetes API
+test server (`tests/kubeapi/`, started here), under `engines`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -99,12 +104,11 @@ async def read_throughput(api: str, token: str, env: str, seconds: float) -> dic
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    args = parser.parse_args()
-    marina = Marina(Path(tempfile.mkdtemp(prefix="marina-bench-")) / "state").start()
+def measure(runs: int, seconds: float, *, args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Both figures on one `marina up` (with `args`)."""
+    state = Path(tempfile.mkdtemp(prefix="marina-bench-")) / "state"
+    print(f"bench: marina up {' '.join(args)} in {state}", file=sys.stderr, flush=True)
+    marina = Marina(state, args=args).start()
     try:
         try:
             env, _ = marina.deploy_guestbook(
@@ -112,12 +116,9 @@ def main() -> None:
             )
         except AssertionError as exc:
             raise SystemExit(f"bench: deploying the guestbook failed: {exc}") from None
-        samples = scale_up_latencies(marina, env, args.runs)
-        throughput = asyncio.run(read_throughput(marina.api, marina.token, env, args.seconds))
-        result = {
-            "benchmark": "actions",
-            "targets": TARGETS,
-            "cpu_count": os.cpu_count(),
+        samples = scale_up_latencies(marina, env, runs)
+        throughput = asyncio.run(read_throughput(marina.api, marina.token, env, seconds))
+        return {
             "scale_pod_up_ms": {
                 "runs": len(samples),
                 "p50": round(statistics.median(samples), 1),
@@ -128,6 +129,31 @@ def main() -> None:
         }
     finally:
         marina.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--engine", choices=("local", "kubernetes"), default="local")
+    args = parser.parse_args()
+    result: dict[str, Any] = {
+        "benchmark": "actions",
+        "targets": TARGETS,
+        "cpu_count": os.cpu_count(),
+    }
+    local = measure(args.runs, args.seconds)
+    if args.engine == "local":
+        result.update(local)
+    else:
+        from tests.kubeapi.harness import KubeApi
+
+        with KubeApi(Path(tempfile.mkdtemp(prefix="marina-bench-kubeapi-"))) as kube:
+            engine = ("--engine", "kubernetes", "--kubeconfig", str(kube.kubeconfig))
+            result["engines"] = {
+                "local": local,
+                "kubernetes (API test server)": measure(args.runs, args.seconds, args=engine),
+            }
     print(json.dumps(result, indent=2))
 
 

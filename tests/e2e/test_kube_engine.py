@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from catalog.quotas import Quotas
 from tests.e2e.marina import Marina
 from tests.e2e.test_scenario import get, sign
 from tests.kubeapi.fixtures import Kubectl, fresh_node_address
@@ -79,6 +80,14 @@ def test_the_guestbook_serves_through_the_gateway(
     status, body = get(deployed["url"])
     assert status == 200 and "hello from kubernetes" in body  # the web pod reached the store
     assert workers(kube_api) == ["minion-1", "minion-2"]
+    quotas = yaml.safe_load(
+        kubectl_for(kube_api.kubeconfig)("get", "resourcequotas", "-A", "-o", "yaml").stdout
+    )["items"]
+    project = next(q for q in quotas if q["metadata"]["namespace"].endswith("-kb"))
+    # the project's pod quota, held by the API server
+    assert project["spec"]["hard"] == {
+        "count/deployments.apps": str(Quotas.from_environment().pods)
+    }
     nodes = {
         n["?"]["name"]: n["state"]
         for n in marina.ok("GET", f"/v1/environments/{deployed['env']}")["objects"]
