@@ -15,11 +15,15 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import aiohttp
 
 from gateway.errors import EtcdCompacted, EtcdUnavailable
+
+Request: TypeAlias = dict[str, str]
+Reply: TypeAlias = dict[str, Any]
+"""A JSON reply of etcd's v3 gateway (protobuf messages as JSON: int64 as strings)."""
 
 
 def _b64(data: bytes) -> str:
@@ -100,7 +104,7 @@ class EtcdClient:
             )
         return self._session
 
-    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, path: str, body: Request) -> Reply:
         last: Exception | None = None
         for _ in range(len(self._endpoints)):
             url = self._endpoints[self._current] + path
@@ -108,7 +112,7 @@ class EtcdClient:
                 async with self._http().post(
                     url, json=body, timeout=aiohttp.ClientTimeout(total=self._timeout)
                 ) as resp:
-                    payload: dict[str, Any] = await resp.json(content_type=None)
+                    payload: Reply = await resp.json(content_type=None)
                     if resp.status != 200:
                         raise EtcdUnavailable(url, str(payload.get("error", resp.status)))
                     return payload
@@ -130,7 +134,7 @@ class EtcdClient:
         return kvs, revision
 
     async def put(self, key: bytes, value: bytes, *, lease: int | None = None) -> int:
-        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        body: Request = {"key": _b64(key), "value": _b64(value)}
         if lease:
             body["lease"] = str(lease)
         reply = await self._call("/v3/kv/put", body)
