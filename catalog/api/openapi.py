@@ -419,9 +419,9 @@ def murano_paths() -> dict[str, Any]:
         "/v1/catalog/packages/{package_id}": {
             "get": _op("A package, with Murano's fields", params=package),
             "patch": _op(
-                "Replace /enabled or /is_public (admin)",
+                "Replace /enabled or /is_public (admin; muranoclient sends it as "
+                "application/murano-packages-json-patch, read as JSON)",
                 params=package,
-                request="application/murano-packages-json-patch",
                 body=JSON_PATCH,
             ),
             "delete": _op("Delete a package (admin)", params=package),
