@@ -8,14 +8,25 @@ read-only at `/pod/package`, a private writable `/pod/work` and a private
 `/tmp`; nothing of Marina's state directory, of other pods or of other
 packages is mounted. docs/security.md says what each layer stops and what it
 does not.
+
+A readiness check runs inside a running replica's sandbox, as an exec probe
+does inside a Kubernetes container: `joining` enters the sandbox's own
+namespaces with nsenter and drops to the replica's uid, limits and
+capabilities as the replica did, so the check sees the replica's `/tmp`,
+`/pod/work` and processes and reaches nothing the replica cannot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from catalog import keys
 from catalog.errors import Conflict, MarinaError
@@ -33,12 +44,106 @@ ENVIRONMENT_UIDS = keys.SANDBOX_ENVIRONMENTS
 SYSTEM_TOP = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 LIMITS = ("--nproc=4096", "--core=0")
 """A per-uid process cap (a fork bomb stops there) and no core dumps."""
+JOINED = (("mnt", "--mount"), ("pid", "--pid"), ("ipc", "--ipc"), ("uts", "--uts"),
+          ("cgroup", "--cgroup"))  # fmt: skip
+"""A replica's namespaces that a check joins, and nsenter's option for each."""
+NS_GET_USERNS = 0xB701
+"""ioctl(2) on a namespace: the user namespace that owns it (ioctl_ns(2))."""
+REAPER_PYTHON = "/usr/bin/python3"
+"""The system's Python (under /usr, so inside every sandbox) runs `REAPER`."""
+REAPER = r"""
+import ctypes, os, signal, sys, time
+os.closerange(3, 1 << 16)  # the namespaces' descriptors stay with Marina
+libc = ctypes.CDLL(None)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: what the check leaves behind comes here
+libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: nsenter killed, the tree ends too
+class End(Exception):
+    pass
+def end(*_):
+    raise End
+def descendants():
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            pass
+    found, grow = set(), {os.getpid()}
+    while grow:
+        grow = {pid for pid, parent in parents.items() if parent in grow} - found
+        found |= grow
+    return found
+signal.signal(signal.SIGTERM, end)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+main = os.fork()
+if main == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    try:
+        os.chdir(sys.argv[1])
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as exc:
+        print(f"{sys.argv[2]}: {exc.strerror}", file=sys.stderr, flush=True)
+    os._exit(127)
+status = None
+try:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    while status is None:
+        pid, code = os.waitpid(-1, 0)
+        if pid == main:
+            status = code
+except End:
+    pass
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while kids := descendants():
+    for kid in kids:
+        try:
+            os.kill(kid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+    time.sleep(0.01)
+if status is None:
+    os._exit(128 + signal.SIGTERM)
+if os.WIFSIGNALED(status):
+    if os.WTERMSIG(status) != signal.SIGKILL:
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+"""Runs a joined check as the replica's uid: forks it, reaps what it leaves, and
+when it ends (or on SIGTERM) kills every process it started, however orphaned,
+and nothing else. Its argv: the working directory, then the check's command."""
 
 
 class SandboxUnavailable(MarinaError):
     """bubblewrap (or setpriv) is missing: replicas are not started unconfined."""
 
     code = "sandbox_unavailable"
+
+
+class SandboxGone(MarinaError):
+    """The replica's sandbox that a check would join is not (or not yet) running."""
+
+    code = "sandbox_gone"
+
+
+class SandboxStarting(SandboxGone):
+    """The sandbox is still being set up (or just ending): its command is not running."""
+
+    code = "sandbox_starting"
+
+
+class Tools(NamedTuple):
+    bwrap: str
+    setpriv: str
+    prlimit: str
+    nsenter: str
 
 
 @dataclass(frozen=True)
@@ -58,16 +163,19 @@ class Confinement:
     """Working directory inside; by default /pod/package if mounted, else /pod/work."""
 
 
-def tools() -> tuple[str, str, str]:
-    """Paths of bwrap, setpriv and prlimit, or `SandboxUnavailable` naming what is missing."""
-    found = {name: shutil.which(name) for name in ("bwrap", "setpriv", "prlimit")}
+def tools() -> Tools:
+    """Paths of bwrap, setpriv, prlimit and nsenter, or `SandboxUnavailable` naming what is
+    missing (the system's python3 too: it runs readiness checks' `REAPER`)."""
+    found = {name: shutil.which(name) for name in Tools._fields}
     missing = [name for name, path in found.items() if path is None]
+    if not os.access(REAPER_PYTHON, os.X_OK):
+        missing.append(REAPER_PYTHON)
     if missing:
         raise SandboxUnavailable(
-            f"{', '.join(missing)} not installed (Debian packages bubblewrap and util-linux): "
-            "pods are not run unconfined"
+            f"{', '.join(missing)} not installed (Debian packages bubblewrap, util-linux and "
+            "python3): pods are not run unconfined"
         )
-    return found["bwrap"] or "", found["setpriv"] or "", found["prlimit"] or ""
+    return Tools(**{name: path or "" for name, path in found.items()})
 
 
 def _system_mounts() -> list[str]:
@@ -83,7 +191,7 @@ def _system_mounts() -> list[str]:
 
 def confine(argv: list[str], confinement: Confinement) -> list[str]:
     """The command line that runs `argv` inside the replica's sandbox."""
-    bwrap, setpriv, prlimit = tools()
+    bwrap, setpriv, prlimit, _ = tools()
     args = [
         bwrap,
         "--die-with-parent",
@@ -105,8 +213,7 @@ def confine(argv: list[str], confinement: Confinement) -> list[str]:
         args += ["--ro-bind", str(confinement.package_dir), PACKAGE_MOUNT]
     for host, inside in confinement.binds:
         args += ["--ro-bind", str(host), inside]
-    default_dir = PACKAGE_MOUNT if confinement.package_dir else WORK_MOUNT
-    args += ["--chdir", confinement.chdir or default_dir]
+    args += ["--chdir", _working_dir(confinement)]
     if confinement.uid is None:
         # Not root: a user namespace stands in for the uid switch.
         args += ["--unshare-user", "--cap-drop", "ALL", "--", prlimit, *LIMITS, "--", *argv]
@@ -128,6 +235,145 @@ def confine(argv: list[str], confinement: Confinement) -> list[str]:
         "--",
         *argv,
     ]  # fmt: skip
+
+
+def _working_dir(confinement: Confinement) -> str:
+    return confinement.chdir or (PACKAGE_MOUNT if confinement.package_dir else WORK_MOUNT)
+
+
+@contextlib.contextmanager
+def joining(
+    argv: list[str], confinement: Confinement, *, sandbox_pid: int
+) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+    """The command line that runs `argv` inside the running sandbox whose bwrap is
+    `sandbox_pid` (a child of this process, started by `confine` with `confinement`),
+    and the descriptors it needs passed (`pass_fds`); they are closed on leaving.
+
+    The namespaces are those of the sandbox's command itself: a sandbox still being
+    set up (its host's file system still in reach) or gone raises `SandboxGone`.
+    Inside, the check runs under `REAPER` as the replica's uid, with its limits, no
+    groups, no capabilities and `no_new_privs`; `end_joined` ends it.
+    """
+    t = tools()
+    inner = _sandboxed_command(sandbox_pid, confinement)
+    fds: list[int] = []
+    opened: dict[str, int] = {}
+    try:
+        try:
+            pidfd = os.pidfd_open(inner)
+            fds.append(pidfd)
+            for name in [name for name, _ in JOINED] + ["user"]:
+                opened[name] = os.open(f"/proc/{inner}/ns/{name}", os.O_RDONLY)
+                fds.append(opened[name])
+            root = os.open(f"/proc/{inner}/root", os.O_RDONLY | os.O_DIRECTORY)
+            fds.append(root)
+            # The user namespace that owns the others (bwrap may nest the command's own).
+            owner = fcntl.ioctl(opened["mnt"], NS_GET_USERNS)
+            fds.append(owner)
+        except OSError as exc:
+            raise SandboxGone(f"the container's sandbox ended ({exc.strerror})") from exc
+        # Alive now, so its pid was not reused: the namespaces opened are its own.
+        if not _alive(pidfd):
+            raise SandboxGone(f"the container's sandbox ended (its command, pid {inner}, is gone)")
+        if _sandboxed_command(sandbox_pid, confinement) != inner:
+            raise SandboxGone("the container's sandbox was replaced while the check was joining")
+        for name in ("mnt", "pid"):
+            if os.fstat(opened[name]).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                raise SandboxGone(f"the container's process shares Marina's {name} namespace")
+        args = [t.nsenter, *(f"{flag}=/proc/self/fd/{opened[name]}" for name, flag in JOINED)]
+        if confinement.uid is None:
+            # Not root: the sandbox's user namespaces are Marina's user's to enter, and
+            # the uid stays the one mapped there. The first exec as that uid clears the
+            # capabilities setns granted.
+            args += [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"]
+            own = opened["user"]
+            if os.fstat(own).st_ino != os.fstat(owner).st_ino:
+                hop = [t.nsenter, f"--user=/proc/self/fd/{own}", "--preserve-credentials", "--"]
+                args = [*args, f"--root=/proc/self/fd/{root}", "--", *hop]
+            drop = ["--no-new-privs", "--inh-caps", "-all"]
+        else:
+            uid = str(confinement.uid)
+            drop = ["--reuid", uid, "--regid", uid, "--clear-groups", "--no-new-privs",
+                    "--inh-caps", "-all", "--bounding-set", "-all"]  # fmt: skip
+        if f"--root=/proc/self/fd/{root}" not in args:
+            args += [f"--root=/proc/self/fd/{root}", "--"]
+        command = [
+            *args,
+            t.prlimit,
+            *LIMITS,
+            "--",
+            t.setpriv,
+            *drop,
+            "--",
+            REAPER_PYTHON,
+            "-I",
+            "-S",
+            "-c",
+            REAPER,
+            _working_dir(confinement),
+            *argv,
+        ]
+        yield command, tuple(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def end_joined(pid: int) -> bool:
+    """Ask a joined check (`pid`: its nsenter) to end with every process it started;
+    False when there is no `REAPER` to ask (not started yet, or ended)."""
+    reapers = _children(pid)
+    for reaper in reapers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(reaper, signal.SIGTERM)
+    return bool(reapers)
+
+
+def _sandboxed_command(sandbox_pid: int, confinement: Confinement) -> int:
+    """The host pid of the command bwrap runs in the sandbox: bwrap -> its init -> command.
+
+    bwrap's init forks the command only once the sandbox is set up, so a command
+    found means the mounts are final.
+    """
+    marker = f"\0{confinement.work_dir}\0{WORK_MOUNT}\0".encode()
+    try:
+        with open(f"/proc/{sandbox_pid}/cmdline", "rb") as f:
+            named = marker in b"\0" + f.read()
+    except OSError:
+        named = False
+    if _parent(sandbox_pid) != os.getpid():
+        raise SandboxGone(f"the container's sandbox is gone (bwrap, pid {sandbox_pid}, ended)")
+    if not named:  # forked, bwrap not executed yet
+        raise SandboxStarting("the container's sandbox is not started yet")
+    inits = _children(sandbox_pid)
+    commands = _children(inits[0]) if len(inits) == 1 else []
+    if len(commands) != 1:
+        raise SandboxStarting("the container's sandbox is not running its command yet")
+    return commands[0]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _parent(int(entry)) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except OSError:
+        return False
+    return True
 
 
 def prepare_work_dir(path: Path, uid: int | None) -> None:

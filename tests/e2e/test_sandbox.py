@@ -3,7 +3,10 @@
 Two tenants (projects) each deploy a pod as non-admin users. Each pod runs a
 probe that tries what a tenant would try against the host and Marina, then
 serves its findings as JSON on its public port; the test reads them through
-the gateway and checks each promise of docs/security.md.
+the gateway and checks each promise of docs/security.md. The pod's readiness
+check runs the same probe inside the running container, as Kubernetes runs an
+exec probe: it must see the container's /tmp and processes, and be held to
+every one of the same promises.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from tests.e2e.marina import Marina
 from tests.support import wait_for
 
 PROBE = r"""
-import json, os, socket, ssl, http.server
+import json, os, socket, ssl, sys, http.server
+
+CHECKING = sys.argv[1:] == ["check"]
+MARK = "/tmp/container-was-here"
 
 def attempt(fn):
     try:
@@ -69,8 +75,19 @@ def secret_seen():
                 pass
     return found
 
+def container_seen():
+    pid = int(open(MARK).read())
+    return {"pid": pid, "cmdline": open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")}
+
+if not CHECKING:
+    with open(MARK, "w") as f:
+        f.write(str(os.getpid()))
+
 state = os.environ["STATE_DIR"]
 report = {
+    "pid": os.getpid(),
+    "container": attempt(container_seen),
+    "setuid_root": attempt(lambda: os.setuid(0)),
     "uid": os.getuid(),
     "gid": os.getgid(),
     "groups": os.getgroups(),
@@ -97,9 +114,22 @@ report = {
     "kill_agent": attempt(lambda: os.kill(int(os.environ["AGENT_PID"]), 0)),
 }
 body = json.dumps(report).encode()
+if CHECKING:
+    with open("/tmp/readiness.json.new", "wb") as f:
+        f.write(body)
+    os.rename("/tmp/readiness.json.new", "/tmp/readiness.json")
+    sys.exit(0)
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        body = globals()["body"]
+        if self.path == "/readiness":
+            # What the readiness check left in this container's /tmp.
+            try:
+                body = open("/tmp/readiness.json", "rb").read()
+            except OSError:
+                self.send_error(404)
+                return
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -174,6 +204,11 @@ def _deploy_probe(
                         "env": env,
                         "secrets": {"MY_SECRET": secret},
                         "ports": [{"containerPort": 8080}],
+                        "readiness": {
+                            "command": ["python3", "-c", PROBE, "check"],
+                            "interval_s": 1,
+                            "timeout_s": 60,
+                        },
                     }
                 ],
                 "services": [
@@ -193,8 +228,19 @@ def _agent_pid(marina: Marina) -> str:
     return pids[0].read_text().strip()
 
 
+def _fetch(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return dict(json.loads(reply.read()))
+    except urllib.error.HTTPError as missing:
+        missing.close()
+        return None
+
+
 @pytest.fixture(scope="module")
 def reports(marina: Marina) -> dict[str, dict[str, Any]]:
+    """Each tenant's findings: its container's ("red") and its readiness check's ("red-check");
+    every promise below holds for both."""
     haproxy_dirs = sorted((marina.state_dir / "nodes").glob("*/*/gateway"))
     found: dict[str, dict[str, Any]] = {}
     secrets = {"red": "red-secret-4c1d", "blue": "blue-secret-9e2a"}
@@ -208,14 +254,33 @@ def reports(marina: Marina) -> dict[str, dict[str, Any]]:
             "AGENT_PID": _agent_pid(marina) if (marina.state_dir / "nodes").exists() else "1",
         }
         _, url = _deploy_probe(marina, token, f"{tenant}-env", port, env, secrets[tenant])
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            found[tenant] = json.loads(reply.read())
+        found[tenant] = _fetch(url) or {}
+        found[f"{tenant}-check"] = wait_for(
+            lambda url=url: _fetch(url.rstrip("/") + "/readiness"),
+            timeout=60,
+            what=f"{tenant}'s readiness report",
+        )
     return found
+
+
+def test_a_readiness_check_runs_inside_the_running_container(reports):
+    for tenant in ("red", "blue"):
+        container, check = reports[tenant], reports[f"{tenant}-check"]
+        # The container's /tmp, its process (the one that wrote the mark) and its uid.
+        assert check["container"]["ok"], check["container"]
+        assert check["container"]["result"]["pid"] == container["pid"]
+        seen = check["container"]["result"]["cmdline"]
+        assert seen[:2] == ["python3", "-c"] and "check" not in seen
+        assert container["pid"] in check["pids"] and check["pid"] != container["pid"]
+        assert check["uid"] == container["uid"] and check["gid"] == container["gid"]
+        assert check["cwd"] == container["cwd"] == "/pod/package"
+        assert check["own_secret"] == container["own_secret"]
 
 
 def test_replicas_run_as_an_unprivileged_uid_per_environment(reports):
     red, blue = reports["red"], reports["blue"]
-    for report in (red, blue):
+    assert reports["red-check"]["uid"] == red["uid"] and reports["blue-check"]["uid"] == blue["uid"]
+    for report in reports.values():
         assert report["uid"] >= 1000 and report["gid"] == report["uid"]
         assert report["groups"] in ([], [report["gid"]])
         caps = {
@@ -225,6 +290,7 @@ def test_replicas_run_as_an_unprivileged_uid_per_environment(reports):
         }
         assert caps["CapEff"] == 0 and caps["CapPrm"] == 0 and caps["CapBnd"] == 0
         assert "NoNewPrivs:\t1" in report["status"]
+        assert not report["setuid_root"]["ok"]
     assert red["uid"] != blue["uid"]
 
 
@@ -259,8 +325,8 @@ def test_etcd_and_haproxy_are_out_of_reach(reports):
 
 
 def test_secrets_stay_in_their_environment(reports):
-    assert reports["red"]["own_secret"] == "red-secret-4c1d"
-    assert reports["blue"]["own_secret"] == "blue-secret-9e2a"
+    for tenant, secret in (("red", "red-secret-4c1d"), ("blue", "blue-secret-9e2a")):
+        assert reports[tenant]["own_secret"] == reports[f"{tenant}-check"]["own_secret"] == secret
     for report in reports.values():
         assert report["other_secret_in"] == []
 

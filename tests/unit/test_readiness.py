@@ -1,18 +1,29 @@
-"""Containers' readiness checks: the pod spec's rules, compose durations, and the
+"""Containers' readiness checks: the pod spec's rules, compose durations, the
 exec readinessProbe that Kubernetes gets (checked against the official schemas
-and honoured by the API test server's kubelet)."""
+and honoured by the API test server's kubelet), and the local engine's checks
+inside a running replica's sandbox (real bubblewrap)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
+import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
 import kubernetes_validate
 import pytest
 
+from catalog import sandbox
 from catalog.engines.base import PodId, PodSpec
 from catalog.engines.rendering import manifests_for_specs
 from catalog.export import pod_spec
@@ -259,3 +270,183 @@ def test_a_compose_check_of_localhost_asks_the_replicas_own_address() -> None:
     )
     assert ran.stdout == "http://127.67.0.9:8080/a b|127.67.0.9|localhost.example|"
     assert [w.code for w in warnings.items] == ["approximated"]
+
+
+# The local engine's checks join the running replica's sandbox (real bubblewrap).
+# This script plays the node agent: it starts a replica through `sandbox.confine`,
+# runs a check in it through `sandbox.joining`, prints the check's exit code and
+# output as JSON and ends the replica.
+AGENT = r"""
+import json, subprocess, sys, time
+from pathlib import Path
+from catalog import sandbox
+
+work, uid, check = Path(sys.argv[1]), (int(sys.argv[2]) or None), sys.argv[3]
+confinement = sandbox.Confinement(work_dir=work, package_dir=None, uid=uid)
+sandbox.prepare_work_dir(work, uid)
+replica = subprocess.Popen(sandbox.confine(
+    ["sh", "-c", "echo written-by-the-replica > /tmp/mark; exec sleep 3600.125"], confinement))
+try:
+    for _ in range(600):
+        try:
+            with sandbox.joining(["sh", "-c", check], confinement, sandbox_pid=replica.pid) as (
+                command, fds
+            ):
+                ran = subprocess.run(command, pass_fds=fds, capture_output=True, text=True)
+            break
+        except sandbox.SandboxStarting:
+            time.sleep(0.1)
+    print(json.dumps({"code": ran.returncode, "out": ran.stdout + ran.stderr}))
+finally:
+    replica.kill()
+    replica.wait()
+"""
+
+CHECK = """
+cat /tmp/mark
+pgrep -a sleep
+echo "uid=$(id -u) groups=$(id -G)"
+grep -E '^(CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status
+setpriv --reuid 0 true 2>/dev/null && echo BECAME-ROOT
+cat "$HOST_FILE" 2>/dev/null && echo READ-HOST-FILE
+cat /etc/shadow 2>/dev/null && echo READ-SHADOW
+ls /root 2>/dev/null && echo SAW-ROOT
+touch /usr/x 2>/dev/null && echo WROTE-USR
+ls /
+"""
+CHECK_UID = 1_250_000
+"""Outside the range Marina hands to environments."""
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _as_agent(work: Path, check: str, *, user: str) -> dict[str, Any]:
+    """Run AGENT as root (the uid switch) or as nobody (a user namespace)."""
+    uid = CHECK_UID if user == "root" else 0
+    prefix = (
+        [] if user == "root" else ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    )
+    ran = subprocess.run(
+        [*prefix, sys.executable, "-c", AGENT, str(work), str(uid), check],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return dict(json.loads(ran.stdout))
+
+
+@pytest.fixture()
+def shared_tmp() -> Iterator[Path]:
+    """A folder that the nobody user can reach too (pytest's are closed to others)."""
+    folder = Path(tempfile.mkdtemp(prefix="marina-check-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_a_check_sees_the_replicas_tmp_and_processes_and_nothing_more(
+    shared_tmp: Path, user: str
+) -> None:
+    host_file = shared_tmp / "host-file"
+    host_file.write_text("the host's")
+    host_file.chmod(0o644)  # readable by anyone who can see it: the check cannot
+    work = shared_tmp / "work"
+    if user == "nobody":
+        work.mkdir()
+        os.chown(work, 65534, 65534)
+    found = _as_agent(work, f'HOST_FILE="{host_file}"\n{CHECK}', user=user)
+    out = found["out"].splitlines()
+    assert found["code"] == 0, found
+    # The replica's /tmp and its process, which a sandbox of the check's own would not see.
+    assert out[0] == "written-by-the-replica"
+    assert "2 sleep 3600.125" in out
+    uid = CHECK_UID if user == "root" else 65534
+    assert f"uid={uid} groups={uid}" in out
+    for line in out:
+        if line.startswith("Cap"):
+            assert line.split()[1] == "0000000000000000", line
+    assert "NoNewPrivs:\t1" in out
+    for escape in ("BECAME-ROOT", "READ-HOST-FILE", "READ-SHADOW", "SAW-ROOT", "WROTE-USR"):
+        assert escape not in out
+    system = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "pod", "proc", "sbin"}
+    assert set(out[out.index("bin") :]) <= system | {"tmp", "usr"}
+
+
+@pytest.fixture()
+def replica(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], sandbox.Confinement]]:
+    uid = CHECK_UID if os.geteuid() == 0 else None
+    confinement = sandbox.Confinement(work_dir=tmp_path / "work", package_dir=None, uid=uid)
+    sandbox.prepare_work_dir(confinement.work_dir, uid)
+    proc = subprocess.Popen(sandbox.confine(["sleep", "3600.25"], confinement))
+    try:
+        wait_for(lambda: _joinable(proc, confinement), timeout=30, what="the sandbox set up")
+        yield proc, confinement
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _joinable(proc: subprocess.Popen[bytes], confinement: sandbox.Confinement) -> bool:
+    try:
+        with sandbox.joining(["true"], confinement, sandbox_pid=proc.pid):
+            return True
+    except sandbox.SandboxStarting:
+        return False
+
+
+def _running(command: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"^{command}$"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def _start_check(
+    replica: tuple[subprocess.Popen[bytes], sandbox.Confinement], script: str
+) -> subprocess.Popen[bytes]:
+    proc, confinement = replica
+    with sandbox.joining(["sh", "-c", script], confinement, sandbox_pid=proc.pid) as (
+        command,
+        fds,
+    ):
+        return subprocess.Popen(command, pass_fds=fds)
+
+
+def test_an_ended_check_takes_everything_it_started_and_leaves_the_replica(replica) -> None:
+    tag = f"{os.getpid()}{time.monotonic_ns() % 10**6}"
+    daemon, child = f"sleep 3601.{tag}", f"sleep 3602.{tag}"
+    # One escapes into a session of its own (its parent gone), one waits in the foreground.
+    check = _start_check(replica, f"(setsid {daemon} &); {child} & wait")
+    try:
+        wait_for(lambda: _running(daemon) and _running(child), timeout=30, what="both sleeps")
+        assert sandbox.end_joined(check.pid)
+        check.wait(timeout=30)
+    finally:
+        if check.poll() is None:
+            os.killpg(check.pid, signal.SIGKILL)
+            check.wait()
+    assert not _running(daemon) and not _running(child)
+    assert replica[0].poll() is None and _running("sleep 3600.25")
+
+
+def test_a_passing_check_leaves_nothing_behind_and_a_killed_one_says_so(replica) -> None:
+    daemon = f"sleep 3603.{os.getpid()}"
+    passed = _start_check(replica, f"(setsid {daemon} &); sleep 0.5; pgrep -f '^{daemon}$'")
+    assert passed.wait(timeout=60) == 0  # pgrep found it while the check ran
+    assert not _running(daemon)
+    assert _start_check(replica, "kill -KILL $$").wait(timeout=60) == -signal.SIGKILL
+    assert _start_check(replica, "exit 3").wait(timeout=60) == 3
+
+
+def test_a_check_of_a_gone_sandbox_fails_with_its_reason(replica) -> None:
+    proc, confinement = replica
+    proc.kill()
+    proc.wait()
+    with (
+        pytest.raises(sandbox.SandboxGone, match="the container's sandbox is gone"),
+        sandbox.joining(["true"], confinement, sandbox_pid=proc.pid),
+    ):
+        pass

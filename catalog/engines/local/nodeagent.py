@@ -13,10 +13,11 @@ Each replica runs confined (see `catalog.sandbox`): its environment's uid,
 its own package files read-only, a private work directory and /tmp.
 
 A replica is ready when every container is: one with a readiness check when
-its probe passed last (its command, run in a sandbox of its own with the
-replica's confinement: uid, package, work directory, variables; one run at a
-time per container, killed at its timeout and when the replica stops), one
-without when its ports accept connections.
+its probe passed last (its command, run inside the container's own sandbox as
+an exec probe runs inside a Kubernetes container: its /tmp, work directory,
+processes, uid, limits and variables; one run at a time per container, ended
+with everything it started when it finishes, at its timeout and when the
+replica stops), one without when its ports accept connections.
 
     python -m catalog.engines.local.nodeagent --etcd URL --cluster KEY --node NAME --address IP
         --role minion|master|gateway [--cores N] [--memory MiB] --state-dir DIR
@@ -55,6 +56,9 @@ STATUS = keys.REPLICA_STATUS
 BACKOFF = (0.2, 5.0)
 PROBE_OUTPUT = 160
 """Characters of a failed probe's last output line kept in the reason."""
+PROBE_END = 10
+"""Seconds a probe ending at its timeout has to kill what it started before its
+outer process group is killed instead."""
 
 
 @dataclass
@@ -322,16 +326,25 @@ class NodeAgent:
         replica.reason = "; ".join(reasons)
 
     async def _probe(self, replica: Replica, container: dict[str, Any], probe: Probe) -> None:
-        """Run a container's probe once, in the replica's confinement, and record the outcome."""
+        """Run a container's probe once, inside its sandbox, and record the outcome."""
         check = container["readiness"]
         argv = [w.replace("${package}", sandbox.PACKAGE_MOUNT) for w in check["command"]]
         output = self._replica_dir(replica.ident) / f"{container['name']}.readiness.log"
+        names = [c["name"] for c in replica.doc["containers"]]
+        index = names.index(container["name"])
+        outer = replica.procs[index] if index < len(replica.procs) else None
         passed, why = False, ""
         try:
             assert replica.confinement is not None
-            with open(output, "wb") as out:
+            if outer is None or outer.returncode is not None:
+                raise sandbox.SandboxGone("the container's sandbox is gone (its command exited)")
+            with (
+                open(output, "wb") as out,
+                sandbox.joining(argv, replica.confinement, sandbox_pid=outer.pid) as (command, fds),
+            ):
                 probe.proc = await asyncio.create_subprocess_exec(
-                    *sandbox.confine(argv, replica.confinement),
+                    *command,
+                    pass_fds=fds,
                     env=replica.envs[container["name"]],
                     cwd="/",
                     stdout=out,
@@ -349,16 +362,19 @@ class NodeAgent:
             else:
                 passed = code == 0
                 why = "" if passed else f"readiness probe failed: {_probe_code(code)}"
+        except sandbox.SandboxStarting:
+            # Nothing to join yet: no turn taken, the next comes soon.
+            probe.due = time.monotonic() + 0.2
+            probe.task = None
+            return
         except (OSError, MarinaError) as exc:
             why = f"readiness probe cannot run: {exc}"
         finally:
-            # Killed here whatever ended the wait (timeout, the replica stopping):
+            # Ended here whatever ended the wait (timeout, the replica stopping):
             # a probe never outlives its turn.
             proc, probe.proc = probe.proc, None
             if proc is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                await _end_probe(proc)
         last = _last_line(output) if why and not why.startswith("readiness probe cannot") else ""
         why += f": {last}" if last else ""
         probe.failures = 0 if passed else probe.failures + 1
@@ -504,6 +520,23 @@ class NodeAgent:
                 f"{STATUS}{self.cluster}/{replica.ident}", status, lease=self.lease
             )
             replica.reported = status
+
+
+async def _end_probe(proc: asyncio.subprocess.Process) -> None:
+    """End a probe with every process it started inside the replica, never the replica.
+
+    Inside the replica's PID namespace only the probe's own reaper knows its tree
+    (orphans included): it is asked first. Its outer process group goes at once
+    when there is no reaper, or after `PROBE_END` seconds.
+    """
+    if sandbox.end_joined(proc.pid):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROBE_END):
+                await proc.wait()
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
 
 def _exit_reason(code: int | None) -> str:
