@@ -86,8 +86,12 @@ $(IMAGE_STAMP): $(STAMP)
 image: $(IMAGE_STAMP)
 	$(PY) -m tests.elements.building --role $(ROLE) --type $(IMAGE_TYPE)
 
+# `make demo PORT=8788 ETCD_PORT=23800` when the default ports are taken.
+PORT ?= 8787
+ETCD_PORT ?= 23790
+
 demo: deps
-	$(VENV)/bin/marina demo
+	$(VENV)/bin/marina demo --port $(PORT) --etcd-port $(ETCD_PORT)
 
 gateway-demo: deps
 	$(PY) -m gateway.demo

@@ -80,10 +80,15 @@ class Leadership:
                 except MarinaError as exc:
                     log.warning("%s pass failed: %s", self.name, exc)
                 wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        wake.wait(), min(pause or self.resync, self.lease_ttl / 3)
-                    )
+                # Ctrl-C (stop) must not wait out the pause.
+                waits = [asyncio.ensure_future(e.wait()) for e in (wake, stop)]
+                await asyncio.wait(
+                    waits,
+                    timeout=min(pause or self.resync, self.lease_ttl / 3),
+                    return_when="FIRST_COMPLETED",
+                )
+                for waiting in waits:
+                    waiting.cancel()
                 await asyncio.sleep(0.01)  # gather a burst of changes into one pass
         finally:
             watcher.cancel()

@@ -284,7 +284,9 @@ class Server:
         ]
         if self.etcd is not None:
             self.tasks.append(asyncio.create_task(self._supervise_etcd(self.etcd)))
-        self.runner = await serve(make_app(self.store), host=settings.host, port=settings.port)
+        self.runner = await serve(
+            make_app(self.store, engine=engine), host=settings.host, port=settings.port
+        )
         (settings.state_dir / "api-url").write_text(settings.api_url + "\n")
 
     async def _supervise_etcd(self, etcd: EmbeddedEtcd) -> None:

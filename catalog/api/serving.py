@@ -135,6 +135,9 @@ async def serve(
     runner = web.AppRunner(
         app,
         access_log=None,
+        # Streams (events, followed logs) never end on their own: Ctrl-C must
+        # not wait 60 s for them.
+        shutdown_timeout=0.5,
         keepalive_timeout=limits.header_timeout,
         max_line_size=limits.max_line_size,
         max_field_size=limits.max_field_size,

@@ -9,22 +9,30 @@ action by `objectName:method`, JSON output, KEY=VALUE arguments.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 
 class CliError(Exception):
-    """A message for the user; the command exits 1."""
+    """A message for the user; the command exits with `code` (1)."""
+
+    def __init__(self, message: str, *, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Client:
     def __init__(self, api: str, token: str) -> None:
-        self.api = api.rstrip("/")
+        # `marina up` prints the API as .../v1; every path here starts with /v1.
+        self.api = api.rstrip("/").removesuffix("/v1").rstrip("/")
         self.token = token
 
     def call(
@@ -51,28 +59,40 @@ class Client:
                     return json.loads(payload)
                 return payload
         except urllib.error.HTTPError as exc:
-            try:
-                error = json.loads(exc.read())
-            except ValueError:
-                raise CliError(f"{method} {path}: HTTP {exc.code}") from None
-            message = error.get("message", f"HTTP {exc.code}")
-            for problem in error.get("problems", []):
-                message += f"\n  - {problem['field']}: {problem['rule']}"
-            raise CliError(message) from None
+            raise CliError(_http_message(exc, method, path)) from None
         except (urllib.error.URLError, OSError) as exc:
             raise CliError(f"cannot reach the Marina API at {self.api}: {exc}") from None
 
     def stream(self, path: str) -> Any:
+        for line in self.raw_stream(path):
+            if line.strip():
+                yield json.loads(line)
+
+    def raw_stream(self, path: str) -> Iterator[bytes]:
+        """The response's lines as they come (an error answer becomes a CliError)."""
         request = urllib.request.Request(
             self.api + path, headers={"Authorization": f"Bearer {self.token}"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=660) as reply:
-                for line in reply:
-                    if line.strip():
-                        yield json.loads(line)
+            with urllib.request.urlopen(request, timeout=3660) as reply:
+                yield from reply
+        except urllib.error.HTTPError as exc:
+            raise CliError(_http_message(exc, "GET", path)) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise CliError(f"log stream broke: {exc}") from None
+            raise CliError(f"the stream from {self.api} broke: {exc}") from None
+
+
+def _http_message(exc: urllib.error.HTTPError, method: str, path: str) -> str:
+    try:
+        error = json.loads(exc.read())
+    except ValueError:
+        return f"{method} {path}: HTTP {exc.code}"
+    if not isinstance(error, dict):
+        return f"{method} {path}: HTTP {exc.code}"
+    message = str(error.get("message", f"HTTP {exc.code}"))
+    for problem in error.get("problems", []):
+        message += f"\n  - {problem['field']}: {problem['rule']}"
+    return message
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -92,41 +112,218 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def key_values(pairs: list[str], what: str) -> dict[str, Any]:
+def emit(data: Any, fmt: str, table: Callable[[], list[list[str]]]) -> None:
+    """A listing as JSON or YAML (the API's own fields, for scripts) or a table."""
+    if fmt == "json":
+        print_json(data)
+    elif fmt == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False), end="")
+    else:
+        print_table(table())
+
+
+def print_table(rows: list[list[str]]) -> None:
+    if len(rows) <= 1:
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def not_found(kind: str, ref: str, names: list[str], where: str = "") -> CliError:
+    """`kind 'ref' not found`, with the closest name when one is close."""
+    close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return CliError(f"{kind} {ref!r} not found{where}{hint}")
+
+
+def pick(items: list[dict[str, Any]], ref: str, kind: str, *, where: str = "") -> dict[str, Any]:
+    """The item whose id or name is `ref` (items have `id` and `name`)."""
+    for item in items:
+        if item["id"] == ref:
+            return item
+    named = [item for item in items if item["name"] == ref]
+    if len(named) > 1:
+        ids = ", ".join(item["id"] for item in named)
+        raise CliError(f"several {kind}s are named {ref!r}{where} ({ids}): use an id")
+    if not named:
+        raise not_found(kind, ref, sorted({str(i["name"]) for i in items}), where)
+    return named[0]
+
+
+def environments(client: Client) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    marker = ""
+    while True:
+        page = client.call("GET", "/v1/environments?limit=1000" + marker)
+        found += page["environments"]
+        if not page.get("next_marker"):
+            return found
+        marker = "&marker=" + urllib.parse.quote(page["next_marker"])
+
+
+def resolve_env(client: Client, ref: str) -> str:
+    """An environment's id from its id or its name."""
+    return str(pick(environments(client), ref, "environment")["id"])
+
+
+def objects_of(
+    env_doc: dict[str, Any], kinds: tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
+    """The environment's objects as {id, name, type, object}."""
+    return [
+        {"id": o["?"]["id"], "name": o["?"]["name"], "type": o["?"]["type"], "object": o}
+        for o in env_doc["objects"]
+        if kinds is None or o["?"]["type"] in kinds
+    ]
+
+
+SCALAR = {"string", "integer", "number", "boolean", "array", "object", "null"}
+
+
+def typed_value(key: str, text: str, schema: dict[str, Any] | None) -> Any:
+    """`text` as the type the schema gives `key` (a string when it says none)."""
+    kinds = (schema or {}).get("type")
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
+    if not kinds:
+        return text if schema is not None else _guess(text)
+    for kind in kinds:
+        try:
+            if kind == "string":
+                return text
+            if kind == "integer":
+                return int(text)
+            if kind == "number":
+                value = float(text)
+                return int(value) if value.is_integer() and "." not in text else value
+            if kind == "boolean" and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return text.lower() in ("true", "yes", "1")
+            if kind == "null" and text in ("null", ""):
+                return None
+            if kind in ("array", "object"):
+                value = json.loads(text)
+                if isinstance(value, list if kind == "array" else dict):
+                    return value
+        except ValueError:
+            continue
+    raise CliError(f"--set {key}={text}: {key} must be {' or '.join(kinds)}")
+
+
+def _guess(text: str) -> Any:
+    """A key the schema does not describe: JSON when it parses, else the text
+    (the server refuses unknown keys, naming them)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def key_values(pairs: list[str], what: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """KEY=VALUE pairs typed from the JSON schema's properties; dotted keys
+    (`a.b=1`) set nested objects, as Helm's --set does."""
     values: dict[str, Any] = {}
+    props = (schema or {}).get("properties", {}) if schema is not None else None
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CliError(f"{what} {pair!r} must be KEY=VALUE")
-        try:
-            values[key] = json.loads(value)
-        except ValueError:
-            values[key] = value
+        path = key.split(".")
+        target, node = values, props
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise CliError(f"{what} {pair!r}: {part} is not an object")
+            node = ((node or {}).get(part) or {}).get("properties") if node is not None else None
+        leaf_schema = (node or {}).get(path[-1]) if node is not None else None
+        if node is not None and leaf_schema is None:
+            leaf_schema = {}  # unknown to the schema: kept as text, the server names it
+        target[path[-1]] = typed_value(key, value, leaf_schema)
     return values
+
+
+def read_values(path: str | None) -> dict[str, Any]:
+    """--values FILE.yaml: a mapping of arguments or properties."""
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CliError(f"{path} is not YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CliError(f"{path} must hold a mapping of names to values")
+    return data
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Helm's order: later values win, mappings merge key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def list_actions(client: Client, env: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = client.call("GET", f"/v1/environments/{env}/actions")["actions"]
+    return found
+
+
+def find_action(client: Client, env: str, action: str) -> dict[str, Any]:
+    """An action by id, or by `objectName:method` (the object by name or id)."""
+    actions = list_actions(client, env)
+    for found in actions:
+        if found["id"] == action:
+            return found
+    if ":" not in action:
+        raise not_found(
+            "action",
+            action,
+            [f"{a['objectName']}:{a['name']}" for a in actions],
+            " (id or object:method)",
+        )
+    name, _, method = action.partition(":")
+    matches = [a for a in actions if name in (a["objectName"], a["object"]) and a["name"] == method]
+    if len(matches) > 1:
+        raise CliError(f"several objects are named {name!r}: name the action by its id")
+    if not matches:
+        raise not_found("action", action, [f"{a['objectName']}:{a['name']}" for a in actions])
+    return matches[0]
 
 
 def resolve_action(client: Client, env: str, action: str) -> str:
     """An action id, or `objectName:method` looked up in the environment."""
-    if ":" not in action:
-        return action
-    name, _, method = action.partition(":")
-    actions = client.call("GET", f"/v1/environments/{env}/actions")["actions"]
-    found = [a for a in actions if a["objectName"] == name and a["name"] == method]
-    if not found:
-        raise CliError(f"no object named {name!r} with action {method!r} in {env}")
-    return str(found[0]["id"])
+    return str(find_action(client, env, action)["id"])
 
 
 def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> dict[str, Any]:
-    """Follow the task's log until it finishes; its final state."""
-    spinner = "|/-\\"
+    """Follow the task's log until it finishes; its final state. Ctrl-C stops
+    following only: the task goes on, and the message says how to follow it."""
     started = time.monotonic()
-    for i, entry in enumerate(client.stream(f"/v1/tasks/{task_id}/log?follow=1")):
-        if "state" in entry:
-            break
-        if not quiet:
-            stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
-            print(f"\r{spinner[i % 4]} {stamp} {entry['level']:<7} {entry['message']}", flush=True)
+    steps = 0
+    try:
+        for entry in client.stream(f"/v1/tasks/{task_id}/log?follow=1"):
+            if "state" in entry:
+                break
+            steps += 1
+            if not quiet:
+                stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
+                print(f"[{steps:>3}] {stamp} {entry['level']:<7} {entry['message']}", flush=True)
+    except KeyboardInterrupt:
+        raise CliError(
+            f"stopped following; task {task_id} goes on. Follow it again with "
+            f"`marina task {task_id} --wait`",
+            code=130,
+        ) from None
     task: dict[str, Any] = client.call("GET", f"/v1/tasks/{task_id}")
     if not quiet:
         print(f"task {task_id} {task['state']} after {time.monotonic() - started:.1f}s")

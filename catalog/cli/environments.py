@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from catalog.cli.client import CliError, connect, key_values, print_json, wait_for_task
+from catalog.cli.client import (
+    Client,
+    CliError,
+    connect,
+    emit,
+    environments,
+    key_values,
+    merge,
+    not_found,
+    objects_of,
+    pick,
+    print_json,
+    read_values,
+    resolve_env,
+    wait_for_task,
+)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -15,8 +31,12 @@ def cmd_env(args: argparse.Namespace) -> int:
     if args.env_command == "create":
         print_json(client.call("POST", "/v1/environments", {"name": args.name}))
     elif args.env_command == "list":
-        for env in client.call("GET", "/v1/environments")["environments"]:
-            print(f"{env['id']}  {env['status']:<9} {env['name']}")
+        found = environments(client)
+        emit(
+            found,
+            args.output,
+            lambda: [["ID", "STATUS", "NAME"]] + [[e["id"], e["status"], e["name"]] for e in found],
+        )
     elif args.env_command == "import":
         snapshot = _read_snapshot(Path(args.file))
         body = {"snapshot": snapshot, "name": args.name} if args.name else snapshot
@@ -26,9 +46,11 @@ def cmd_env(args: argparse.Namespace) -> int:
             "cluster and applications to run them)"
         )
     elif args.env_command == "show":
-        print_json(client.call("GET", f"/v1/environments/{args.env}"))
+        shown = client.call("GET", f"/v1/environments/{resolve_env(client, args.env)}")
+        emit(shown, "yaml" if args.output == "yaml" else "json", lambda: [])
     elif args.env_command == "delete":
-        task = client.call("DELETE", f"/v1/environments/{args.env}")["task_id"]
+        env_id = resolve_env(client, args.env)
+        task = client.call("DELETE", f"/v1/environments/{env_id}")["task_id"]
         if args.wait:
             return 0 if wait_for_task(client, task)["state"] == "succeeded" else 1
         print(task)
@@ -53,16 +75,102 @@ def _read_snapshot(path: Path) -> Any:
         raise CliError(f"{path}: marina.json is not JSON: {exc}") from None
 
 
+def package_of(client: Client, name: str) -> dict[str, Any]:
+    listed = client.call("GET", "/v1/catalog/packages?limit=1000")["packages"]
+    for package in listed:
+        if package["name"] == name:
+            return dict(package)
+    raise not_found("package", name, [p["name"] for p in listed])
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     client = connect(args)
+    env_id = resolve_env(client, args.env)
+    if args.app_command == "list":
+        return _list_apps(client, env_id, args.output)
+    if args.app_command == "remove":
+        return _remove(client, env_id, args)
     properties = json.loads(args.properties) if args.properties else {}
     if not isinstance(properties, dict):
         raise CliError("--properties must be a JSON object")
-    properties.update(key_values(args.set or [], "--set"))
+    package = package_of(client, args.package)
+    schema = package.get("properties") or {}
+    properties = merge(properties, read_values(args.values))
+    properties = merge(properties, key_values(args.set or [], "--set", schema))
     body: dict[str, Any] = {"package": args.package, "properties": properties}
     if args.name:
         body["name"] = args.name
-    objects = client.call("POST", f"/v1/environments/{args.env}/services", body)
+    if args.dry_run:
+        problems = schema_problems(schema, _with_defaults(schema, properties))
+        print_json({"dry_run": True, "environment": env_id, **body, "problems": problems})
+        if problems:
+            raise CliError(f"{len(problems)} problems; nothing would be added")
+        return 0
+    objects = client.call("POST", f"/v1/environments/{env_id}/services", body)
     for obj in objects:
         print(f"{obj['?']['id']}  {obj['?']['type']:<22} {obj['?']['name']}")
+    return 0
+
+
+def _with_defaults(schema: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    defaults = {
+        k: v["default"]
+        for k, v in (schema.get("properties") or {}).items()
+        if isinstance(v, dict) and "default" in v
+    }
+    return {**defaults, **given}
+
+
+def schema_problems(schema: dict[str, Any], value: Any) -> list[str]:
+    """Every way `value` breaks the JSON schema, each naming the field."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{'.'.join(str(p) for p in error.absolute_path) or '(top)'}: {error.message}"
+        for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def _list_apps(client: Client, env_id: str, fmt: str) -> int:
+    env = client.call("GET", f"/v1/environments/{env_id}")
+    listed = [
+        {
+            "id": o["id"],
+            "name": o["name"],
+            "type": o["type"],
+            "package": o["object"]["?"].get("package"),
+            "state": o["object"].get("state"),
+        }
+        for o in objects_of(env)
+        if o["type"] not in ("MasterNode", "MinionNode", "GatewayNode")
+    ]
+    emit(
+        listed,
+        fmt,
+        lambda: (
+            [["ID", "TYPE", "STATE", "NAME"]]
+            + [[a["id"], a["type"], str(a["state"]), a["name"]] for a in listed]
+        ),
+    )
+    return 0
+
+
+def _remove(client: Client, env_id: str, args: argparse.Namespace) -> int:
+    env = client.call("GET", f"/v1/environments/{env_id}")
+    removable = [
+        o for o in objects_of(env) if o["type"] not in ("MasterNode", "MinionNode", "GatewayNode")
+    ]
+    target = pick(removable, args.app, "application", where=f" in {env['name']}")
+    if args.dry_run:
+        print_json({"dry_run": True, "remove": {k: target[k] for k in ("id", "name", "type")}})
+        return 0
+    task = client.call("DELETE", f"/v1/environments/{env_id}/objects/{target['id']}")["task_id"]
+    if not args.wait:
+        print(task)
+        return 0
+    final = wait_for_task(client, task)
+    if final["state"] == "failed":
+        print(f"failed: {final['error']}", file=sys.stderr)
+        return 1
     return 0

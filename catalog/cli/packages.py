@@ -10,14 +10,21 @@ from pathlib import Path
 
 import yaml
 
-from catalog.cli.client import CliError, connect, print_json
+from catalog.cli.client import CliError, connect, emit, print_json
 
 
 def cmd_package(args: argparse.Namespace) -> int:
     client = connect(args)
     if args.package_command == "list":
-        for package in client.call("GET", "/v1/catalog/packages")["packages"]:
-            print(f"{package['name']:<24} {package['version']:<8} {package['description'][:60]}")
+        found = client.call("GET", "/v1/catalog/packages?limit=1000")["packages"]
+        emit(
+            found,
+            args.output,
+            lambda: (
+                [["NAME", "VERSION", "DESCRIPTION"]]
+                + [[p["name"], p["version"], p["description"][:60]] for p in found]
+            ),
+        )
         return 0
     path = Path(args.file)
     try:

@@ -10,11 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import logging
+import os
+import sys
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, NoReturn
 
 from catalog.cli.client import Client, CliError, resolve_action, wait_for_task
+from catalog.cli.ports import port_problem
 from catalog.pki import TLSFiles
 from catalog.server import Server, ServerSettings, serve_until_stopped, stop_on_signals
 
@@ -32,6 +39,17 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         raise CliError("--kubeconfig and --context are for --engine kubernetes")
     if args.kubeconfig and not Path(args.kubeconfig).is_file():
         raise CliError(f"--kubeconfig {args.kubeconfig}: no such file")
+    if not 0 < args.port < 65536 or not 0 < args.etcd_port < 65535:
+        raise CliError("--port and --etcd-port must be from 1 to 65534")
+    wanted = [(args.host, args.port, "--port")]
+    if not args.etcd:  # the embedded etcd: its client port and the peer port after it
+        wanted += [
+            ("127.0.0.1", args.etcd_port, "--etcd-port"),
+            ("127.0.0.1", args.etcd_port + 1, "--etcd-port (etcd's peer port is the next one)"),
+        ]
+    problems = [p for p in (port_problem(*w) for w in wanted) if p]
+    if problems:
+        raise CliError("\n".join(problems))
     return ServerSettings(
         engine=args.engine,
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
@@ -66,8 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         await serve_until_stopped(server, stop, stop_nodes=server.etcd is not None)
 
-    asyncio.run(run())
-    return 0
+    _run(run(), settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -108,8 +125,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         finally:
             await server.stop(stop_nodes=True)
 
-    asyncio.run(run())
-    return 0
+    _run(run(), settings)
+
+
+def _run(main: Coroutine[Any, Any, None], settings: ServerSettings) -> NoReturn:
+    """Run the server to its end, then leave at once.
+
+    By then every process Marina started is stopped; what remains are the
+    etcd client's gRPC threads and executor workers parked on I/O, which an
+    ordinary interpreter exit would wait seconds for after Ctrl-C.
+    """
+    try:
+        asyncio.run(main)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # Taken between the check in _settings and the bind.
+        raise CliError(
+            port_problem(settings.host, settings.port, "--port") or f"{exc.strerror}"
+        ) from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
 
 
 def deploy_demo(client: Client, settings: ServerSettings, token: str, created: list[str]) -> None:
