@@ -8,7 +8,6 @@ builds the package through `building`, the same way for every format.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from catalog.errors import Conflict, NotFound
 from catalog.packages import get_package, save_package
@@ -94,7 +93,7 @@ async def import_package(
     name: str | None = None,
     dry_run: bool = False,
     replace: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """POST /v1/packages/import: translate an uploaded file and save the package.
 
     An upload arrives without the files beside it, so env_file and bind mounts

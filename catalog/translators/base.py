@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from catalog.errors import Problem, ValidationFailed
+
+Parsed: TypeAlias = dict[str, Any]
+"""A mapping as read from the source file (YAML or JSON), not checked yet."""
+Drafted: TypeAlias = dict[str, Any]
+"""A piece of the package being written (a pod, a container, a readiness
+check), with `${property}` placeholders where values become properties."""
 
 MAX_SERVICES = 100
 """Services in one description; more is refused, not truncated."""
@@ -195,7 +201,7 @@ class ServiceDraft:
     """Package files this service needs (from bind mounts)."""
     mounts: dict[str, str] = field(default_factory=dict)
     """Container path -> package path, to rewrite commands that name mounted files."""
-    readiness: dict[str, Any] | None = None
+    readiness: Drafted | None = None
     """A Marina readiness check (`command` a list, or a string for `sh -c`, and
     the whole-second settings the source gave)."""
 

@@ -31,12 +31,14 @@ from typing import Any
 
 import yaml
 
-from catalog.documents import Manifest
+from catalog.documents import JsonSchema, Manifest
 from catalog.packages import FORMAT, Package, validate_manifest
 from catalog.translators.base import (
     MAX_SERVICES,
     Application,
     Document,
+    Drafted,
+    Parsed,
     PortDraft,
     Refusals,
     ServiceDraft,
@@ -70,7 +72,7 @@ class Translation:
     services: int
     """Services in the source."""
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "format": self.format,
             "package": {**self.package.summary(), "manifest": self.package.manifest},
@@ -196,9 +198,7 @@ def set_memory(draft: ServiceDraft, value: Any, pointer: str, warnings: Warnings
         draft.memory = mib
 
 
-def set_labels(
-    draft: ServiceDraft, labels: dict[str, Any], pointer: str, warnings: Warnings
-) -> None:
+def set_labels(draft: ServiceDraft, labels: Parsed, pointer: str, warnings: Warnings) -> None:
     for key, value in labels.items():
         text = as_env_value(value) if value is not None else ""
         if (
@@ -409,10 +409,10 @@ def _services(
     pods: dict[str, str],
     warnings: Warnings,
     refusals: Refusals,
-) -> tuple[dict[str, list[_Service]], dict[str, Any]]:
+) -> tuple[dict[str, list[_Service]], JsonSchema]:
     """Each pod's services, and the package properties (replicas, public ports)."""
     out: dict[str, list[_Service]] = {}
-    properties: dict[str, Any] = {}
+    properties: JsonSchema = {}
     taken: set[str] = set()
     published: dict[int, str] = {}
     for draft in drafts:
@@ -492,7 +492,7 @@ def _pod(
     services: dict[str, list[_Service]],
     drafts: dict[str, ServiceDraft],
     warnings: Warnings,
-) -> dict[str, Any]:
+) -> Drafted:
     env: dict[str, str] = {}
     links: dict[str, str] = {}
     for link in draft.links:
@@ -538,7 +538,7 @@ def _pod(
             )
             continue
         env[key] = _rewrite(value, draft.mounts)
-    container: dict[str, Any] = {
+    container: Drafted = {
         "name": pod,
         "image": draft.image or f"{package}-{pod}",
     }
@@ -578,7 +578,7 @@ def _pod(
         if isinstance(command, list):
             command = [_rewrite(w, draft.mounts) for w in command]
         container["readiness"] = {**draft.readiness, "command": command}
-    spec: dict[str, Any] = {
+    spec: Drafted = {
         "name": pod,
         "replicas": replicas,
         "labels": {"app": package, **draft.labels},

@@ -21,7 +21,9 @@ from catalog.packages import LIMITS
 from catalog.translators.base import (
     Application,
     Document,
+    Drafted,
     LinkDraft,
+    Parsed,
     PortDraft,
     Refusals,
     ServiceDraft,
@@ -191,7 +193,7 @@ class ComposeTranslator:
 def _service(
     name: str,
     spec: Any,
-    services: dict[str, Any],
+    services: Parsed,
     source: Source,
     warnings: Warnings,
     refusals: Refusals,
@@ -302,16 +304,7 @@ def _healthcheck(draft: ServiceDraft, check: Any, warnings: Warnings, refusals: 
         )
         return
     command = to_own_address(command, f"{base}/test", test, warnings)
-    if any("/tmp" in w for w in ([command] if isinstance(command, str) else command)):
-        warnings.add(
-            f"{base}/test",
-            test,
-            "approximated",
-            "the check runs beside the container with its files, variables and user, but "
-            "with a /tmp of its own: what the container writes to /tmp is not seen there "
-            "(use $HOME, the replica's work directory)",
-        )
-    readiness: dict[str, Any] = {"command": command}
+    readiness: Drafted = {"command": command}
     for key, field, default in (
         ("interval", "interval_s", 30.0),
         ("timeout", "timeout_s", 30.0),
@@ -409,10 +402,10 @@ def _quoted_with_address(word: str) -> str:
     )
 
 
-def _pairs(value: Any) -> dict[str, Any]:
+def _pairs(value: Any) -> Parsed:
     if isinstance(value, dict):
         return dict(value)
-    out: dict[str, Any] = {}
+    out: Parsed = {}
     for item in value:
         key, sep, rest = str(item).partition("=")
         out[key] = rest if sep else None
@@ -421,7 +414,7 @@ def _pairs(value: Any) -> dict[str, Any]:
 
 def _environment(
     draft: ServiceDraft,
-    spec: dict[str, Any],
+    spec: Parsed,
     source: Source,
     warnings: Warnings,
     refusals: Refusals,
@@ -559,9 +552,7 @@ def _interpolate(
     return result
 
 
-def _ports(
-    draft: ServiceDraft, spec: dict[str, Any], warnings: Warnings, refusals: Refusals
-) -> None:
+def _ports(draft: ServiceDraft, spec: Parsed, warnings: Warnings, refusals: Refusals) -> None:
     base = draft.pointer
     for key in ("ports", "expose"):
         items = spec.get(key)
@@ -635,7 +626,7 @@ def _short_port(
 
 
 def _long_port(
-    draft: ServiceDraft, item: dict[str, Any], pointer: str, warnings: Warnings, refusals: Refusals
+    draft: ServiceDraft, item: Parsed, pointer: str, warnings: Warnings, refusals: Refusals
 ) -> None:
     for key, value in item.items():
         if key not in (
@@ -726,7 +717,7 @@ def _publish(
     draft.ports += [PortDraft(t, h, pointer) for h, t in zip(hosts, targets, strict=True)]
 
 
-def _links(draft: ServiceDraft, spec: dict[str, Any], refusals: Refusals) -> None:
+def _links(draft: ServiceDraft, spec: Parsed, refusals: Refusals) -> None:
     links = spec.get("links")
     if links is None:
         return
@@ -740,8 +731,8 @@ def _links(draft: ServiceDraft, spec: dict[str, Any], refusals: Refusals) -> Non
 
 def _depends_on(
     draft: ServiceDraft,
-    spec: dict[str, Any],
-    services: dict[str, Any],
+    spec: Parsed,
+    services: Parsed,
     warnings: Warnings,
     refusals: Refusals,
 ) -> None:
@@ -823,9 +814,7 @@ def _wait_healthy(target: str, spec: Any, pointer: str, warnings: Warnings) -> N
     )
 
 
-def _deploy(
-    draft: ServiceDraft, spec: dict[str, Any], warnings: Warnings, refusals: Refusals
-) -> None:
+def _deploy(draft: ServiceDraft, spec: Parsed, warnings: Warnings, refusals: Refusals) -> None:
     base = draft.pointer
     if "scale" in spec:
         set_replicas(draft, spec["scale"], f"{base}/scale", warnings, refusals)
@@ -916,7 +905,7 @@ def _limit(draft: ServiceDraft, what: str, value: Any, pointer: str, warnings: W
         )
 
 
-def _volumes(draft: ServiceDraft, spec: dict[str, Any], source: Source, warnings: Warnings) -> None:
+def _volumes(draft: ServiceDraft, spec: Parsed, source: Source, warnings: Warnings) -> None:
     volumes = spec.get("volumes")
     if volumes is None:
         return

@@ -16,7 +16,14 @@ from typing import Any
 
 import yaml
 
-from catalog.translators.base import Document, Refusals, Source, SourceRejected, pointer_of
+from catalog.translators.base import (
+    Document,
+    Parsed,
+    Refusals,
+    Source,
+    SourceRejected,
+    pointer_of,
+)
 
 MAX_BYTES = 512 * 1024
 """Size of a source file."""
@@ -124,8 +131,8 @@ class _Walker:
         assert isinstance(node, yaml.MappingNode)
         if node.tag not in ("tag:yaml.org,2002:map",):
             self._refuse(node, pointer, f"has an unsupported tag {node.tag}")
-        out: dict[str, Any] = {}
-        merged: dict[str, Any] = {}
+        out: Parsed = {}
+        merged: Parsed = {}
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
                 sources = (
@@ -161,8 +168,8 @@ def load_json(source: Source) -> Document:
     refusals = Refusals(source)
     duplicates: list[str] = []
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def pairs(items: list[tuple[str, Any]]) -> Parsed:
+        out: Parsed = {}
         for key, value in items:
             if key in out:
                 duplicates.append(key)

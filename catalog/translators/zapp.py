@@ -16,6 +16,7 @@ from typing import Any
 from catalog.translators.base import (
     Application,
     Document,
+    Parsed,
     PortDraft,
     Refusals,
     ServiceDraft,
@@ -145,7 +146,7 @@ class ZappTranslator:
 
 
 def _service(
-    index: int, spec: Any, app: dict[str, Any], warnings: Warnings, refusals: Refusals
+    index: int, spec: Any, app: Parsed, warnings: Warnings, refusals: Refusals
 ) -> ServiceDraft:
     base = pointer_of("services", index)
     if not isinstance(spec, dict):
