@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from catalog.classes.registry import classes
+
+OpenApi: TypeAlias = dict[str, Any]
+"""A part of the OpenAPI 3.1 document (its schemas are JSON-Schemas)."""
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 PAGING = (
@@ -32,7 +35,7 @@ COMMON = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
+def _error(description: str) -> OpenApi:
     return {"description": description, "content": {"application/json": {"schema": ERROR}}}
 
 
@@ -40,15 +43,15 @@ def _op(
     summary: str,
     *,
     ok: int = 200,
-    body: dict[str, Any] | None = None,
+    body: OpenApi | None = None,
     content: str = "application/json",
     request: str = "application/json",
     params: tuple[str, ...] = (),
-    query: tuple[dict[str, Any], ...] = (),
+    query: tuple[OpenApi, ...] = (),
     also: tuple[str, ...] = (),
     secured: bool = True,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
+) -> OpenApi:
+    op: OpenApi = {
         "summary": summary,
         "security": [{"bearer": []}],
         "parameters": [
@@ -75,7 +78,7 @@ def _op(
     return op
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document() -> OpenApi:
     env = ("env_id",)
     task = ("task_id",)
     return {
@@ -172,6 +175,14 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/environments/{env_id}/tasks": {
                 "get": _op("The environment's recent tasks, newest first", params=env),
+            },
+            "/v1/environments/{env_id}/objects/{object_id}": {
+                "delete": _op(
+                    "Remove an application (with its pods), a pod or a cluster with nothing "
+                    "on it, by id or name (a task)",
+                    ok=202,
+                    params=("env_id", "object_id"),
+                ),
             },
             "/v1/environments/{env_id}/status": {
                 "get": _op(
@@ -350,7 +361,7 @@ JSON_PATCH = {
 }
 
 
-def murano_paths() -> dict[str, Any]:
+def murano_paths() -> OpenApi:
     """Murano's routes (catalog.api.murano): sessions, deployments, static actions
     and the package catalog, for python-muranoclient (docs/murano.md)."""
     env = ("env_id",)
