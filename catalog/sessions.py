@@ -188,6 +188,8 @@ async def view(store: Store, env_id: str, project: ProjectId, session_id: str | 
     if session_id is None:
         return doc
     session = await get_session(store, env_id, session_id, project)
+    if session["state"] != "opened":  # a deployed session's changes are in the document
+        return doc
     return apply_changes(doc, session["changes"], await _packages_of(store, session["changes"]))
 
 

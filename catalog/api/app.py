@@ -101,8 +101,8 @@ def make_app(store: Store, *, engine: Engine | None = None) -> web.Application:
         app[pods.ENGINE] = engine
     r = app.router
     r.add_get("/v1/openapi.json", openapi)
-    r.add_get("/v1/environments", environments.list_environments)
-    r.add_post("/v1/environments", environments.create_environment)
+    r.add_get("/v1/environments", murano.list_environments)
+    r.add_post("/v1/environments", murano.create_environment)
     r.add_post("/v1/environments/import", environments.import_environment)
     r.add_get("/v1/environments/{env_id}", murano.show_environment)
     r.add_put("/v1/environments/{env_id}", murano.rename_environment)
@@ -134,6 +134,7 @@ def make_app(store: Store, *, engine: Engine | None = None) -> web.Application:
     r.add_get("/v1/environments/{env_id}/tasks", tasks.list_tasks)
     r.add_get("/v1/environments/{env_id}/status", pods.environment_status)
     r.add_get("/v1/environments/{env_id}/pods/{pod}/logs", pods.pod_logs)
+    r.add_delete("/v1/environments/{env_id}/objects/{object_id}", pods.remove_object)
     r.add_get("/v1/environments/{env_id}/events", events.environment_events)
     r.add_get("/v1/tasks/{task_id}", tasks.show_task)
     r.add_get("/v1/tasks/{task_id}/events", events.task_events)

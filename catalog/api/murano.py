@@ -27,6 +27,7 @@ from catalog.api.handling import (
     murano_service,
     present_with_murano,
     read_json,
+    read_paging,
     reply_json,
     store_of,
 )
@@ -91,17 +92,56 @@ async def rename_environment(request: web.Request) -> web.Response:
         return doc
 
     doc = await envs.change(store, env_id, rename)
-    return reply_json(envs.summary(doc))
+    shown = envs.summary(doc)
+    return reply_json(_murano_times(shown) if is_murano(request) else shown)
+
+
+def _murano_times(shown: Any) -> dict[str, Any]:
+    """Murano's timestamps are text (`2016-06-16T09:21:44`); Marina's are seconds."""
+    return {
+        **shown,
+        **{
+            k: datetime.fromtimestamp(float(shown[k]), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            for k in ("created", "updated")
+            if isinstance(shown.get(k), int | float)
+        },
+    }
+
+
+async def list_environments(request: web.Request) -> web.Response:
+    if not is_murano(request):
+        return await environments.list_environments(request)
+    who = await identify(request)
+    limit, marker = read_paging(request)
+    page, _ = await envs.list_environments(
+        store_of(request), who.project, limit=limit, marker=marker
+    )
+    return reply_json(
+        {"environments": [_murano_times({**e, "tenant_id": e["project"]}) for e in page]}
+    )
+
+
+async def create_environment(request: web.Request) -> web.Response:
+    if not is_murano(request):
+        return await environments.create_environment(request)
+    who = await identify(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", [Problem("body", "must be a JSON object", body)])
+    doc = await envs.create_environment(
+        store_of(request), name=body.get("name"), project=who.project
+    )
+    return reply_json(_murano_times(present_with_murano(doc)), 200)
 
 
 async def show_environment(request: web.Request) -> web.Response:
     session_id = _session_id(request)
-    if session_id is None:
+    if session_id is None and not is_murano(request):
         return await environments.show_environment(request)
     who = await identify(request)
     env_id = request.match_info["env_id"]
     doc = await sessions.view(store_of(request), env_id, who.project, session_id)
-    return reply_json(present_with_murano(doc))
+    return reply_json(_murano_times(present_with_murano(doc)))
 
 
 # -- services ----------------------------------------------------------------------------
