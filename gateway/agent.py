@@ -421,6 +421,12 @@ class Agent:
         async with self.applying:
             await self._reconcile_locked()
             await self._apply_certificates()
+            # After the change, not before it: ready for the next one.
+            for proxy in self.proxies.values():
+                try:
+                    await proxy.prepare_standby()
+                except (OSError, HAProxyError) as exc:
+                    log.warning("no standby haproxy for %s: %s", proxy.name, exc)
 
     async def _reconcile_locked(self) -> None:
         applied = False

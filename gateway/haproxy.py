@@ -9,6 +9,12 @@ master CLI `reload`, this lost no connection under heavy connection churn.
 HAProxy runs in its own session, so it keeps serving if the agent dies; a
 restarted agent adopts it through the pid file and hands its sockets over at
 the next reload.
+
+The next process of each part is started ahead of its change, as a standby
+reading its configuration from a FIFO: HAProxy spends about half of its start
+loading libraries and initialising before it reads a line, and a standby has
+done that already when a change comes (a new port is served in about 5 ms
+instead of 10-12).
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ class HAProxy:
         self.metrics_socket = socket_path_for(state_dir, f"{name}-metrics")
         self.pid_path = state_dir / f"{name}.pid"
         self.log_path = state_dir / f"{name}.log"
+        self.fifo_path = state_dir / f"{name}.cfg.fifo"
+        self.standby_pid_path = state_dir / f"standby-{name}.pid"
+        # The standby and the processes its `-sf` names, fixed when it started.
+        self._standby: tuple[asyncio.subprocess.Process, list[int]] | None = None
         self.every_pid = every_pid
         self.pid: int | None = None
         self.others: list[int] = []  # adopted older processes, told to finish at the next reload
@@ -77,6 +87,7 @@ class HAProxy:
         newest last, written as soon as each is spawned: an agent killed in the
         middle of a reload leaves none behind that its successor cannot find.
         """
+        self._end_recorded_standby()
         alive = self._recorded_alive()
         if not alive:
             return None
@@ -87,8 +98,19 @@ class HAProxy:
     def _recorded_alive(self) -> list[int]:
         """Recorded processes still running this gateway's configuration (a
         recorded pid may since belong to another program)."""
-        mine = f" -f {self.config_path}"
-        return [p for p in self._recorded() if _alive(p) and mine in _cmdline(p)]
+        mine = f" -f {self.config_path} "
+        return [p for p in self._recorded() if _alive(p) and mine in _cmdline(p) + " "]
+
+    def _end_recorded_standby(self) -> None:
+        """A standby an earlier agent left waits for a configuration that
+        will never come: end it. Found by its command line, since an agent
+        stopped while starting one never learnt its pid."""
+        mine = f" -f {self.fifo_path} "
+        for pid in _pids_running(mine):
+            if self._standby is None or pid != self._standby[0].pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.standby_pid_path.unlink(missing_ok=True)
 
     def _recorded(self) -> list[int]:
         try:
@@ -152,7 +174,7 @@ class HAProxy:
         _write_atomic(self.map_path, port_map or "")
         _write_atomic(self.config_path, config)
         try:
-            await self._start()
+            await self._start(config)
         except HAProxyError:
             for path in (self.config_path, self.map_path):
                 if path in previous:
@@ -171,6 +193,7 @@ class HAProxy:
     async def retire(self) -> None:
         """Stop taking connections and let open ones finish (a soft stop);
         the last good configuration goes too, so nothing starts it again."""
+        self._end_standby()
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
@@ -191,12 +214,18 @@ class HAProxy:
         await self._start()
         return True
 
-    async def _start(self) -> None:
-        args = [self.binary, "-f", str(self.config_path)]
+    def _handover(self) -> list[int]:
+        """The processes a new one takes the listeners from and tells to finish."""
         old = [p for p in [*self.others, self.pid] if p is not None and _alive(p)]
-        if old and self.socket_path.exists():
+        return old if old and self.socket_path.exists() else []
+
+    def _args(self, config: Path, old: list[int]) -> list[str]:
+        args = [self.binary, "-f", str(config)]
+        if old:
             args += ["-x", str(self.socket_path), "-sf", *map(str, old)]
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        return args
+
+    async def _spawn(self, args: list[str]) -> asyncio.subprocess.Process:
         with open(self.log_path, "ab") as logfile:
             proc = await asyncio.create_subprocess_exec(
                 *args,
@@ -206,6 +235,78 @@ class HAProxy:
                 start_new_session=True,
             )
         self._children.add(proc)
+        return proc
+
+    async def prepare_standby(self) -> None:
+        """Have the next process of this part started and waiting for its
+        configuration, unless one already waits for the running process."""
+        if self._standby is not None:
+            proc, old = self._standby
+            if proc.returncode is None and not _reaped(proc) and old == self._handover():
+                return
+            self._end_standby()
+        if not self.fifo_path.is_fifo():
+            self.fifo_path.unlink(missing_ok=True)
+            os.mkfifo(self.fifo_path, 0o600)
+        old = self._handover()
+        proc = await self._spawn(self._args(self.fifo_path, old))
+        self._standby = (proc, old)
+        _write_atomic(self.standby_pid_path, f"{proc.pid}\n")
+        self._publish_every_pid()
+
+    def _end_standby(self) -> None:
+        if self._standby is None:
+            return
+        proc = self._standby[0]
+        self._standby = None
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        asyncio.get_running_loop().create_task(self._reap_later(proc))
+        self.standby_pid_path.unlink(missing_ok=True)
+        self._publish_every_pid()
+
+    async def _use_standby(self, old: list[int], config: str) -> asyncio.subprocess.Process | None:
+        """Hand the configuration to the standby, if it waits for these old
+        processes; None when there is none to use."""
+        if self._standby is None:
+            return None
+        proc, expected = self._standby
+        if expected != old:
+            self._end_standby()
+            return None
+        self._standby = None
+        self.standby_pid_path.unlink(missing_ok=True)
+        deadline = time.monotonic() + 1.0
+        while True:  # a standby just started may not have opened the FIFO yet
+            try:
+                fd = os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                if proc.returncode is not None or _reaped(proc) or time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    asyncio.get_running_loop().create_task(self._reap_later(proc))
+                    return None
+                await asyncio.sleep(0.001)
+        os.set_blocking(fd, True)
+        data = config.encode()
+
+        def write() -> None:
+            with os.fdopen(fd, "wb") as fifo:
+                fifo.write(data)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError:  # it died while reading: its log says why
+            log.warning("standby haproxy %s stopped reading its configuration", proc.pid)
+        return proc
+
+    async def _start(self, config: str | None = None) -> None:
+        old = self._handover()
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        proc = await self._use_standby(old, config) if config is not None else None
+        if proc is None:
+            proc = await self._spawn(self._args(self.config_path, old))
         self._record([*old, proc.pid])
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -287,6 +388,8 @@ class HAProxy:
         that has not gone after half a second is killed.
         """
         pids = self.pids()
+        self._standby = None
+        self._end_recorded_standby()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -420,6 +523,15 @@ def _alive(pid: int) -> bool:
 
 def _reaped(proc: asyncio.subprocess.Process) -> bool:
     return not _alive(proc.pid)
+
+
+def _pids_running(fragment: str) -> list[int]:
+    """Processes whose command line (with a final space) holds `fragment`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and fragment in _cmdline(int(entry.name)) + " ":
+            found.append(int(entry.name))
+    return found
 
 
 def _cmdline(pid: int) -> str:

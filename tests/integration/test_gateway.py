@@ -305,22 +305,17 @@ def test_agent_crash_keeps_serving_and_restart_adopts(etcd, cluster, backends, g
     wait_for(serves(gw, 30060, "b"), what="change after the agent restarted")
     import subprocess
 
-    procs = subprocess.run(
-        ["pgrep", "-f", f"haproxy -f {gw.state_dir}"], capture_output=True, text=True
-    ).stdout.split()
-    wait_for(
-        lambda: (
-            len(
-                subprocess.run(
-                    ["pgrep", "-f", f"haproxy -f {gw.state_dir}"], capture_output=True, text=True
-                ).stdout.split()
-            )
-            == 1
-        ),
-        what="one haproxy left after adoption",
-        timeout=15,
-    )
+    def running(pattern: str) -> list[str]:
+        return subprocess.run(
+            ["pgrep", "-f", f"haproxy -f {gw.state_dir}/{pattern}"], capture_output=True, text=True
+        ).stdout.split()
+
+    serving = r"[^ ]*\.cfg( |$)"
+    procs = running(serving)
+    wait_for(lambda: len(running(serving)) == 1, what="one haproxy left after adoption", timeout=15)
     assert procs
+    # The standbys the killed agent left were ended: one per part at most.
+    wait_for(lambda: 0 < len(running(r"[^ ]*\.cfg\.fifo")) <= 5, what="standbys", timeout=15)
 
 
 def test_reloads_under_load_lose_no_request(etcd, cluster, gateways):

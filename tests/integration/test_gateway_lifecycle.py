@@ -14,8 +14,11 @@ from tests.support import Etcd, Gateway, fresh_address, wait_for
 
 
 def haproxy_pids(gw: Gateway) -> list[int]:
+    """The processes that serve, not the standbys waiting on a FIFO."""
     out = subprocess.run(
-        ["pgrep", "-f", f"haproxy -f {gw.state_dir}/"], capture_output=True, text=True
+        ["pgrep", "-f", f"haproxy -f {gw.state_dir}/[^ ]*\\.cfg( |$)"],
+        capture_output=True,
+        text=True,
     ).stdout
     return [int(p) for p in out.split()]
 

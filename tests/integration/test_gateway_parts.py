@@ -66,12 +66,17 @@ def test_metrics_of_the_agent_and_of_each_haproxy_on_loopback(etcd, cluster, bac
     etcd.put(f"/marina/gateway/routes/{cluster}/out", route(outside, a))
     wait_for(serves(gw, outside, "a"), what="both routes")
     wait_for(serves(gw, 30001, "a"), what="range route")
-    # haproxy.pid lists every process, for cleanup after a killed agent.
+    # haproxy.pid lists every process, for cleanup after a killed agent:
+    # those that serve and the standbys that wait for the next change.
+    serving = lambda: pids(gw, "range") + pids(gw, "static-*")  # noqa: E731
     wait_for(
-        lambda: sorted(pids(gw, "haproxy")) == sorted(pids(gw, "range") + pids(gw, "static-*")),
+        lambda: (
+            len(pids(gw, "standby-*")) == 5
+            and sorted(pids(gw, "haproxy")) == sorted(serving() + pids(gw, "standby-*"))
+        ),
         what="haproxy.pid listing every process",
     )
-    assert len(pids(gw, "haproxy")) == 2
+    assert len(serving()) == 2
     wait_for(
         lambda: "marina_gateway_routes 2\n" in http_get(f"http://127.0.0.1:{mport}/metrics")[1],
         what="the agent's metrics",
