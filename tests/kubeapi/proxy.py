@@ -35,7 +35,10 @@ class Proxy:
     def __init__(self, api: ApiServer) -> None:
         self.api = api
         self.listeners: dict[Listen, tuple[asyncio.Server, Target]] = {}
-        self.turns = itertools.count()
+        self.turns: dict[Target, itertools.count[int]] = {}
+        """Round robin per Service port: one shared count, stepped by other
+        Services' connections too (a web pod's call to its store), could send
+        every connection of one Service to the same pod."""
         self.task: asyncio.Task[None] | None = None
         self.connections: set[asyncio.Task[Any]] = set()
         """Forwarded connections: held here, so an idle one is not collected mid-way."""
@@ -153,7 +156,7 @@ class Proxy:
         if not endpoints:
             writer.close()
             return
-        start = next(self.turns)
+        start = next(self.turns.setdefault(target, itertools.count()))
         for attempt in range(len(endpoints)):
             host, port = endpoints[(start + attempt) % len(endpoints)]
             try:
