@@ -69,6 +69,8 @@ class ServerSettings:
     """The kubeconfig of the `kubernetes` engine's cluster (default: ~/.kube/config)."""
     context: str | None = None
     """The kubeconfig context to use (default: its current context)."""
+    keystone_url: str | None = None
+    """Keystone's v3 endpoint: its tokens are taken too (Murano's clients)."""
 
     @property
     def api_url(self) -> str:
@@ -285,7 +287,9 @@ class Server:
         if self.etcd is not None:
             self.tasks.append(asyncio.create_task(self._supervise_etcd(self.etcd)))
         self.runner = await serve(
-            make_app(self.store, engine=engine), host=settings.host, port=settings.port
+            make_app(self.store, engine=engine, keystone=settings.keystone_url),
+            host=settings.host,
+            port=settings.port,
         )
         (settings.state_dir / "api-url").write_text(settings.api_url + "\n")
 

@@ -17,10 +17,11 @@ from aiohttp import web
 
 import catalog.classes  # noqa: F401  (the classes register their actions)
 from catalog.api import actions, environments, events, murano, packages, pods, tasks, tokens
-from catalog.api.handling import MAX_BODY, STORE, reply_json
+from catalog.api.handling import KEYSTONE, MAX_BODY, STORE, reply_json
 from catalog.api.openapi import openapi_document
 from catalog.engines.base import Engine
 from catalog.errors import MarinaError, Problem, ValidationFailed
+from catalog.keystone import Keystone, KeystoneSettings
 from catalog.store import Store
 from catalog.validation import encodable
 
@@ -94,9 +95,13 @@ CSP = (
 )
 
 
-def make_app(store: Store, *, engine: Engine | None = None) -> web.Application:
+def make_app(
+    store: Store, *, engine: Engine | None = None, keystone: str | None = None
+) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app[STORE] = store
+    if keystone is not None:  # Murano's clients may bring Keystone tokens
+        app[KEYSTONE] = Keystone(KeystoneSettings(keystone))
     if engine is not None:  # pods' logs come from it
         app[pods.ENGINE] = engine
     r = app.router

@@ -21,8 +21,16 @@ from catalog.api.serving import LIMITS
 from catalog.auth import Identity, authenticate, identity_of, token_key
 from catalog.classes.registry import with_actions
 from catalog.documents import EnvironmentDocument, EnvironmentObject, ShownEnvironment
-from catalog.errors import NotFound, Problem, RequestTimeout, TooLarge, ValidationFailed
+from catalog.errors import (
+    NotFound,
+    Problem,
+    RequestTimeout,
+    TooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
 from catalog.ids import ProjectId
+from catalog.keystone import Keystone
 from catalog.store import Store
 from catalog.validation import parse_json
 
@@ -30,6 +38,7 @@ MAX_BODY = 2 * 1024 * 1024
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
+KEYSTONE: web.AppKey[Keystone] = web.AppKey("keystone", Keystone)
 
 
 def reply_json(data: Any, status: int = 200) -> web.Response:
@@ -130,7 +139,15 @@ async def identify(request: web.Request) -> Identity:
     if header is None and request.path.endswith("/events"):
         token = request.query.get("access_token")
         header = f"Bearer {token}" if token else None
-    return await authenticate(store_of(request), header)
+    try:
+        return await authenticate(store_of(request), header)
+    except Unauthorized:
+        # Not Marina's token: Keystone's, when `marina up --keystone-url` names one.
+        keystone = request.app.get(KEYSTONE)
+        token = request.headers.get("X-Auth-Token")
+        if keystone is None or not token or "Authorization" in request.headers:
+            raise
+        return await keystone.identify(token)
 
 
 async def read_body(request: web.Request, *, what: str, limit: int = MAX_BODY) -> bytes:

@@ -58,6 +58,10 @@ def parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--kubeconfig", help="the cluster of --engine kubernetes")
         p.add_argument("--context", help="the kubeconfig context of --engine kubernetes")
+        p.add_argument(
+            "--keystone-url",
+            help="also take Keystone tokens (X-Auth-Token), asking this v3 endpoint",
+        )
         p.set_defaults(func=cmd_serve)
 
     env = sub.add_parser("env", help="environments (by name or id)")
@@ -93,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("package")
     add.add_argument("--name")
     add.add_argument("--properties", help="JSON object")
+    add.add_argument("--cluster", help="the cluster (name or id) when there are several")
     _values(add, "property")
     add.set_defaults(func=cmd_app)
     listed = _output(app.add_parser("list", help="the environment's applications, pods, clusters"))

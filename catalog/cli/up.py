@@ -60,7 +60,15 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         host=args.host,
         port=args.port,
         etcd_port=args.etcd_port,
+        keystone_url=_keystone_url(args),
     )
+
+
+def _keystone_url(args: argparse.Namespace) -> str | None:
+    url: str | None = getattr(args, "keystone_url", None)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise CliError(f"--keystone-url {url}: must be an http:// or https:// URL")
+    return url
 
 
 def cmd_up(args: argparse.Namespace) -> int:
