@@ -294,7 +294,12 @@ def make_node(cluster_id: ObjectId, role: str, index: int) -> NodeObject:
 
 
 def instantiate(
-    package: Package, properties: JsonObject, doc: EnvironmentDocument, *, name: str | None
+    package: Package,
+    properties: JsonObject,
+    doc: EnvironmentDocument,
+    *,
+    name: str | None,
+    cluster: Any = None,
 ) -> list[EnvironmentObject]:
     """The objects that adding `package` to the environment creates; `properties`
     are checked against the package's schema (`resolve_properties`)."""
@@ -303,7 +308,7 @@ def instantiate(
     source = {"package": package.name, "version": package.version}
     if kind == "KubernetesCluster":
         return _instantiate_cluster(cast(ClusterProperties, properties), doc, obj_id, source, name)
-    cluster_id = _pick_cluster(doc, properties.get("cluster"))
+    cluster_id = _pick_cluster(doc, properties.get("cluster", cluster))
     if kind == "KubernetesPod":
         spec = cast(PodObjectSpec, {k: v for k, v in properties.items() if k != "cluster"})
         pods = [_pod(spec, cluster_id, source, app=None)]
@@ -447,13 +452,26 @@ async def add_application(
     name = check_name(body["name"]) if body.get("name") is not None else None
     require_live((await load(store, env_id, project)).value)
     package = await get_package(store, package_name)
-    properties = resolve_properties(package, body.get("properties", {}))
+    given = body.get("properties", {})
+    wanted_cluster = None
+    # Which cluster an application goes to is the environment's business, not
+    # the package's: `cluster` is taken even where the schema does not name it.
+    declared = (package.manifest.get("properties") or {}).get("properties") or {}
+    if (
+        package.class_name != "KubernetesCluster"
+        and isinstance(given, dict)
+        and "cluster" in given
+        and "cluster" not in declared
+    ):
+        given = dict(given)
+        wanted_cluster = given.pop("cluster")
+    properties = resolve_properties(package, given)
 
     used = await project_usage(store, project)
 
     def add(doc: EnvironmentDocument) -> list[EnvironmentObject]:
         require_live(doc)
-        objects = instantiate(package, properties, doc, name=name)
+        objects = instantiate(package, properties, doc, name=name, cluster=wanted_cluster)
         adding = count_objects(objects)
         for quota in ("nodes", "pods"):
             quotas.check(quota, getattr(QUOTAS, quota), used=used[quota], wanted=adding[quota])

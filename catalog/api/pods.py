@@ -19,7 +19,9 @@ from catalog import environments as envs
 from catalog.api.handling import identify, reply_json, store_of
 from catalog.engines.base import ClusterKey, Engine, PodId
 from catalog.errors import Conflict, NotFound, NotSupported, Problem, ValidationFailed
-from catalog.tasks import recent_tasks
+from catalog.ids import EnvironmentId, ObjectId
+from catalog.quotas import QUOTAS
+from catalog.tasks import collect_tasks, enqueue, new_task, recent_tasks
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 MAX_TAIL = 100_000
@@ -241,3 +243,38 @@ async def _next(
         except TimeoutError:
             if deadline is None:
                 return b""  # nothing yet: start the response, keep waiting
+
+
+NODES = ("MasterNode", "MinionNode", "GatewayNode")
+
+
+async def remove_object(request: web.Request) -> web.Response:
+    """Queue the removal of an application, a pod or a cluster (a task)."""
+    who = await identify(request)
+    store = store_of(request)
+    doc = (await envs.load(store, request.match_info["env_id"], who.project)).value
+    envs.require_live(doc)
+    ref = request.match_info["object_id"]
+    kinds = tuple({o["?"]["type"] for o in doc["objects"].values()} - set(NODES))
+    obj = find_object(doc, ref, kinds=kinds)
+    if obj["?"]["type"] == "KubernetesCluster":
+        on_it = sorted(
+            o["?"]["name"]
+            for o in doc["objects"].values()
+            if o.get("cluster") == obj["?"]["id"] and o["?"]["type"] not in NODES
+        )
+        if on_it:
+            raise Conflict(
+                f"cluster {obj['?']['name']!r}",
+                f"it still has {', '.join(on_it)}: remove them first",
+            )
+    await collect_tasks(store, who.project, keep=QUOTAS.tasks - 1)  # removing is never refused
+    task = new_task(
+        environment=EnvironmentId(doc["id"]),
+        project=who.project,
+        object_id=ObjectId(obj["?"]["id"]),
+        method="remove",
+        args={},
+    )
+    await enqueue(store, task)
+    return reply_json({"task_id": task["id"]}, 202)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from catalog import environments as envs
 from catalog.classes import application, cluster, nodes, pod  # noqa: F401  (they register)
-from catalog.classes.environment import destroy
+from catalog.classes.environment import destroy, remove
 from catalog.classes.registry import REGISTRY
 from catalog.classes.runtime import Runtime
 from catalog.engines.base import Capability, Engine, require
@@ -38,6 +38,8 @@ class ActionRunner:
         method = ctx.task["method"]
         if method == "destroy":
             return await destroy(rt)
+        if method == "remove":
+            return await remove(rt)
         doc = (await envs.load(self.store, ctx.environment)).value
         obj = doc["objects"].get(ctx.object_id)
         if obj is None:

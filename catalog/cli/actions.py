@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from catalog.cli.client import (
     Client,
@@ -26,9 +26,48 @@ from catalog.cli.client import (
     resolve_env,
     wait_for_task,
 )
+from catalog.documents import Json, JsonObject, JsonSchema, ListedAction, TaskDoc
 
 
-def describe_arguments(schema: dict[str, Any]) -> list[dict[str, Any]]:
+class Argument(TypedDict):
+    """An action's argument, from its schema."""
+
+    name: str
+    type: str | list[str]
+    default: Json
+    required: bool
+    description: str
+
+
+class ActionRow(TypedDict):
+    """An action as `marina actions` lists it."""
+
+    id: str
+    action: str
+    object: str
+    objectName: str
+    objectType: str
+    method: str
+    title: str
+    destructive: bool
+    arguments: list[Argument]
+
+
+class TaskRow(TypedDict):
+    """A task as `marina tasks` lists it."""
+
+    id: str
+    environment: str
+    action: str
+    method: str | None
+    state: str
+    outcome: str | None
+    reason: str | None
+    error: str | None
+    created: float | None
+
+
+def describe_arguments(schema: JsonSchema) -> list[Argument]:
     """Each argument of an action's schema: name, type, default, required."""
     required = set(schema.get("required", []))
     return [
@@ -43,7 +82,7 @@ def describe_arguments(schema: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _argument_text(arg: dict[str, Any]) -> str:
+def _argument_text(arg: Argument) -> str:
     kind = arg["type"] if isinstance(arg["type"], str) else "|".join(arg["type"])
     if arg["required"]:
         return f"{arg['name']}:{kind} (required)"
@@ -56,7 +95,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
     """`marina actions ENV` (and `marina action list ENV`)."""
     client = connect(args)
     env_id = resolve_env(client, args.env)
-    found = [
+    found: list[ActionRow] = [
         {
             "id": a["id"],
             "action": f"{a['objectName']}:{a['name']}",
@@ -115,7 +154,7 @@ def cmd_action(args: argparse.Namespace) -> int:
 
 
 def _dry_run(
-    client: Client, env_id: str, action: dict[str, Any], schema: dict[str, Any], given: Any
+    client: Client, env_id: str, action: ListedAction, schema: JsonSchema, given: JsonObject
 ) -> int:
     """What the action would do: the checked arguments (defaults filled in) and its target."""
     from catalog.cli.environments import schema_problems
@@ -126,9 +165,7 @@ def _dry_run(
     arguments = {**defaults, **given}
     problems = schema_problems(schema, arguments)
     env = client.call("GET", f"/v1/environments/{env_id}")
-    target: dict[str, Any] = next(
-        (o for o in env["objects"] if o["?"]["id"] == action["object"]), {}
-    )
+    target: JsonObject = next((o for o in env["objects"] if o["?"]["id"] == action["object"]), {})
     shown = {k: target[k] for k in ("state", "replicas", "properties") if k in target}
     print_json(
         {
@@ -151,7 +188,7 @@ def _dry_run(
     return 0
 
 
-def _report(client: Client, final: dict[str, Any]) -> int:
+def _report(client: Client, final: TaskDoc) -> int:
     if final["state"] == "failed":
         print(f"failed: {final['error']}", file=sys.stderr)
         return 1
@@ -171,7 +208,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.env:
         env_id = resolve_env(client, args.env)
         envs = [e for e in envs if e["id"] == env_id]
-    found: list[dict[str, Any]] = []
+    found: list[TaskRow] = []
     for env in envs:
         for task in client.call("GET", f"/v1/environments/{env['id']}/tasks")["tasks"]:
             found.append(

@@ -16,9 +16,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from catalog.documents import (
+    EnvironmentSummary,
+    Json,
+    JsonObject,
+    JsonSchema,
+    ListedAction,
+    TaskDoc,
+)
 
 
 class CliError(Exception):
@@ -139,7 +148,10 @@ def not_found(kind: str, ref: str, names: list[str], where: str = "") -> CliErro
     return CliError(f"{kind} {ref!r} not found{where}{hint}")
 
 
-def pick(items: list[dict[str, Any]], ref: str, kind: str, *, where: str = "") -> dict[str, Any]:
+Item = TypeVar("Item", bound=Mapping[str, Any])
+
+
+def pick(items: Sequence[Item], ref: str, kind: str, *, where: str = "") -> Item:
     """The item whose id or name is `ref` (items have `id` and `name`)."""
     for item in items:
         if item["id"] == ref:
@@ -153,8 +165,8 @@ def pick(items: list[dict[str, Any]], ref: str, kind: str, *, where: str = "") -
     return named[0]
 
 
-def environments(client: Client) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
+def environments(client: Client) -> list[EnvironmentSummary]:
+    found: list[EnvironmentSummary] = []
     marker = ""
     while True:
         page = client.call("GET", "/v1/environments?limit=1000" + marker)
@@ -183,7 +195,7 @@ def objects_of(
 SCALAR = {"string", "integer", "number", "boolean", "array", "object", "null"}
 
 
-def typed_value(key: str, text: str, schema: dict[str, Any] | None) -> Any:
+def typed_value(key: str, text: str, schema: JsonSchema | None) -> Json:
     """`text` as the type the schema gives `key` (a string when it says none)."""
     kinds = (schema or {}).get("type")
     kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
@@ -211,19 +223,20 @@ def typed_value(key: str, text: str, schema: dict[str, Any] | None) -> Any:
     raise CliError(f"--set {key}={text}: {key} must be {' or '.join(kinds)}")
 
 
-def _guess(text: str) -> Any:
+def _guess(text: str) -> Json:
     """A key the schema does not describe: JSON when it parses, else the text
     (the server refuses unknown keys, naming them)."""
     try:
-        return json.loads(text)
+        value: Json = json.loads(text)
     except ValueError:
         return text
+    return value
 
 
-def key_values(pairs: list[str], what: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def key_values(pairs: list[str], what: str, schema: JsonSchema | None = None) -> JsonObject:
     """KEY=VALUE pairs typed from the JSON schema's properties; dotted keys
     (`a.b=1`) set nested objects, as Helm's --set does."""
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     props = (schema or {}).get("properties", {}) if schema is not None else None
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -232,9 +245,10 @@ def key_values(pairs: list[str], what: str, schema: dict[str, Any] | None = None
         path = key.split(".")
         target, node = values, props
         for part in path[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
                 raise CliError(f"{what} {pair!r}: {part} is not an object")
+            target = child
             node = ((node or {}).get(part) or {}).get("properties") if node is not None else None
         leaf_schema = (node or {}).get(path[-1]) if node is not None else None
         if node is not None and leaf_schema is None:
@@ -243,7 +257,7 @@ def key_values(pairs: list[str], what: str, schema: dict[str, Any] | None = None
     return values
 
 
-def read_values(path: str | None) -> dict[str, Any]:
+def read_values(path: str | None) -> JsonObject:
     """--values FILE.yaml: a mapping of arguments or properties."""
     if not path:
         return {}
@@ -259,26 +273,28 @@ def read_values(path: str | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise CliError(f"{path} must hold a mapping of names to values")
-    return data
+    values: JsonObject = data
+    return values
 
 
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: JsonObject, extra: JsonObject) -> JsonObject:
     """Helm's order: later values win, mappings merge key by key."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            out[key] = merge(current, value)
         else:
             out[key] = value
     return out
 
 
-def list_actions(client: Client, env: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = client.call("GET", f"/v1/environments/{env}/actions")["actions"]
+def list_actions(client: Client, env: str) -> list[ListedAction]:
+    found: list[ListedAction] = client.call("GET", f"/v1/environments/{env}/actions")["actions"]
     return found
 
 
-def find_action(client: Client, env: str, action: str) -> dict[str, Any]:
+def find_action(client: Client, env: str, action: str) -> ListedAction:
     """An action by id, or by `objectName:method` (the object by name or id)."""
     actions = list_actions(client, env)
     for found in actions:
@@ -305,7 +321,7 @@ def resolve_action(client: Client, env: str, action: str) -> str:
     return str(find_action(client, env, action)["id"])
 
 
-def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> dict[str, Any]:
+def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> TaskDoc:
     """Follow the task's log until it finishes; its final state. Ctrl-C stops
     following only: the task goes on, and the message says how to follow it."""
     started = time.monotonic()
@@ -324,7 +340,7 @@ def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> dict[
             f"`marina task {task_id} --wait`",
             code=130,
         ) from None
-    task: dict[str, Any] = client.call("GET", f"/v1/tasks/{task_id}")
+    task: TaskDoc = client.call("GET", f"/v1/tasks/{task_id}")
     if not quiet:
         print(f"task {task_id} {task['state']} after {time.monotonic() - started:.1f}s")
     return task

@@ -97,6 +97,8 @@ def cmd_app(args: argparse.Namespace) -> int:
     schema = package.get("properties") or {}
     properties = merge(properties, read_values(args.values))
     properties = merge(properties, key_values(args.set or [], "--set", schema))
+    if args.cluster:
+        properties["cluster"] = args.cluster
     body: dict[str, Any] = {"package": args.package, "properties": properties}
     if args.name:
         body["name"] = args.name

@@ -280,6 +280,38 @@ def test_completion_offers_commands_and_names(marina: Marina, shop: str) -> None
     assert completed.stdout.split() == ["shop"], completed.stderr
 
 
+def test_removing_an_application_a_pod_and_a_second_cluster(marina: Marina, shop: str) -> None:
+    env_id = status_json(marina, shop)["id"]
+    # A second cluster: applications name it with --cluster, even those whose
+    # package does not declare the property.
+    ok(marina, "app", "add", shop, "kubernetes-cluster", "--set", "name=spare")
+    ambiguous = cli(marina, "app", "add", shop, "guestbook")
+    assert ambiguous.returncode == 1 and "several clusters" in ambiguous.stderr
+    ok(marina, "app", "add", shop, "guestbook", "--cluster", "spare")
+    objects = marina.objects(env_id)
+    spare = objects["spare"]["?"]["id"]
+    assert objects["web"]["cluster"] == spare and objects["Guestbook"]["cluster"] == spare
+    busy = cli(marina, "app", "remove", shop, "spare")
+    assert busy.returncode == 1 and "remove them first" in busy.stderr and "web" in busy.stderr
+    dry = json.loads(ok(marina, "app", "remove", shop, "Guestbook", "--dry-run"))
+    assert dry["remove"]["type"] == "KubernetesApplication" and "Guestbook" in marina.objects(
+        env_id
+    )
+    ok(marina, "app", "remove", shop, "Guestbook", "--wait")
+    objects = marina.objects(env_id)
+    assert "Guestbook" not in objects and "web" not in objects and "store" not in objects
+    ok(marina, "app", "remove", shop, "spare", "--wait")
+    objects = marina.objects(env_id)
+    assert "spare" not in objects and not any(o.get("cluster") == spare for o in objects.values())
+    # A deployed pod: its replicas stop and it leaves the status.
+    ok(marina, "app", "remove", shop, "crash", "--wait")
+    assert "crash" not in {p["name"] for p in status_json(marina, shop)["pods"]}
+    gone = cli(marina, "logs", shop, "crash")
+    assert gone.returncode == 1 and "pod 'crash' not found" in gone.stderr
+    status, body = marina.call("DELETE", f"/v1/environments/{env_id}/objects/master-0")
+    assert status == 404, body
+
+
 def test_ctrl_c_while_waiting_leaves_the_task_running(marina: Marina, shop: str) -> None:
     # A replica that never accepts connections on its port keeps scalePod waiting.
     never = {
