@@ -111,7 +111,7 @@ def make_app(
     r.add_post("/v1/environments/import", environments.import_environment)
     r.add_get("/v1/environments/{env_id}", murano.show_environment)
     r.add_put("/v1/environments/{env_id}", murano.rename_environment)
-    r.add_delete("/v1/environments/{env_id}", environments.delete_environment)
+    r.add_delete("/v1/environments/{env_id}", murano.delete_environment)
     r.add_get("/v1/environments/{env_id}/services", murano.list_services)
     r.add_post("/v1/environments/{env_id}/services", murano.add_service)
     # Murano's session workflow (catalog.api.murano): services under a session.

@@ -33,7 +33,7 @@ from catalog.api.handling import (
 )
 from catalog.classes.registry import REGISTRY, with_actions
 from catalog.documents import EnvironmentDocument, Json
-from catalog.errors import NotFound, Problem, Unauthorized, ValidationFailed
+from catalog.errors import MarinaError, NotFound, Problem, Unauthorized, ValidationFailed
 from catalog.ids import EnvironmentId, ObjectId, ProjectId, new_id
 from catalog.packages import get_package, list_packages, load_zip, save_package
 from catalog.store import Store
@@ -132,6 +132,24 @@ async def create_environment(request: web.Request) -> web.Response:
         store_of(request), name=body.get("name"), project=who.project
     )
     return reply_json(_murano_times(present_with_murano(doc)), 200)
+
+
+async def delete_environment(request: web.Request) -> web.Response:
+    """Murano's clients say `abandon=False`; abandoning (forgetting an environment
+    while what it runs keeps running) would orphan pods and nodes, so it is refused."""
+    abandon = request.query.get("abandon", "False")
+    if abandon.lower() not in ("false", "0"):
+        raise ValidationFailed(
+            "query",
+            [
+                Problem(
+                    "abandon",
+                    "must be False: deleting an environment always stops what it runs",
+                    abandon,
+                )
+            ],
+        )
+    return await environments.delete_environment(request)
 
 
 async def show_environment(request: web.Request) -> web.Response:
@@ -464,6 +482,19 @@ async def deployment_reports(request: web.Request) -> web.Response:
 # -- static actions ----------------------------------------------------------------------
 
 
+class NoStaticActions(NotFound):
+    """Murano's static actions: no catalog class declares one (every action
+    acts on an object)."""
+
+    def __init__(self, class_name: str, method: str) -> None:
+        MarinaError.__init__(
+            self,
+            f"{class_name} declares no static action {method!r}: "
+            "no class in Marina's catalog declares static actions",
+        )
+        self.kind, self.ident = "static action", f"{class_name}.{method}"
+
+
 async def static_action(request: web.Request) -> web.Response:
     await identify(request)
     body = await read_json(request)
@@ -478,8 +509,7 @@ async def static_action(request: web.Request) -> web.Response:
         problems.append(Problem("parameters", "must be a JSON object", body.get("parameters")))
     if problems:
         raise ValidationFailed("body", problems)
-    # No catalog class declares static methods: every action needs an object.
-    raise NotFound("static action", f"{body['className']}.{body['methodName']}")
+    raise NoStaticActions(str(body["className"]), str(body["methodName"]))
 
 
 # -- packages ----------------------------------------------------------------------------
