@@ -20,7 +20,7 @@ from typing import Any, Literal, TypedDict, cast
 from catalog import environments as envs
 from catalog import keys, quotas
 from catalog.documents import EnvironmentDocument, EnvironmentObject, Json, JsonObject
-from catalog.errors import Conflict, MarinaError, NotFound, Problem, ValidationFailed
+from catalog.errors import Conflict, MarinaError, NotFound, Problem, TooLarge, ValidationFailed
 from catalog.ids import ObjectId, ProjectId, new_id
 from catalog.packages import Package, get_package, list_packages, resolve_properties
 from catalog.quotas import QUOTAS
@@ -29,6 +29,8 @@ from catalog.store import Store
 SESSION_TTL = 3600
 """Seconds an untouched session lives."""
 MAX_CHANGES = 100
+MAX_BYTES = 512 * 1024
+"""Encoded size of one session (etcd refuses values past 1.5 MiB)."""
 MAX_OPEN = 20
 SERVICE_TYPES = ("KubernetesCluster", "KubernetesPod", "KubernetesApplication")
 
@@ -117,6 +119,8 @@ async def delete_session(store: Store, env_id: str, session_id: str, project: Pr
 
 
 async def _save(store: Store, session: SessionDoc) -> None:
+    if len(json.dumps(session)) > MAX_BYTES:
+        raise TooLarge("session", MAX_BYTES)
     session["updated"] = time.time()
     await store.put(
         keys.session(session["environment_id"], session["id"]), session, lease=session["lease"]

@@ -33,7 +33,14 @@ from catalog.api.handling import (
 )
 from catalog.classes.registry import REGISTRY, with_actions
 from catalog.documents import EnvironmentDocument, Json
-from catalog.errors import MarinaError, NotFound, Problem, Unauthorized, ValidationFailed
+from catalog.errors import (
+    MarinaError,
+    NotFound,
+    Problem,
+    TooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
 from catalog.ids import EnvironmentId, ObjectId, ProjectId, new_id
 from catalog.packages import get_package, list_packages, load_zip, save_package
 from catalog.store import Store
@@ -656,11 +663,10 @@ async def upload_package(request: web.Request) -> web.Response:
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if isinstance(part, BodyPartReader) and part.filename:
-            data = bytes(await part.read(decode=False))
-            if len(data) > MAX_BODY:
-                raise ValidationFailed(
-                    "package", [Problem("file", f"must be at most {MAX_BODY} bytes")]
-                )
+            while chunk := await part.read_chunk():
+                data += chunk
+                if len(data) > MAX_BODY:
+                    raise TooLarge("package", MAX_BODY)
             break
     if not data:
         raise ValidationFailed("body", [Problem("file", "is required: the package's zip")])

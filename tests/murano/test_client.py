@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from muranoclient.common import exceptions as exc
 
@@ -184,10 +185,16 @@ def _pod_package(name: str) -> bytes:
 
 
 def test_packages(marina: Marina, mc: Any) -> None:
-    status, _ = marina.call(
-        "POST", "/v1/catalog/packages?filename=spare.zip", raw=_pod_package("spare-pod")
+    # Murano's multipart upload (what `packages.create` sends) of a Marina package.
+    reply = requests.post(
+        marina.api + "/v1/catalog/packages",
+        headers={"X-Auth-Token": marina.token},
+        data={"__metadata__": "{}"},
+        files={"spare.zip": ("spare.zip", _pod_package("spare-pod"), "application/zip")},
+        timeout=60,
     )
-    assert status == 201
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["id"] == "spare-pod"
     names = [p.id for p in mc.packages.filter(limit=1)]
     assert names == sorted(names) and {"guestbook", "kubernetes-pod", "spare-pod"} <= set(names)
     shown = mc.packages.get("spare-pod")
