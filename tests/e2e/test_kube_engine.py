@@ -32,6 +32,8 @@ from tests.kubeapi.harness import KubeApi
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+PUBLIC_PORT = 31480
+"""The guestbook's public port: a NodePort no other test of the session's server takes."""
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +50,17 @@ def marina(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="module")
-def deployed(marina: Marina) -> dict[str, str]:
+def deployed(marina: Marina, kube_api: KubeApi) -> Iterator[dict[str, str]]:
     env, url = marina.deploy_guestbook(
-        "kube", {"name": "kb", "nodeCount": 2, "gatewayCount": 1, "nodeCores": 1}
+        "kube",
+        {"name": "kb", "nodeCount": 2, "gatewayCount": 1, "nodeCores": 1},
+        {"publicPort": PUBLIC_PORT},
     )
-    return {"env": env, "url": url}
+    yield {"env": env, "url": url}
+    # Deleting the environment gives the session's API server back its Nodes and NodePort.
+    task = marina.ok("DELETE", f"/v1/environments/{env}")["task_id"]
+    assert marina.wait_task(task, timeout=180)["state"] == "succeeded"
+    assert workers(kube_api) == []
 
 
 def kubectl_for(kubeconfig: Path) -> Kubectl:
