@@ -159,13 +159,26 @@ async def check_action_quota(
     method: str,
     args: JsonObject,
 ) -> None:
-    """Refuse an action that would take the project past its node quota."""
+    """Refuse an action that would take the cluster past its own limit or the
+    project past its node quota."""
     if method not in _SCALING:
         return
     role, argument = _SCALING[method]
     cluster = cluster_in(doc, object_id)
     current = sum(node["role"] == role for node in nodes_of(doc, cluster))
     count = args[argument] if argument is not None else None
+    # The cluster's own limit, refused now rather than when the task runs.
+    properties = cluster["properties"]
+    limit, maximum = (
+        ("maxNodes", properties["maxNodes"])
+        if role == "minion"
+        else ("maxGateways", properties["maxGateways"])
+    )
+    if isinstance(count, int) and count > maximum:
+        raise ValidationFailed(
+            f"arguments of {method}",
+            [Problem("count", f"must not exceed the cluster's {limit} ({maximum})", count)],
+        )
     wanted = 1 if not isinstance(count, int) else count - current
     await check_node_quota(store, project, wanted)
 

@@ -99,9 +99,11 @@ def _http_message(exc: urllib.error.HTTPError, method: str, path: str) -> str:
     if not isinstance(error, dict):
         return f"{method} {path}: HTTP {exc.code}"
     message = str(error.get("message", f"HTTP {exc.code}"))
-    for problem in error.get("problems", []):
-        message += f"\n  - {problem['field']}: {problem['rule']}"
-    return message
+    problems = [f"{p['field']}: {p['rule']}" for p in error.get("problems", [])]
+    if problems and problems[0] in message:
+        # The message lists the problems too: one line each, said once.
+        message = message[: message.index(problems[0])].rstrip(": ") + ":"
+    return "\n  - ".join([message, *problems])
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -326,14 +328,25 @@ def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> TaskD
     following only: the task goes on, and the message says how to follow it."""
     started = time.monotonic()
     steps = 0
+    # An error line is held back until the end: when it is the task's error,
+    # the caller says it once ("failed: ...").
+    held: tuple[str, str] | None = None
     try:
         for entry in client.stream(f"/v1/tasks/{task_id}/log?follow=1"):
             if "state" in entry:
                 break
             steps += 1
-            if not quiet:
-                stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
-                print(f"[{steps:>3}] {stamp} {entry['level']:<7} {entry['message']}", flush=True)
+            if quiet:
+                continue
+            if held is not None:
+                print(held[1], flush=True)
+                held = None
+            stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
+            line = f"[{steps:>3}] {stamp} {entry['level']:<7} {entry['message']}"
+            if entry["level"] == "error":
+                held = (entry["message"], line)
+            else:
+                print(line, flush=True)
     except KeyboardInterrupt:
         raise CliError(
             f"stopped following; task {task_id} goes on. Follow it again with "
@@ -341,6 +354,8 @@ def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> TaskD
             code=130,
         ) from None
     task: TaskDoc = client.call("GET", f"/v1/tasks/{task_id}")
+    if held is not None and not (task["state"] == "failed" and held[0] in (task["error"] or "")):
+        print(held[1], flush=True)
     if not quiet:
         print(f"task {task_id} {task['state']} after {time.monotonic() - started:.1f}s")
     return task

@@ -77,6 +77,7 @@ def test_cli_drives_an_environment_end_to_end(marina, tmp_path):
     refused = cli(marina, "action", "run", env, "echo:scalePodUp", "--wait")
     assert refused.returncode == 1
     assert "needs 0.2 cores" in refused.stderr and "Traceback" not in refused.stderr
+    assert (refused.stdout + refused.stderr).count("needs 0.2 cores") == 1, "said once"
     assert marina.objects(env)["echo"]["replicas"]["desired"] == 2
     same = cli(marina, "action", "run", env, "echo:scalePod", "--arg", "replicas=2", "--wait")
     assert same.returncode == 0 and "noop: the pod already runs 2 replicas" in same.stdout

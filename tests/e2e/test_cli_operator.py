@@ -209,6 +209,14 @@ def test_set_is_typed_values_and_dry_run(marina: Marina, shop: str, tmp_path: Pa
         marina, "action", "run", shop, "echo:scalePod", "--values", str(values), "--dry-run"
     )
     assert refused.returncode == 1 and "replicas" in refused.stdout
+    # The cluster's own limit is checked when the action is asked for, naming field and rule.
+    limited = cli(marina, "action", "run", shop, "c:scaleNodes", "--set", "count=20")
+    assert limited.returncode == 1
+    assert "count: must not exceed the cluster's maxNodes" in limited.stderr
+    assert limited.stderr.count("must not exceed") == 1, "each problem is said once"
+    assert not any(
+        t["method"] == "scaleNodes" for t in json.loads(ok(marina, "tasks", shop, "-o", "json"))
+    )
     # A package's properties: typed from its schema, dotted keys nest, a file as Helm's.
     values.write_text("nodeCount: 1\n")
     added = json.loads(
