@@ -23,7 +23,7 @@ import fcntl
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -53,6 +53,8 @@ REAPER_PYTHON = "/usr/bin/python3"
 """The system's Python (under /usr, so inside every sandbox) runs `REAPER`."""
 REAPER = r"""
 import ctypes, os, signal, sys, time
+with os.fdopen(int(sys.argv[1]), "rb") as f:
+    env = dict(v.decode().split("=", 1) for v in f.read().split(b"\0") if v)
 os.closerange(3, 1 << 16)  # the namespaces' descriptors stay with Marina
 libc = ctypes.CDLL(None)
 libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: what the check leaves behind comes here
@@ -81,10 +83,10 @@ if main == 0:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
-        os.chdir(sys.argv[1])
-        os.execvp(sys.argv[2], sys.argv[2:])
+        os.chdir(sys.argv[2])
+        os.execvpe(sys.argv[3], sys.argv[3:], env)
     except OSError as exc:
-        print(f"{sys.argv[2]}: {exc.strerror}", file=sys.stderr, flush=True)
+        print(f"{sys.argv[3]}: {exc.strerror}", file=sys.stderr, flush=True)
     os._exit(127)
 status = None
 try:
@@ -118,7 +120,8 @@ os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 """
 """Runs a joined check as the replica's uid: forks it, reaps what it leaves, and
 when it ends (or on SIGTERM) kills every process it started, however orphaned,
-and nothing else. Its argv: the working directory, then the check's command."""
+and nothing else. Its argv: a descriptor holding the check's variables, the
+working directory, then the check's command."""
 
 
 class SandboxUnavailable(MarinaError):
@@ -137,6 +140,16 @@ class SandboxStarting(SandboxGone):
     """The sandbox is still being set up (or just ending): its command is not running."""
 
     code = "sandbox_starting"
+
+
+class Joined(NamedTuple):
+    """How to start a check inside a running sandbox."""
+
+    command: list[str]
+    fds: tuple[int, ...]
+    """To pass to the command (`pass_fds`); closed when `joining` is left."""
+    env: dict[str, str]
+    """The command's own environment: nothing of the container's (see `joining`)."""
 
 
 class Tools(NamedTuple):
@@ -243,11 +256,14 @@ def _working_dir(confinement: Confinement) -> str:
 
 @contextlib.contextmanager
 def joining(
-    argv: list[str], confinement: Confinement, *, sandbox_pid: int
-) -> Iterator[tuple[list[str], tuple[int, ...]]]:
-    """The command line that runs `argv` inside the running sandbox whose bwrap is
-    `sandbox_pid` (a child of this process, started by `confine` with `confinement`),
-    and the descriptors it needs passed (`pass_fds`); they are closed on leaving.
+    argv: list[str], confinement: Confinement, *, sandbox_pid: int, env: Mapping[str, str]
+) -> Iterator[Joined]:
+    """How to run `argv` with the variables `env` inside the running sandbox whose
+    bwrap is `sandbox_pid` (a child of this process, started by `confine` with
+    `confinement`).
+
+    The variables reach the check only, through a descriptor: nsenter and prlimit
+    run as root and would obey the dynamic loader's (`LD_PRELOAD`) from a tenant.
 
     The namespaces are those of the sandbox's command itself: a sandbox still being
     set up (its host's file system still in reach) or gone raises `SandboxGone`.
@@ -270,6 +286,8 @@ def joining(
             # The user namespace that owns the others (bwrap may nest the command's own).
             owner = fcntl.ioctl(opened["mnt"], NS_GET_USERNS)
             fds.append(owner)
+            variables = os.memfd_create("marina-check-env", 0)
+            fds.append(variables)
         except OSError as exc:
             raise SandboxGone(f"the container's sandbox ended ({exc.strerror})") from exc
         # Alive now, so its pid was not reused: the namespaces opened are its own.
@@ -310,10 +328,14 @@ def joining(
             "-S",
             "-c",
             REAPER,
+            str(variables),
             _working_dir(confinement),
             *argv,
         ]
-        yield command, tuple(fds)
+        with open(variables, "wb", closefd=False) as f:
+            f.write(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
+        os.lseek(variables, 0, os.SEEK_SET)
+        yield Joined(command, tuple(fds), {"PATH": SANDBOX_PATH})
     finally:
         for fd in fds:
             os.close(fd)

@@ -289,10 +289,14 @@ replica = subprocess.Popen(sandbox.confine(
 try:
     for _ in range(600):
         try:
-            with sandbox.joining(["sh", "-c", check], confinement, sandbox_pid=replica.pid) as (
-                command, fds
-            ):
-                ran = subprocess.run(command, pass_fds=fds, capture_output=True, text=True)
+            env = {"PATH": sandbox.SANDBOX_PATH, "HOST_FILE": sys.argv[4]}
+            with sandbox.joining(
+                ["sh", "-c", check], confinement, sandbox_pid=replica.pid, env=env
+            ) as joined:
+                ran = subprocess.run(
+                    joined.command, pass_fds=joined.fds, env=joined.env,
+                    capture_output=True, text=True,
+                )
             break
         except sandbox.SandboxStarting:
             time.sleep(0.1)
@@ -319,14 +323,14 @@ CHECK_UID = 1_250_000
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _as_agent(work: Path, check: str, *, user: str) -> dict[str, Any]:
+def _as_agent(work: Path, check: str, *, user: str, host_file: Path) -> dict[str, Any]:
     """Run AGENT as root (the uid switch) or as nobody (a user namespace)."""
     uid = CHECK_UID if user == "root" else 0
     prefix = (
         [] if user == "root" else ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     )
     ran = subprocess.run(
-        [*prefix, sys.executable, "-c", AGENT, str(work), str(uid), check],
+        [*prefix, sys.executable, "-c", AGENT, str(work), str(uid), check, str(host_file)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -359,7 +363,7 @@ def test_a_check_sees_the_replicas_tmp_and_processes_and_nothing_more(
     if user == "nobody":
         work.mkdir()
         os.chown(work, 65534, 65534)
-    found = _as_agent(work, f'HOST_FILE="{host_file}"\n{CHECK}', user=user)
+    found = _as_agent(work, CHECK, user=user, host_file=host_file)
     out = found["out"].splitlines()
     assert found["code"] == 0, found
     # The replica's /tmp and its process, which a sandbox of the check's own would not see.
@@ -393,7 +397,7 @@ def replica(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], sandbox.C
 
 def _joinable(proc: subprocess.Popen[bytes], confinement: sandbox.Confinement) -> bool:
     try:
-        with sandbox.joining(["true"], confinement, sandbox_pid=proc.pid):
+        with sandbox.joining(["true"], confinement, sandbox_pid=proc.pid, env={}):
             return True
     except sandbox.SandboxStarting:
         return False
@@ -405,14 +409,16 @@ def _running(command: str) -> list[str]:
 
 
 def _start_check(
-    replica: tuple[subprocess.Popen[bytes], sandbox.Confinement], script: str
-) -> subprocess.Popen[bytes]:
+    replica: tuple[subprocess.Popen[bytes], sandbox.Confinement],
+    script: str,
+    env: dict[str, str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[Any]:
     proc, confinement = replica
-    with sandbox.joining(["sh", "-c", script], confinement, sandbox_pid=proc.pid) as (
-        command,
-        fds,
-    ):
-        return subprocess.Popen(command, pass_fds=fds)
+    env = {"PATH": sandbox.SANDBOX_PATH, **(env or {})}
+    argv = ["sh", "-c", script]
+    with sandbox.joining(argv, confinement, sandbox_pid=proc.pid, env=env) as joined:
+        return subprocess.Popen(joined.command, pass_fds=joined.fds, env=joined.env, **popen)
 
 
 def test_an_ended_check_takes_everything_it_started_and_leaves_the_replica(replica) -> None:
@@ -447,6 +453,23 @@ def test_a_check_of_a_gone_sandbox_fails_with_its_reason(replica) -> None:
     proc.wait()
     with (
         pytest.raises(sandbox.SandboxGone, match="the container's sandbox is gone"),
-        sandbox.joining(["true"], confinement, sandbox_pid=proc.pid),
+        sandbox.joining(["true"], confinement, sandbox_pid=proc.pid, env={}),
     ):
         pass
+
+
+def test_the_containers_variables_reach_the_check_and_not_the_root_run_tools(replica) -> None:
+    """nsenter and prlimit run as root: a tenant's LD_PRELOAD must not reach them."""
+    library = f"/nonexistent-{os.getpid()}.so"
+    check = _start_check(
+        replica,
+        'echo "$GREETING"',
+        {"GREETING": "hello from the container", "LD_PRELOAD": library},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out, _ = check.communicate(timeout=60)
+    assert check.returncode == 0 and "hello from the container" in out.splitlines()
+    # The loader complains once for each program that got the variable: the check's sh only.
+    assert sum(library in line for line in out.splitlines()) == 1, out

@@ -340,12 +340,17 @@ class NodeAgent:
                 raise sandbox.SandboxGone("the container's sandbox is gone (its command exited)")
             with (
                 open(output, "wb") as out,
-                sandbox.joining(argv, replica.confinement, sandbox_pid=outer.pid) as (command, fds),
+                sandbox.joining(
+                    argv,
+                    replica.confinement,
+                    sandbox_pid=outer.pid,
+                    env=replica.envs[container["name"]],
+                ) as joined,
             ):
                 probe.proc = await asyncio.create_subprocess_exec(
-                    *command,
-                    pass_fds=fds,
-                    env=replica.envs[container["name"]],
+                    *joined.command,
+                    pass_fds=joined.fds,
+                    env=joined.env,
                     cwd="/",
                     stdout=out,
                     stderr=out,
