@@ -3,7 +3,7 @@
 An environment is one etcd document holding its objects in a flat map by id,
 each with a Murano `?` header; the API shows it with each object's actions.
 The engine protocol's documents live in `catalog.engines.base`, the local
-engine's in `catalog.engines.local.records`, tasks in `catalog.tasks`.
+engine's in `catalog.engines.local.records`.
 
 Where a value is JSON whose shape Marina does not fix (a package's properties
 before they are checked), it is `Json` or `JsonObject`; JSON-Schemas and
@@ -14,9 +14,9 @@ gave, checked by `catalog.model.validate_pod_spec` before it is stored.
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypeAlias, TypedDict, TypeGuard
+from typing import Any, Literal, NotRequired, TypeAlias, TypedDict, TypeGuard
 
-from catalog.ids import EnvironmentId, ObjectId, ProjectId
+from catalog.ids import EnvironmentId, ObjectId, ProjectId, TaskId
 
 Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
 JsonObject: TypeAlias = dict[str, Json]
@@ -91,6 +91,67 @@ class PackageChange(TypedDict):
     """`added`, `upgraded`, `downgraded` or `replaced`."""
     previous_version: str | None
     version: str
+
+
+class ListedAction(ActionInfo):
+    """An action in an environment's list, with the object it acts on."""
+
+    object: ObjectId
+    objectName: str
+    objectType: str
+
+
+State = Literal["queued", "running", "succeeded", "failed"]
+
+
+class TaskDoc(TypedDict):
+    """A task in etcd (`catalog.tasks`), as the API shows it."""
+
+    id: TaskId
+    environment: EnvironmentId
+    project: ProjectId
+    object: ObjectId
+    method: str
+    action: str
+    args: JsonObject
+    """Checked against the action's schema before the task was queued."""
+    state: State
+    outcome: str | None
+    reason: str | None
+    result: JsonObject | None
+    error: str | None
+    retryable: bool
+    created: float
+    started: float | None
+    finished: float | None
+    attempts: int
+    worker: str | None
+    files: list[str]
+    pinned: dict[str, int | str]
+
+
+class TaskSummary(TypedDict):
+    """A task in a list, without its arguments and result."""
+
+    id: TaskId
+    action: str
+    object: ObjectId
+    method: str
+    state: State
+    outcome: str | None
+    reason: str | None
+    error: str | None
+    created: float
+    finished: float | None
+    files: list[str]
+
+
+class LogLine(TypedDict):
+    """A line of a task's log."""
+
+    time: float
+    level: str
+    message: str
 
 
 class Header(TypedDict):
@@ -181,6 +242,8 @@ class ServiceObjectSpec(TypedDict):
     port: int
     targetPort: NotRequired[int]
     scope: NotRequired[str]
+    hosts: NotRequired[list[str]]
+    tls: NotRequired[dict[str, str]]
 
 
 class PodObjectSpec(TypedDict):
@@ -269,6 +332,13 @@ class ShownEnvironment(EnvironmentSummary):
     """An environment as the API shows it: its objects in order."""
 
     objects: list[EnvironmentObject]
+
+
+class PresentedEnvironment(ShownEnvironment):
+    """As the API presents it: with each public service's URLs
+    (`catalog.routing.environment_urls`)."""
+
+    urls: list[JsonObject]
 
 
 class IndexEntry(TypedDict):

@@ -53,15 +53,19 @@ def pods_of(doc: EnvironmentDocument, cluster: ClusterObject) -> list[PodObject]
 def pod_spec(doc: EnvironmentDocument, pod: PodObject, *, replicas: int | None = None) -> PodSpec:
     """The engine's view of a pod object."""
     spec = pod["spec"]
-    services: list[ServiceSpec] = [
-        {
+    services: list[ServiceSpec] = []
+    for s in spec.get("services", []):
+        service: ServiceSpec = {
             "name": s["name"],
             "port": int(s["port"]),
             "targetPort": int(s.get("targetPort", s["port"])),
             "scope": s.get("scope", "internal"),
         }
-        for s in spec.get("services", [])
-    ]
+        if s.get("hosts"):  # gateway routing by host name, TLS from the pod's secrets
+            service["hosts"] = list(s["hosts"])
+        if s.get("tls"):
+            service["tls"] = dict(s["tls"])
+        services.append(service)
     return {
         "id": PodId(pod["?"]["id"]),
         "name": spec["name"],

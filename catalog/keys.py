@@ -27,6 +27,7 @@ CLUSTERS = f"{ROOT}clusters/"
 # -- gateway contract ---------------------------------------------------------------
 ROUTES = f"{ROOT}gateway/routes/"
 GATEWAY_STATUS = f"{ROOT}gateway/status/"
+GATEWAY_CERTS = f"{ROOT}gateway/certs/"
 
 # -- the local engine ---------------------------------------------------------------
 NODES = f"{ROOT}nodes/"
@@ -52,6 +53,10 @@ def route(cluster: str, service: str) -> str:
 
 def gateway_status(gateway_id: str) -> str:
     return f"{GATEWAY_STATUS}{gateway_id}"
+
+
+def gateway_cert(cluster: str, host: str) -> str:
+    return f"{GATEWAY_CERTS}{cluster}/{host}"
 
 
 def node(cluster: str, name: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from catalog.documents import ApplicationTemplate, JsonObject
 from catalog.errors import Problem
+from catalog.routing import HOST_NAME, certificate_problems
 from catalog.validation import DNS_LABEL
 from catalog.validation import ENV_VAR as ENV_NAME
 
@@ -90,6 +91,7 @@ def validate_pod_spec(spec: Any, *, where: str = "pod") -> list[Problem]:
     else:
         for i, service in enumerate(services):
             problems += _validate_service(service, f"{where}.services[{i}]", ports)
+            problems += _validate_tls(service, f"{where}.services[{i}]", containers)
     links = spec.get("links", {})
     if not isinstance(links, dict) or not all(
         isinstance(k, str)
@@ -274,12 +276,77 @@ def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem
         problems.append(
             Problem(f"{where}.scope", f"must be one of {', '.join(SCOPES)}", service.get("scope"))
         )
+    hosts = service.get("hosts")
+    if hosts is not None and (
+        service.get("scope") != "public"
+        or not isinstance(hosts, list)
+        or not hosts
+        or not all(
+            isinstance(h, str) and (HOST_NAME.fullmatch(h) or PLACEHOLDER.fullmatch(h))
+            for h in hosts
+        )
+    ):
+        problems.append(
+            Problem(
+                f"{where}.hosts",
+                "must be a non-empty list of lower-case host names (`*.` for any one "
+                "more label) on a public service",
+                hosts,
+            )
+        )
+    tls = service.get("tls")
+    if tls is not None and (
+        not hosts
+        or not isinstance(tls, dict)
+        or set(tls) != {"certificate", "key"}
+        or not all(isinstance(v, str) and ENV_NAME.fullmatch(v) for v in tls.values())
+    ):
+        problems.append(
+            Problem(
+                f"{where}.tls",
+                "must be {certificate: SECRET, key: SECRET}, naming two of the pod's "
+                "container secrets, on a service with hosts",
+                tls,
+            )
+        )
     problems += [
         Problem(f"{where}.{k}", "is not a known service field")
         for k in service
-        if k not in ("name", "port", "targetPort", "scope")
+        if k not in ("name", "port", "targetPort", "scope", "hosts", "tls")
     ]
     return problems
+
+
+def _validate_tls(service: Any, where: str, containers: Any) -> list[Problem]:
+    """A TLS service's certificate and key: secrets of its pod, a PEM pair
+    that belongs together and names every host."""
+    tls = service.get("tls") if isinstance(service, dict) else None
+    if not isinstance(tls, dict) or not isinstance(service.get("hosts"), list):
+        return []
+    secrets: dict[str, Any] = {}
+    for container in containers if isinstance(containers, list) else []:
+        if isinstance(container, dict) and isinstance(container.get("secrets"), dict):
+            secrets.update(container["secrets"])
+    values: dict[str, str] = {}
+    problems = []
+    for field in ("certificate", "key"):
+        name = tls.get(field)
+        if not isinstance(name, str):
+            continue
+        if not isinstance(secrets.get(name), str):
+            problems.append(
+                Problem(f"{where}.tls.{field}", "names no secret of the pod's containers", name)
+            )
+        elif not PLACEHOLDER.search(secrets[name]):  # a template is checked once filled
+            values[field] = secrets[name]
+    if problems or len(values) < 2:
+        return problems
+    return [
+        Problem(f"{where}.tls.{field}", rule, tls[field])
+        for field, rule in certificate_problems(
+            service["hosts"], values["certificate"], values["key"]
+        )
+    ]
 
 
 def substitute(value: Any, properties: JsonObject, extra: JsonObject) -> Any:

@@ -4,31 +4,36 @@ Internal services are served at their own address by the gateway on the
 cluster's master (`<cluster>.internal` routes, TCP); public services by every
 gateway node (`<cluster>` routes, HTTP). A replica is a backend while its
 node reports it ready and it is not being drained.
+
+A public service may name `hosts` and take `tls` from two of its pod's
+secrets (`{"certificate": VAR, "key": VAR}`): the certificate is checked here
+and written for each host to `/marina/gateway/certs/<cluster>/<host>`, where
+the gateways load it by SNI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, NotRequired, TypedDict
+import datetime
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from catalog import keys
 
 ROUTES = keys.ROUTES
+HOST_NAME = re.compile(
+    r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+)
 
 
-class Backend(TypedDict):
-    host: str
-    port: int
-
-
-class Route(TypedDict):
-    """A route as the gateway contract spells it (docs/architecture.md)."""
-
-    port: int
-    mode: str
-    backends: list[Backend]
-    scope: NotRequired[str]
-    address: NotRequired[str]
+class CertificateKeys(TypedDict):
+    cert: str
+    key: str
 
 
 def route_keys(cluster: str, service: Mapping[str, Any]) -> list[str]:
@@ -38,9 +43,11 @@ def route_keys(cluster: str, service: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-def routes_for(cluster: str, service: Mapping[str, Any], hosts: list[str]) -> dict[str, Route]:
-    backends: list[Backend] = [{"host": h, "port": service["targetPort"]} for h in sorted(hosts)]
-    routes: dict[str, Route] = {
+def routes_for(
+    cluster: str, service: Mapping[str, Any], hosts: list[str]
+) -> dict[str, dict[str, Any]]:
+    backends = [{"host": h, "port": service["targetPort"]} for h in sorted(hosts)]
+    routes = {
         f"{ROUTES}{cluster}.internal/{service['name']}": {
             "port": service["port"],
             "mode": "tcp",
@@ -50,10 +57,163 @@ def routes_for(cluster: str, service: Mapping[str, Any], hosts: list[str]) -> di
         }
     }
     if service.get("scope") == "public":
-        routes[f"{ROUTES}{cluster}/{service['name']}"] = {
+        public: dict[str, Any] = {
             "port": service["port"],
             "mode": "http",
             "scope": "public",
             "backends": backends,
         }
+        if service.get("hosts"):
+            public["hosts"] = sorted(service["hosts"])
+            public["tls"] = bool(service.get("tls"))
+        routes[f"{ROUTES}{cluster}/{service['name']}"] = public
     return routes
+
+
+# -- certificates -------------------------------------------------------------------
+
+
+def certificate_problems(
+    hosts: Iterable[str], cert_pem: str, key_pem: str, *, now: datetime.datetime | None = None
+) -> list[tuple[str, str]]:
+    """What is wrong with a certificate and key for `hosts`, as (which of
+    `certificate`/`key`, rule) pairs; empty when they serve every host."""
+    problems: list[tuple[str, str]] = []
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem.encode())
+    except ValueError as exc:
+        return [("certificate", f"must be a PEM certificate ({exc})")]
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        return [("key", f"must be an unencrypted PEM private key ({exc})")]
+    leaf = chain[0]
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    mine = leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if public != mine:
+        problems.append(("key", "does not belong to the certificate"))
+    now = now or datetime.datetime.now(datetime.UTC)
+    if leaf.not_valid_after_utc < now:
+        problems.append(("certificate", f"expired on {leaf.not_valid_after_utc:%Y-%m-%d}"))
+    names = certificate_names(leaf)
+    missing = [h for h in sorted(hosts) if not _covers(names, h)]
+    if missing:
+        problems.append(
+            (
+                "certificate",
+                f"does not name {', '.join(missing)} (its names: "
+                f"{', '.join(sorted(names)) or 'none'})",
+            )
+        )
+    return problems
+
+
+def certificate_names(cert: x509.Certificate) -> set[str]:
+    """The DNS names a certificate is for: its SAN, else its common name."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return {n.lower() for n in san.value.get_values_for_type(x509.DNSName)}
+    except x509.ExtensionNotFound:
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return {str(cn[0].value).lower()} if cn else set()
+
+
+def _covers(names: set[str], host: str) -> bool:
+    if host in names:
+        return True
+    if host.startswith("*."):
+        return False
+    _, _, rest = host.partition(".")
+    return bool(rest) and f"*.{rest}" in names
+
+
+def service_certificate(
+    service: Mapping[str, Any], secrets: Mapping[str, str]
+) -> CertificateKeys | None:
+    """The certificate and key a TLS service names among its pod's secrets."""
+    tls = service.get("tls")
+    if not isinstance(tls, Mapping):
+        return None
+    cert, key = secrets.get(str(tls.get("certificate"))), secrets.get(str(tls.get("key")))
+    if cert is None or key is None:
+        return None
+    return {"cert": cert, "key": key}
+
+
+def certificates_for(
+    cluster: str, services: Iterable[tuple[Mapping[str, Any], Mapping[str, str]]]
+) -> dict[str, CertificateKeys]:
+    """Certificate key -> value for every host of the TLS services (each with
+    its pod's secrets) whose certificate passes the checks; a host claimed
+    twice goes to the first service by name."""
+    wanted: dict[str, CertificateKeys] = {}
+    for service, secrets in sorted(services, key=lambda s: str(s[0].get("name"))):
+        pair = service_certificate(service, secrets)
+        hosts = list(service.get("hosts") or [])
+        if service.get("scope") != "public" or pair is None or not hosts:
+            continue
+        if certificate_problems(hosts, pair["cert"], pair["key"]):
+            continue  # refused when the pod was checked; never handed to a gateway
+        for host in hosts:
+            wanted.setdefault(keys.gateway_cert(cluster, host), pair)
+    return wanted
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+
+def service_urls(service: Mapping[str, Any], gateways: Iterable[str]) -> list[str]:
+    """Where users reach a public service: each host name on its port, and
+    each gateway address (a host-name service through a gateway answers only
+    to its names, so its address URLs are listed for a Host header or a
+    hosts-file entry)."""
+    if service.get("scope") != "public":
+        return []
+    port = service.get("port")
+    scheme = "https" if service.get("tls") else "http"
+    urls = [
+        f"{scheme}://{host}:{port}/"
+        for host in sorted(service.get("hosts") or [])
+        if not host.startswith("*.")
+    ]
+    for address in sorted(set(gateways)):
+        shown = f"[{address}]" if _is_ipv6(address) else address
+        urls.append(f"{scheme}://{shown}:{port}/")
+    return urls
+
+
+def _is_ipv6(address: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def environment_urls(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each public service of an environment's pods with its URLs: host
+    names first, then every ready gateway of the pod's cluster."""
+    objects = list(objects)
+    gateways: dict[str, list[str]] = {}
+    for node in objects:
+        if node.get("role") == "gateway" and node.get("state") == "ready" and node.get("address"):
+            gateways.setdefault(str(node.get("cluster")), []).append(str(node["address"]))
+    found = []
+    for pod in objects:
+        spec = pod.get("spec")
+        if "replicas" not in pod or not isinstance(spec, Mapping):
+            continue
+        for service in spec.get("services") or []:
+            if service.get("scope") != "public":
+                continue
+            found.append(
+                {
+                    "pod": pod["?"]["name"],
+                    "service": service["name"],
+                    "urls": service_urls(service, gateways.get(str(pod.get("cluster")), [])),
+                }
+            )
+    return found

@@ -20,7 +20,11 @@ from catalog import sessions
 from catalog.api.serving import LIMITS
 from catalog.auth import Identity, authenticate, identity_of, token_key
 from catalog.classes.registry import with_actions
-from catalog.documents import EnvironmentDocument, EnvironmentObject, ShownEnvironment
+from catalog.documents import (
+    EnvironmentDocument,
+    EnvironmentObject,
+    PresentedEnvironment,
+)
 from catalog.errors import (
     NotFound,
     Problem,
@@ -31,6 +35,7 @@ from catalog.errors import (
 )
 from catalog.ids import ProjectId
 from catalog.keystone import Keystone
+from catalog.routing import environment_urls
 from catalog.store import Store
 from catalog.validation import parse_json
 
@@ -49,10 +54,14 @@ def store_of(request: web.Request) -> Store:
     return request.app[STORE]
 
 
-def present_environment(doc: EnvironmentDocument) -> ShownEnvironment:
+def present_environment(doc: EnvironmentDocument) -> PresentedEnvironment:
     """An environment as users see it: each object with its actions, secrets hidden."""
     shown = envs.show(doc)
-    return {**shown, "objects": [with_actions(o) for o in shown["objects"]]}
+    return {
+        **shown,
+        "objects": [with_actions(o) for o in shown["objects"]],
+        "urls": environment_urls(shown["objects"]),  # host names, TLS, gateways
+    }
 
 
 def present_with_murano(doc: EnvironmentDocument) -> dict[str, Any]:

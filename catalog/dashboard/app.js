@@ -192,8 +192,11 @@ function parsePattern(pattern) {
 }
 
 function patternInWords(prop) {
+  // The package's own words first; a pattern put in words only when it has none.
+  const given = [prop["x-error"], prop.errorMessage].find((m) => typeof m === "string" && m.trim());
+  if (given) return given;
   const parsed = parsePattern(prop.pattern);
-  if (!parsed) return prop.description ? `must be ${prop.description}` : "is not in the expected form";
+  if (!parsed) return prop.description ? `must be ${prop.description}` : "must match the expected format";
   const { min, max, chars, first, last } = parsed;
   const length = max === Infinity ? `at least ${min}` : min === max ? `exactly ${min}` : `${min} to ${max}`;
   const parts = [`must be ${length} character${max === 1 ? "" : "s"} from ${listed(chars)}`];
@@ -609,7 +612,9 @@ function renderTree(tree, env, context) {
           text: `service ${s.name}: port ${s.port} → ${s.targetPort || s.port} (${s.scope || "internal"})${s.ip ? " at " + s.ip : ""}` })),
           Object.entries(obj.spec.labels || {}).map(([k, v]) => el("li", { class: "muted",
             text: `label ${k}=${v}` }))),
-        endpointLinks(obj.endpoints)));
+        // Host names and TLS from the environment's URL list; else the gateways' addresses.
+        endpointLinks([(env.urls || []).filter((u) => u.pod === obj["?"].name).flatMap((u) => u.urls)]
+          .map((urls) => (urls.length ? urls : obj.endpoints))[0])));
     } else if (type === "KubernetesApplication") {
       items.push(el("li", { "data-object": obj["?"].name }, objectLine(obj, context)));
     }

@@ -78,6 +78,10 @@ class ServiceSpec(TypedDict):
     """`internal` (the cluster only), `public` (the gateways), `cloud`, `host`."""
     ip: NotRequired[str]
     """The service's stable address inside the cluster, once given one."""
+    hosts: NotRequired[list[str]]
+    """Host names a public HTTP service answers to on the gateways."""
+    tls: NotRequired[dict[str, str]]
+    """`{"certificate": SECRET, "key": SECRET}`: two of the pod's secrets."""
 
 
 class PodSpec(TypedDict):

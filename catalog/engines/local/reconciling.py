@@ -40,7 +40,7 @@ from catalog.engines.local.records import (
 from catalog.errors import Conflict, SchedulingFailed
 from catalog.ids import new_id
 from catalog.leading import Leadership
-from catalog.routing import route_keys, routes_for
+from catalog.routing import certificates_for, route_keys, routes_for
 from catalog.store import Store
 
 log = logging.getLogger(__name__)
@@ -397,6 +397,28 @@ class Reconciler:
                 for key, route in routes_for(cluster, service, ready).items():
                     if published.get(key) != route:
                         await self.store.put(key, route)
+        await self._publish_certificates(cluster, pods)
+
+    async def _publish_certificates(self, cluster: str, pods: dict[str, PodRecord]) -> None:
+        """TLS services' certificates from their pods' secrets: written for
+        each host, replaced when a secret changes, gone with the service."""
+        tls = [
+            (
+                service,
+                {k: v for c in pod["spec"]["containers"] for k, v in c.get("secrets", {}).items()},
+            )
+            for pod in pods.values()
+            for service in pod["spec"]["services"]
+            if service.get("tls")
+        ]
+        wanted = certificates_for(cluster, tls)
+        prefix = f"{keys.GATEWAY_CERTS}{cluster}/"
+        published = {v.key: v.value for v in await self.store.list(prefix)}
+        for key, value in wanted.items():
+            if published.get(key) != value:
+                await self.store.put(key, value)
+        for key in published.keys() - wanted.keys():
+            await self.store.delete(key)
 
     async def _finish_drains(
         self,
