@@ -13,10 +13,25 @@ from catalog.classes.runtime import Runtime
 from catalog.engines.base import Capability, Engine, require
 from catalog.errors import ActionFailed, NotSupported
 from catalog.providers.base import Provider, ProviderCapability
+from catalog.providers.local import Workers
 from catalog.store import Store
 from catalog.tasks import Outcome, TaskContext
 
 NEEDED = (Capability.APPLY, Capability.SCALE)
+WORKER_SCALING = ("scaleNodesUp", "scaleNodesDown", "scaleNodes")
+
+
+def refuse_unjoined_workers(engine: Engine, provider: Provider, method: str) -> None:
+    """An engine that keeps its own workers (Kubernetes Nodes) gains one only
+    from a provider that joins it there; any other would add a node no pod
+    runs on, so worker scaling is refused before it starts."""
+    if method not in WORKER_SCALING or not isinstance(engine, Workers):
+        return
+    if getattr(provider, "workers", None) is not engine:
+        raise NotSupported(
+            engine.name,
+            f"{method} with nodes of the {provider.name} provider, which do not join its cluster",
+        )
 
 
 class ActionRunner:
@@ -48,4 +63,5 @@ class ActionRunner:
         found = REGISTRY.get(kind, {}).get(method)
         if found is None:
             raise ActionFailed(method, f"{kind} has no action {method}")
+        refuse_unjoined_workers(self.engine, self.provider, method)
         return await found.run(rt, obj)
