@@ -298,23 +298,23 @@ def joining(
         for name in ("mnt", "pid"):
             if os.fstat(opened[name]).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
                 raise SandboxGone(f"the container's process shares Marina's {name} namespace")
-        args = [t.nsenter, *(f"{flag}=/proc/self/fd/{opened[name]}" for name, flag in JOINED)]
+        enter = [t.nsenter, *(f"{flag}=/proc/self/fd/{opened[name]}" for name, flag in JOINED)]
+        hop: list[str] = []
         if confinement.uid is None:
             # Not root: the sandbox's user namespaces are Marina's user's to enter, and
             # the uid stays the one mapped there. The first exec as that uid clears the
-            # capabilities setns granted.
-            args += [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"]
+            # capabilities setns granted; the command's own user namespace, when bwrap
+            # nested one, is entered from there.
+            enter += [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"]
             own = opened["user"]
             if os.fstat(own).st_ino != os.fstat(owner).st_ino:
                 hop = [t.nsenter, f"--user=/proc/self/fd/{own}", "--preserve-credentials", "--"]
-                args = [*args, f"--root=/proc/self/fd/{root}", "--", *hop]
             drop = ["--no-new-privs", "--inh-caps", "-all"]
         else:
             uid = str(confinement.uid)
             drop = ["--reuid", uid, "--regid", uid, "--clear-groups", "--no-new-privs",
                     "--inh-caps", "-all", "--bounding-set", "-all"]  # fmt: skip
-        if f"--root=/proc/self/fd/{root}" not in args:
-            args += [f"--root=/proc/self/fd/{root}", "--"]
+        args = [*enter, f"--root=/proc/self/fd/{root}", "--", *hop]
         command = [
             *args,
             t.prlimit,
