@@ -19,10 +19,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from catalog import keys
-from catalog.documents import JsonObject
+from catalog.documents import JsonObject, LogLine, TaskDoc, TaskSummary
 from catalog.errors import ActionFailed, MarinaError, NotFound, StoreUnavailable
 from catalog.ids import EnvironmentId, ObjectId, ProjectId, TaskId, new_id
 from catalog.store import Store
@@ -39,54 +39,7 @@ LOCKS = keys.ENVIRONMENT_LOCKS
 MAX_ATTEMPTS = 2
 LEASE_TTL = 5
 
-State = Literal["queued", "running", "succeeded", "failed"]
 Pin = TypeVar("Pin", bound=int | str)
-
-
-class TaskDoc(TypedDict):
-    id: TaskId
-    environment: EnvironmentId
-    project: ProjectId
-    object: ObjectId
-    method: str
-    action: str
-    args: JsonObject
-    """Checked against the action's schema before the task was queued."""
-    state: State
-    outcome: str | None
-    reason: str | None
-    result: JsonObject | None
-    error: str | None
-    retryable: bool
-    created: float
-    started: float | None
-    finished: float | None
-    attempts: int
-    worker: str | None
-    files: list[str]
-    pinned: dict[str, int | str]
-
-
-class TaskSummary(TypedDict):
-    """A task in a list, without its arguments and result."""
-
-    id: TaskId
-    action: str
-    object: ObjectId
-    method: str
-    state: State
-    outcome: str | None
-    reason: str | None
-    error: str | None
-    created: float
-    finished: float | None
-    files: list[str]
-
-
-class LogLine(TypedDict):
-    time: float
-    level: str
-    message: str
 
 
 @dataclass

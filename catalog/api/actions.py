@@ -10,6 +10,7 @@ from catalog import quotas
 from catalog.api.handling import identify, read_json, reply_json, store_of
 from catalog.api.tasks import own_task
 from catalog.classes.registry import actions_of, check_arguments, find_action
+from catalog.documents import ListedAction
 from catalog.errors import NotFound
 from catalog.ids import EnvironmentId, ObjectId, ProjectId
 from catalog.quotas import QUOTAS
@@ -20,7 +21,7 @@ from catalog.tasks import collect_tasks, enqueue, murano_result, new_task
 async def list_actions(request: web.Request) -> web.Response:
     who = await identify(request)
     doc = (await envs.load(store_of(request), request.match_info["env_id"], who.project)).value
-    actions = []
+    actions: list[ListedAction] = []
     for obj_id in doc["order"]:
         obj = doc["objects"][obj_id]
         for spec in actions_of(obj):

@@ -12,8 +12,9 @@ from aiohttp import web
 
 from catalog import environments as envs
 from catalog.api.handling import identify, reply_json, store_of
+from catalog.documents import TaskDoc
 from catalog.errors import NotFound, Problem, ValidationFailed
-from catalog.tasks import TaskDoc, follow_task, get_task, recent_tasks, task_file, task_log
+from catalog.tasks import follow_task, get_task, recent_tasks, task_file, task_log
 
 MAX_FOLLOW = 3600.0
 
