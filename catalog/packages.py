@@ -180,6 +180,8 @@ def validate_manifest(manifest: Any, files: dict[str, bytes]) -> list[Problem]:
     ui = manifest.get("ui", {})
     if not isinstance(ui, dict):
         problems.append(Problem("ui", "must be a mapping", ui))
+    elif "order" in ui:
+        problems += _check_ui_order(ui["order"], schema)
     template = manifest.get("template")
     if manifest.get("class") == "KubernetesApplication":
         if not isinstance(template, dict):
@@ -201,6 +203,24 @@ def validate_manifest(manifest: Any, files: dict[str, bytes]) -> list[Problem]:
         "tags",
     }
     problems += [Problem(key, "is not a known manifest field") for key in sorted(unknown)]
+    return problems
+
+
+def _check_ui_order(order: Any, schema: Any) -> list[Problem]:
+    """Forms list fields in this order: it may name only the schema's properties."""
+    if not isinstance(order, list) or not all(isinstance(n, str) for n in order):
+        return [Problem("ui.order", "must be a list of property names", order)]
+    known = (schema.get("properties") or {}) if isinstance(schema, dict) else {}
+    problems = [
+        Problem(f"ui.order[{i}]", "names no property of the properties schema", name)
+        for i, name in enumerate(order)
+        if isinstance(known, dict) and name not in known
+    ]
+    problems += [
+        Problem(f"ui.order[{i}]", "names a property a second time", name)
+        for i, name in enumerate(order)
+        if name in order[:i]
+    ]
     return problems
 
 
@@ -545,3 +565,20 @@ async def get_package(store: Store, name: str) -> Package:
 
 async def list_packages(store: Store) -> list[PackageSummary]:
     return [Package.from_document(v.value).summary() for v in await store.list(PACKAGES)]
+
+
+def lint_package(path: Path) -> list[Problem]:
+    """Every problem an upload of this folder or zip would report, none if it is
+    sound: the same checks, run here without a server."""
+    try:
+        if path.is_dir():
+            load_folder(path)
+        else:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                return [Problem(str(path), f"cannot be read: {exc.strerror}")]
+            load_zip(data, source=path.name)
+    except ValidationFailed as exc:
+        return list(exc.problems)
+    return []

@@ -153,6 +153,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a stored package even with an older version",
     )
+    init = package_sub.add_parser("init", help="write a new package to start from")
+    init.add_argument("name", help="the package name (lower-case letters, digits, '-')")
+    init.add_argument("--dir", help="where to write it (default: ./NAME)")
+    lint = package_sub.add_parser("lint", help="check a package folder or zip without a server")
+    lint.add_argument("path")
     package.set_defaults(func=cmd_package)
 
     imports = sub.add_parser(

@@ -14,6 +14,8 @@ from catalog.cli.client import CliError, connect, emit, print_json
 
 
 def cmd_package(args: argparse.Namespace) -> int:
+    if args.package_command in ("init", "lint"):
+        return _package_offline(args)
     client = connect(args)
     if args.package_command == "list":
         found = client.call("GET", "/v1/catalog/packages?limit=1000")["packages"]
@@ -28,7 +30,7 @@ def cmd_package(args: argparse.Namespace) -> int:
         return 0
     path = Path(args.file)
     try:
-        data = path.read_bytes()
+        data = _zipped(path) if path.is_dir() else path.read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
     query = urllib.parse.urlencode(
@@ -40,6 +42,45 @@ def cmd_package(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _package_offline(args: argparse.Namespace) -> int:
+    """`init` and `lint`: no server; lint runs the upload's own checks."""
+    from catalog.errors import ValidationFailed
+    from catalog.scaffold import init_package, lint
+
+    if args.package_command == "init":
+        folder = Path(args.dir or args.name)
+        try:
+            written = init_package(args.name, folder)
+        except ValidationFailed as exc:
+            raise CliError("\n".join(str(p) for p in exc.problems)) from None
+        print(f"wrote {', '.join(str(p) for p in written)}")
+        print(f"next: marina package lint {folder}, then marina package upload {folder}")
+        return 0
+    path = Path(args.path)
+    problems = lint(path)
+    for problem in problems:
+        shown = f" (given: {problem.value!r})" if problem.value is not None else ""
+        print(f"{path}: {problem}{shown}")
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) > 1 else ''}", file=sys.stderr)
+        return 1
+    print(f"{path}: no problems")
+    return 0
+
+
+def _zipped(folder: Path) -> bytes:
+    """A folder as the zip an upload takes (links are left for the server to refuse)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
 
 
 def cmd_import(args: argparse.Namespace) -> int:
