@@ -1,0 +1,420 @@
+"""Node bring-up by cloud-init, in the steps RKE and zke take.
+
+Marina makes the cluster's certificate authorities once (kept in its etcd,
+which only its own processes reach) and, for each server it creates, one
+cloud-init document holding only what that server's role needs: masters get
+the CAs and their keys (kubeadm signs with them) and run the etcd plane and
+the control plane, workers get a kubelet certificate and join, gateways get
+a client certificate of Marina's etcd and run HAProxy and `marina-gateway`.
+The network plugin and the add-ons (DNS, metrics) are the first master's
+last step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = datetime.timedelta(days=3650)
+POD_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/12"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+AUTHORITIES = ("kubernetes", "etcd", "front-proxy")
+
+
+@dataclass(frozen=True)
+class Authority:
+    cert: str
+    """PEM certificate."""
+    key: str
+    """PEM PKCS#8 private key."""
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    """The cluster's three CAs and the service-account signing key, as PEM."""
+
+    kubernetes: Authority
+    etcd: Authority
+    front_proxy: Authority
+    service_account_key: str
+    """The key that signs service-account tokens (its public half goes to the API server)."""
+
+    def to_json(self) -> dict[str, str]:
+        out = {"service_account_key": self.service_account_key}
+        for name in AUTHORITIES:
+            ca = self._ca(name)
+            out[f"{name}_cert"], out[f"{name}_key"] = ca.cert, ca.key
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> ClusterPKI:
+        k8s, etcd, proxy = (Authority(data[f"{n}_cert"], data[f"{n}_key"]) for n in AUTHORITIES)
+        return cls(k8s, etcd, proxy, service_account_key=data["service_account_key"])
+
+    def _ca(self, name: str) -> Authority:
+        return {"kubernetes": self.kubernetes, "etcd": self.etcd, "front-proxy": self.front_proxy}[
+            name
+        ]
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _name(common: str, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def _authority(common: str) -> Authority:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common))
+        .issuer_name(_name(common))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return Authority(cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))
+
+
+def make_cluster_pki() -> ClusterPKI:
+    sa = ec.generate_private_key(ec.SECP256R1())
+    return ClusterPKI(
+        _authority("kubernetes-ca"),
+        _authority("etcd-ca"),
+        _authority("front-proxy-ca"),
+        service_account_key=_pem_key(sa),
+    )
+
+
+def issue(
+    ca: Authority,
+    common: str,
+    *,
+    organization: str | None = None,
+    server: bool = False,
+    client: bool = False,
+    names: Sequence[str] = (),
+) -> Authority:
+    """A leaf certificate of `ca`; `names` are its SANs (IP addresses or DNS names)."""
+    ca_key = serialization.load_pem_private_key(ca.key.encode(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.encode())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common, organization))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if names:
+        sans: list[x509.GeneralName] = []
+        for name in dict.fromkeys(names):
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                sans.append(x509.DNSName(name))
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return Authority(cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What one server's user data is rendered from."""
+
+    cluster: str
+    name: str
+    role: str
+    """`master`, `minion` or `gateway`."""
+    address: str
+    """The server's fixed address (its port is made before the server)."""
+    api_address: str
+    """The first master's fixed address: where the others reach the API and etcd."""
+    public_addresses: Sequence[str] = ()
+    """Floating IPs of this server (the API's on the first master, a gateway's own)."""
+    masters: Sequence[tuple[str, str]] = ()
+    """(name, address) of every master known when this one is made (etcd's initial cluster)."""
+
+
+@dataclass(frozen=True)
+class GatewayEtcd:
+    """Marina's etcd as a gateway reaches it: its URL, CA and a client certificate."""
+
+    url: str
+    ca: str
+    client: Authority
+
+
+def _file(path: str, content: str, *, mode: str = "0600") -> dict[str, str]:
+    return {"path": path, "content": content, "permissions": mode, "owner": "root:root"}
+
+
+def _kubeconfig(cluster: str, server: str, ca: str, user: str, cred: Authority) -> str:
+    import base64
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": cluster,
+                    "cluster": {"server": server, "certificate-authority-data": b64(ca)},
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": b64(cred.cert),
+                        "client-key-data": b64(cred.key),
+                    },
+                }
+            ],
+            "contexts": [{"name": user, "context": {"cluster": cluster, "user": user}}],
+            "current-context": user,
+        }
+    )
+
+
+def _cni(node_index_cidr: str) -> str:
+    # The network plugin: a bridge with host-local addresses from the node's pod range.
+    return json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "marina",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": node_index_cidr}]]},
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        },
+        indent=2,
+    )
+
+
+def _pod_range(address: str) -> str:
+    """A /24 of the pod range per node, from the last octet of its address."""
+    last = int(ipaddress.ip_address(address)) & 0xFF
+    return f"10.244.{last}.0/24"
+
+
+def _kubelet_files(plan: NodePlan, pki: ClusterPKI) -> list[dict[str, str]]:
+    kubelet = issue(
+        pki.kubernetes,
+        f"system:node:{plan.name}",
+        organization="system:nodes",
+        server=True,
+        client=True,
+        names=[plan.name, plan.address],
+    )
+    server = f"https://{plan.api_address}:6443"
+    return [
+        _file("/etc/kubernetes/pki/ca.crt", pki.kubernetes.cert, mode="0644"),
+        _file("/var/lib/kubelet/pki/kubelet.crt", kubelet.cert, mode="0644"),
+        _file("/var/lib/kubelet/pki/kubelet.key", kubelet.key),
+        _file(
+            "/etc/kubernetes/kubelet.conf",
+            _kubeconfig(
+                plan.cluster, server, pki.kubernetes.cert, f"system:node:{plan.name}", kubelet
+            ),
+        ),
+        _file("/etc/cni/net.d/10-marina.conflist", _cni(_pod_range(plan.address)), mode="0644"),
+        _file(
+            "/etc/default/kubelet",
+            f"KUBELET_EXTRA_ARGS=--node-ip={plan.address} --hostname-override={plan.name}\n",
+            mode="0644",
+        ),
+    ]
+
+
+def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]], list[str]]:
+    sans = [
+        plan.name,
+        plan.address,
+        plan.api_address,
+        *plan.public_addresses,
+        KUBERNETES_SERVICE_IP,
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "localhost",
+        "127.0.0.1",
+    ]
+    apiserver = issue(pki.kubernetes, "kube-apiserver", server=True, names=sans)
+    kubelet_client = issue(
+        pki.kubernetes, "kube-apiserver-kubelet-client", organization="system:masters", client=True
+    )
+    etcd_names = [plan.name, plan.address, "localhost", "127.0.0.1"]
+    etcd_server = issue(pki.etcd, plan.name, server=True, client=True, names=etcd_names)
+    etcd_peer = issue(pki.etcd, plan.name, server=True, client=True, names=etcd_names)
+    etcd_client = issue(pki.etcd, "kube-apiserver-etcd-client", client=True)
+    proxy_client = issue(pki.front_proxy, "front-proxy-client", client=True)
+    sa = serialization.load_pem_private_key(pki.service_account_key.encode(), None)
+    sa_pub = (
+        sa.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    p = "/etc/kubernetes/pki"
+    files = [
+        _file(f"{p}/ca.crt", pki.kubernetes.cert, mode="0644"),
+        _file(f"{p}/ca.key", pki.kubernetes.key),
+        _file(f"{p}/apiserver.crt", apiserver.cert, mode="0644"),
+        _file(f"{p}/apiserver.key", apiserver.key),
+        _file(f"{p}/apiserver-kubelet-client.crt", kubelet_client.cert, mode="0644"),
+        _file(f"{p}/apiserver-kubelet-client.key", kubelet_client.key),
+        _file(f"{p}/etcd/ca.crt", pki.etcd.cert, mode="0644"),
+        _file(f"{p}/etcd/ca.key", pki.etcd.key),
+        _file(f"{p}/etcd/server.crt", etcd_server.cert, mode="0644"),
+        _file(f"{p}/etcd/server.key", etcd_server.key),
+        _file(f"{p}/etcd/peer.crt", etcd_peer.cert, mode="0644"),
+        _file(f"{p}/etcd/peer.key", etcd_peer.key),
+        _file(f"{p}/apiserver-etcd-client.crt", etcd_client.cert, mode="0644"),
+        _file(f"{p}/apiserver-etcd-client.key", etcd_client.key),
+        _file(f"{p}/front-proxy-ca.crt", pki.front_proxy.cert, mode="0644"),
+        _file(f"{p}/front-proxy-ca.key", pki.front_proxy.key),
+        _file(f"{p}/front-proxy-client.crt", proxy_client.cert, mode="0644"),
+        _file(f"{p}/front-proxy-client.key", proxy_client.key),
+        _file(f"{p}/sa.key", pki.service_account_key),
+        _file(f"{p}/sa.pub", sa_pub, mode="0644"),
+    ]
+    peers = ",".join(f"{name}=https://{address}:2380" for name, address in plan.masters)
+    first = plan.address == plan.api_address
+    config = [
+        {
+            "apiVersion": "kubeadm.k8s.io/v1beta3",
+            "kind": "InitConfiguration",
+            "localAPIEndpoint": {"advertiseAddress": plan.address, "bindPort": 6443},
+            "nodeRegistration": {"name": plan.name, "kubeletExtraArgs": {"node-ip": plan.address}},
+        },
+        {
+            "apiVersion": "kubeadm.k8s.io/v1beta3",
+            "kind": "ClusterConfiguration",
+            "clusterName": plan.cluster,
+            "controlPlaneEndpoint": f"{plan.api_address}:6443",
+            "apiServer": {"certSANs": list(dict.fromkeys(sans))},
+            "networking": {"podSubnet": POD_CIDR, "serviceSubnet": SERVICE_CIDR},
+            "etcd": {
+                "local": {
+                    "serverCertSANs": etcd_names,
+                    "peerCertSANs": etcd_names,
+                    "extraArgs": {
+                        "initial-cluster": peers or f"{plan.name}=https://{plan.address}:2380",
+                        "initial-cluster-state": "new" if first else "existing",
+                    },
+                }
+            },
+        },
+    ]
+    files.append(_file("/etc/marina/kubeadm.yaml", yaml.safe_dump_all(config)))
+    # Certificates and keys are all in place: kubeadm makes none, in the RKE/zke
+    # order: etcd plane, control plane, then (first master only) the network
+    # plugin and the add-ons.
+    steps = [
+        "kubeadm init phase kubeconfig all --config /etc/marina/kubeadm.yaml",
+        "kubeadm init phase etcd local --config /etc/marina/kubeadm.yaml",
+        "kubeadm init phase control-plane all --config /etc/marina/kubeadm.yaml",
+        "kubeadm init phase kubelet-start --config /etc/marina/kubeadm.yaml",
+        "kubeadm init phase mark-control-plane --config /etc/marina/kubeadm.yaml",
+    ]
+    if first:
+        steps += [
+            "kubeadm init phase upload-config all --config /etc/marina/kubeadm.yaml",
+            "kubeadm init phase addon kube-proxy --config /etc/marina/kubeadm.yaml",
+            "kubeadm init phase addon coredns --config /etc/marina/kubeadm.yaml",
+            "if [ -d /usr/share/marina/addons ]; then kubectl --kubeconfig "
+            "/etc/kubernetes/admin.conf apply -f /usr/share/marina/addons; fi",
+        ]
+    return files, steps
+
+
+def _gateway_files(plan: NodePlan, etcd: GatewayEtcd) -> tuple[list[dict[str, str]], list[str]]:
+    d = "/etc/marina-gateway"
+    address = plan.public_addresses[0] if plan.public_addresses else plan.address
+    args = [
+        "/usr/local/bin/marina-gateway",
+        f"--etcd {etcd.url}",
+        f"--etcd-cacert {d}/etcd-ca.pem",
+        f"--etcd-cert {d}/client.pem",
+        f"--etcd-key {d}/client-key.pem",
+        f"--cluster {plan.cluster}",
+        # HAProxy binds the fixed address; the floating IP is NAT in front of it.
+        f"--address {plan.address}",
+        "--state-dir /var/lib/marina-gateway",
+        f"--id {plan.cluster}-{plan.name}",
+    ]
+    unit = (
+        "[Unit]\nDescription=Marina gateway agent\nAfter=network-online.target\n\n"
+        f"[Service]\nExecStart={' '.join(args)}\nRestart=always\n"
+        f"Environment=MARINA_GATEWAY_PUBLIC_ADDRESS={address}\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    files = [
+        _file(f"{d}/etcd-ca.pem", etcd.ca, mode="0644"),
+        _file(f"{d}/client.pem", etcd.client.cert, mode="0644"),
+        _file(f"{d}/client-key.pem", etcd.client.key),
+        _file("/etc/systemd/system/marina-gateway.service", unit, mode="0644"),
+    ]
+    return files, ["systemctl daemon-reload", "systemctl enable --now marina-gateway"]
+
+
+def render_user_data(
+    plan: NodePlan, pki: ClusterPKI, *, gateway_etcd: GatewayEtcd | None = None
+) -> str:
+    """The `#cloud-config` document of one server."""
+    if plan.role == "master":
+        files, steps = _master_files(plan, pki)
+    elif plan.role == "minion":
+        files = _kubelet_files(plan, pki)
+        steps = ["systemctl enable --now kubelet"]
+    elif plan.role == "gateway":
+        if gateway_etcd is None:
+            raise ValueError("a gateway's user data needs Marina's etcd")
+        files, steps = _gateway_files(plan, gateway_etcd)
+    else:
+        raise ValueError(f"role {plan.role!r}: not master, minion or gateway")
+    document = {
+        "hostname": plan.name,
+        "preserve_hostname": False,
+        "write_files": files,
+        "runcmd": [["sh", "-c", step] for step in steps],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
