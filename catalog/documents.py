@@ -338,7 +338,15 @@ class PresentedEnvironment(ShownEnvironment):
     """As the API presents it: with each public service's URLs
     (`catalog.routing.environment_urls`)."""
 
-    urls: list[JsonObject]
+    urls: list[ServiceUrls]
+
+
+class ServiceUrls(TypedDict):
+    """Where users reach one public service of a pod."""
+
+    pod: str
+    service: str
+    urls: list[str]
 
 
 class IndexEntry(TypedDict):

@@ -17,13 +17,14 @@ import datetime
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from catalog import keys
+from catalog.documents import ServiceUrls
 
 ROUTES = keys.ROUTES
 HOST_NAME = re.compile(
@@ -36,6 +37,23 @@ class CertificateKeys(TypedDict):
     key: str
 
 
+class Backend(TypedDict):
+    host: str
+    port: int
+
+
+class Route(TypedDict):
+    """A route as the gateway contract spells it (docs/architecture.md)."""
+
+    port: int
+    mode: str
+    backends: list[Backend]
+    scope: NotRequired[str]
+    address: NotRequired[str]
+    hosts: NotRequired[list[str]]
+    tls: NotRequired[bool]
+
+
 def route_keys(cluster: str, service: Mapping[str, Any]) -> list[str]:
     keys = [f"{ROUTES}{cluster}.internal/{service['name']}"]
     if service.get("scope") == "public":
@@ -43,11 +61,9 @@ def route_keys(cluster: str, service: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-def routes_for(
-    cluster: str, service: Mapping[str, Any], hosts: list[str]
-) -> dict[str, dict[str, Any]]:
-    backends = [{"host": h, "port": service["targetPort"]} for h in sorted(hosts)]
-    routes = {
+def routes_for(cluster: str, service: Mapping[str, Any], hosts: list[str]) -> dict[str, Route]:
+    backends: list[Backend] = [{"host": h, "port": service["targetPort"]} for h in sorted(hosts)]
+    routes: dict[str, Route] = {
         f"{ROUTES}{cluster}.internal/{service['name']}": {
             "port": service["port"],
             "mode": "tcp",
@@ -57,7 +73,7 @@ def routes_for(
         }
     }
     if service.get("scope") == "public":
-        public: dict[str, Any] = {
+        public: Route = {
             "port": service["port"],
             "mode": "http",
             "scope": "public",
@@ -193,7 +209,7 @@ def _is_ipv6(address: str) -> bool:
         return False
 
 
-def environment_urls(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def environment_urls(objects: Iterable[Mapping[str, Any]]) -> list[ServiceUrls]:
     """Each public service of an environment's pods with its URLs: host
     names first, then every ready gateway of the pod's cluster."""
     objects = list(objects)
@@ -201,7 +217,7 @@ def environment_urls(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
     for node in objects:
         if node.get("role") == "gateway" and node.get("state") == "ready" and node.get("address"):
             gateways.setdefault(str(node.get("cluster")), []).append(str(node["address"]))
-    found = []
+    found: list[ServiceUrls] = []
     for pod in objects:
         spec = pod.get("spec")
         if "replicas" not in pod or not isinstance(spec, Mapping):
