@@ -8,6 +8,7 @@ changes (an action and an API call) never overwrite each other.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
@@ -447,9 +448,10 @@ def _check_pods(pods: list[PodObject], doc: EnvironmentDocument) -> list[PodObje
 
 
 async def add_application(
-    store: Store, env_id: str, project: ProjectId, body: Json
+    store: Store, env_id: str, project: ProjectId, body: Json, *, dry_run: bool = False
 ) -> list[EnvironmentObject]:
-    """POST /services: `{"package": NAME, "name"?: TEXT, "properties"?: {...}}`."""
+    """POST /services: `{"package": NAME, "name"?: TEXT, "properties"?: {...}}`;
+    with `dry_run`, every check runs and the objects come back, nothing saved."""
     if not isinstance(body, dict):
         raise ValidationFailed("body", [Problem("body", "must be a JSON object", body)])
     unknown = set(body) - {"package", "name", "properties"}
@@ -493,6 +495,8 @@ async def add_application(
             doc["order"].append(obj["?"]["id"])
         return objects
 
+    if dry_run:
+        return add(copy.deepcopy((await load(store, env_id, project)).value))
     return await change(store, env_id, add)
 
 

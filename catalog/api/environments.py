@@ -75,10 +75,20 @@ async def delete_environment(request: web.Request) -> web.Response:
 
 async def add_service(request: web.Request) -> web.Response:
     who = await identify(request)
+    dry_run = request.query.get("dry_run", "0")
+    if dry_run not in ("0", "1", "true", "false"):
+        raise ValidationFailed(
+            "query", [Problem("dry_run", "must be 1, true, 0 or false", dry_run)]
+        )
+    checking = dry_run in ("1", "true")
     objects = await envs.add_application(
-        store_of(request), request.match_info["env_id"], who.project, await read_json(request)
+        store_of(request),
+        request.match_info["env_id"],
+        who.project,
+        await read_json(request),
+        dry_run=checking,
     )
-    return reply_json([with_actions(o) for o in objects], 201)
+    return reply_json([with_actions(o) for o in objects], 200 if checking else 201)
 
 
 async def list_services(request: web.Request) -> web.Response:

@@ -49,6 +49,7 @@ def _op(
     params: tuple[str, ...] = (),
     query: tuple[OpenApi, ...] = (),
     also: tuple[str, ...] = (),
+    also_ok: int | None = None,
     secured: bool = True,
 ) -> OpenApi:
     op: OpenApi = {
@@ -70,6 +71,8 @@ def _op(
             **{status: _error(text) for status, text in COMMON.items()},
         },
     }
+    if also_ok is not None:  # a second success (a dry run's 200 beside a 201)
+        op["responses"][str(also_ok)] = op["responses"][str(ok)]
     if not secured:
         op["security"] = []
         del op["responses"]["401"]
@@ -143,9 +146,18 @@ def openapi_document() -> OpenApi:
             "/v1/environments/{env_id}/services": {
                 "get": _op("List the environment's applications", params=env),
                 "post": _op(
-                    "Add an application from a package",
+                    "Add an application from a package (?dry_run=1: check, answer 200 with "
+                    "the objects it would add, save nothing)",
                     ok=201,
                     params=env,
+                    query=(
+                        {
+                            "name": "dry_run",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                        },
+                    ),
+                    also_ok=200,
                     body={
                         "type": "object",
                         "required": ["package"],

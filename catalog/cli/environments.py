@@ -103,24 +103,28 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.name:
         body["name"] = args.name
     if args.dry_run:
-        problems = schema_problems(schema, _with_defaults(schema, properties))
-        print_json({"dry_run": True, "environment": env_id, **body, "problems": problems})
-        if problems:
-            raise CliError(f"{len(problems)} problems; nothing would be added")
+        # The server runs every check of a real add and answers what it would add.
+        adds = client.call("POST", f"/v1/environments/{env_id}/services?dry_run=1", body)
+        print_json(
+            {
+                "dry_run": True,
+                "environment": env_id,
+                **body,
+                "adds": [
+                    {
+                        "type": o["?"]["type"],
+                        "name": o["?"]["name"],
+                        **{k: o[k] for k in ("cluster", "properties", "spec") if k in o},
+                    }
+                    for o in adds
+                ],
+            }
+        )
         return 0
     objects = client.call("POST", f"/v1/environments/{env_id}/services", body)
     for obj in objects:
         print(f"{obj['?']['id']}  {obj['?']['type']:<22} {obj['?']['name']}")
     return 0
-
-
-def _with_defaults(schema: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    defaults = {
-        k: v["default"]
-        for k, v in (schema.get("properties") or {}).items()
-        if isinstance(v, dict) and "default" in v
-    }
-    return {**defaults, **given}
 
 
 def schema_problems(schema: dict[str, Any], value: Any) -> list[str]:

@@ -235,7 +235,13 @@ def test_set_is_typed_values_and_dry_run(marina: Marina, shop: str, tmp_path: Pa
             "--dry-run",
         )
     )
-    assert added["properties"] == {"nodeCount": 1, "name": "second", "nodeCores": 0.5}
+    cluster = next(a for a in added["adds"] if a["type"] == "KubernetesCluster")
+    assert cluster["properties"]["nodeCount"] == 1 and cluster["properties"]["nodeCores"] == 0.5
+    assert cluster["properties"]["maxNodes"] == 5, "the package's defaults are filled in"
+    assert [a["type"] for a in added["adds"][1:]] == ["MasterNode", "MinionNode", "GatewayNode"]
+    too_many = cli(marina, "app", "add", shop, "kubernetes-cluster", "--set", "name=third",
+                   "--set", "nodeCount=9", "--dry-run")  # fmt: skip
+    assert too_many.returncode == 1 and "nodeCount: must not exceed maxNodes" in too_many.stderr
     assert "second" not in {
         a["name"] for a in json.loads(ok(marina, "app", "list", shop, "-o", "json"))
     }
