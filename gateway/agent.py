@@ -618,20 +618,22 @@ class Agent:
         # Spares are built only for a pool that is rebuilt: thousands of them.
         fresh = build_layout(desired, port_range=self.settings.port_range, spares=POOL in parts)
         jobs: dict[str, tuple[str, str | None, Budget]] = {}
+        applying: list[asyncio.Task[float]] = []
         done: set[str] = set()
         for part in sorted(parts):
             if part != POOL and not self._part_layout(fresh, part).static:
                 await self.proxies[part].retire()  # no route of its own, so no process
                 done.add(part)
                 continue
-            jobs[part] = self._render(fresh, part)
+            jobs[part] = config, port_map, _ = self._render(fresh, part)
+            # Each process starts reading its configuration while the next
+            # part renders: HAProxy parses on the other core.
+            applying.append(asyncio.create_task(self.proxies[part].apply(config, port_map)))
+            await asyncio.sleep(0)
         self.metrics.render_seconds_sum += time.perf_counter() - started
         self.metrics.render_count += 1
         rendered = time.perf_counter()
-        results = await asyncio.gather(
-            *(self.proxies[part].apply(job[0], job[1]) for part, job in jobs.items()),
-            return_exceptions=True,
-        )
+        results = await asyncio.gather(*applying, return_exceptions=True)
         failure: HAProxyError | None = None
         for (part, (config, _, budget)), result in zip(jobs.items(), results, strict=True):
             if isinstance(result, HAProxyError):
