@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.kubeapi.fixtures import kube_api, kubectl, new_kube_api  # noqa: F401  (for every suite)
+from tests.openstack.fixtures import openstack_cloud, os_admin, os_conn  # noqa: F401  (one per session)
 from tests.support import Backend, Etcd, Gateway, fresh_address
 
 _clusters = itertools.count(1)

@@ -14,13 +14,13 @@ import pytest
 
 from tests.e2e.marina import Marina
 from tests.openstack.controlplane import PROJECT
-from tests.openstack.fixtures import TestCloud, openstack_cloud  # noqa: F401  (the fixture)
+from tests.openstack.fixtures import TestCloud
 
 MURANO = Path(sys.executable).with_name("murano")
 
 
 @pytest.fixture(scope="module")
-def cloud(openstack_cloud: TestCloud) -> TestCloud:  # noqa: F811  (the imported fixture)
+def cloud(openstack_cloud: TestCloud) -> TestCloud:
     if openstack_cloud.plane is None:
         pytest.skip("needs the control plane started here (its user's password)")
     return openstack_cloud

@@ -1,10 +1,9 @@
-"""The control-plane fixtures, for the tests in this folder."""
+"""The control plane's start-up times in pytest's summary (its fixtures are in tests/conftest.py,
+so that every suite shares one control plane)."""
 
 import pytest
 
-from tests.openstack.fixtures import STARTS, openstack_cloud, os_admin, os_conn
-
-__all__ = ["openstack_cloud", "os_admin", "os_conn"]
+from tests.openstack.fixtures import STARTS
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
