@@ -39,9 +39,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from catalog import keys, sandbox
+from catalog.engines.base import ContainerSpec
+from catalog.engines.local.records import ReplicaRecord, ReplicaReport
 from catalog.errors import MarinaError, StoreUnavailable
 from catalog.packages import get_package
 from catalog.pki import TLSFiles
@@ -79,7 +80,7 @@ class Probe:
 @dataclass
 class Replica:
     ident: str
-    doc: dict[str, Any]
+    doc: ReplicaRecord
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
     restarts: int = 0
     state: str = "starting"
@@ -87,7 +88,7 @@ class Replica:
     next_start: float = 0.0
     ready: bool = False
     probed: float = 0.0
-    reported: dict[str, Any] | None = None
+    reported: ReplicaReport | None = None
     reason: str = ""
     confinement: sandbox.Confinement | None = None
     envs: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -115,7 +116,7 @@ class NodeAgent:
         self.uids: dict[str, int] = {}
         self.lease: int | None = None
         self.replicas: dict[str, Replica] = {}
-        self.desired: dict[str, dict[str, Any]] = {}
+        self.desired: dict[str, ReplicaRecord] = {}
         self.changed = asyncio.Event()
         self.helpers: list[asyncio.subprocess.Process] = []
 
@@ -325,7 +326,7 @@ class NodeAgent:
         replica.state = "ready" if ready else "starting"
         replica.reason = "; ".join(reasons)
 
-    async def _probe(self, replica: Replica, container: dict[str, Any], probe: Probe) -> None:
+    async def _probe(self, replica: Replica, container: ContainerSpec, probe: Probe) -> None:
         """Run a container's probe once, inside its sandbox, and record the outcome."""
         check = container["readiness"]
         argv = [w.replace("${package}", sandbox.PACKAGE_MOUNT) for w in check["command"]]
@@ -427,7 +428,8 @@ class NodeAgent:
             uid = self.uids[environment]
         work = self._replica_dir(replica.ident) / "work"
         sandbox.prepare_work_dir(work, uid)
-        package = await self._package_dir(doc["package"]) if doc.get("package") else None
+        name = doc.get("package")
+        package = await self._package_dir(name) if name else None
         return sandbox.Confinement(
             work_dir=work, package_dir=package, uid=uid, hostname=str(doc["name"])[:63]
         )
@@ -509,7 +511,7 @@ class NodeAgent:
     async def _report(self, replica: Replica) -> None:
         if self.lease is None:
             return
-        status = {
+        status: ReplicaReport = {
             "node": self.node,
             "state": replica.state,
             "ready": replica.ready,
@@ -572,7 +574,7 @@ def _last_line(path: Path) -> str:
     return lines[-1][:PROBE_OUTPUT] if lines else ""
 
 
-def _ports_open(doc: dict[str, Any]) -> bool:
+def _ports_open(doc: ReplicaRecord) -> bool:
     """Whether the ports of every container without a readiness check accept connections."""
     for container in doc["containers"]:
         if container.get("readiness"):
