@@ -33,6 +33,8 @@ async def destroy(rt: Runtime) -> Outcome:
         await rt.store.delete_prefix(f"{keys.ROUTES}{cluster['key']}.internal/")
         await rt.store.delete_prefix(f"{keys.CLUSTERS}{cluster['key']}/")
     await rt.store.delete_prefix(f"{keys.TASKS_BY_ENVIRONMENT}{rt.ctx.environment}/")
+    await rt.store.delete_prefix(keys.sessions_of(rt.ctx.environment))
+    await rt.store.delete(keys.environment_version(rt.ctx.environment))
     await rt.store.delete(f"{keys.ENVIRONMENTS_BY_PROJECT}{doc['project']}/{doc['id']}")
     await rt.store.delete(keys.environment(rt.ctx.environment))
     return Outcome.done("environment deleted")

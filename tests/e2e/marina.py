@@ -171,3 +171,19 @@ class Marina:
 
     def objects(self, env: str) -> dict[str, dict[str, Any]]:
         return {o["?"]["name"]: o for o in self.ok("GET", f"/v1/environments/{env}")["objects"]}
+
+    def etcd_keys(self, prefix: str) -> list[str]:
+        """The keys under `prefix` in the embedded etcd, read with Marina's client certificate."""
+        import asyncio
+
+        from catalog.pki import TLSFiles
+        from catalog.store import Store
+
+        pki = self.state_dir / "pki"
+        tls = TLSFiles(pki / "ca.pem", pki / "client.pem", pki / "client-key.pem")
+
+        async def read() -> list[str]:
+            async with Store(f"https://127.0.0.1:{self.etcd_port}", tls=tls) as store:
+                return [item.key for item in await store.list(prefix)]
+
+        return asyncio.run(read())

@@ -13,6 +13,7 @@ import requests
 import yaml
 from muranoclient.common import exceptions as exc
 
+from catalog import keys
 from tests.e2e.marina import Marina
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +119,7 @@ def test_session_edit_deploy_and_deployments(marina: Marina, mc: Any) -> None:
     assert "deployed" in str(refused.value)
 
 
-def test_session_remove_delete_and_stale(mc: Any) -> None:
+def test_session_remove_delete_and_stale(marina: Marina, mc: Any) -> None:
     env = mc.environments.create({"name": "stale-sessions"})
     first = mc.sessions.configure(env.id)
     second = mc.sessions.configure(env.id)
@@ -135,7 +136,16 @@ def test_session_remove_delete_and_stale(mc: Any) -> None:
     mc.sessions.delete(env.id, second.id)
     with pytest.raises(exc.HTTPNotFound):
         mc.sessions.get(env.id, second.id)
+    left = mc.sessions.configure(env.id)
+    assert keys.session(env.id, left.id) in marina.etcd_keys(keys.sessions_of(env.id))
     mc.environments.delete(env.id)
+    deadline = time.monotonic() + 60
+    while env.id in [e.id for e in mc.environments.list()]:
+        assert time.monotonic() < deadline, "the environment was not deleted"
+        time.sleep(0.2)
+    # Its open session and its version go with it.
+    assert marina.etcd_keys(keys.sessions_of(env.id)) == []
+    assert marina.etcd_keys(keys.environment_version(env.id)) == []
 
 
 def test_session_refusals(mc: Any) -> None:
