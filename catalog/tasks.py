@@ -218,14 +218,28 @@ async def get_task(store: Store, task_id: str) -> TaskDoc:
     return doc
 
 
-async def recent_tasks(store: Store, environment: str, *, limit: int = 20) -> list[dict[str, Any]]:
+async def recent_tasks(store: Store, environment: str, *, limit: int = 20) -> list[TaskSummary]:
     """The environment's latest tasks, newest first, without their arguments' bulk."""
     index = await store.list(f"{BY_ENVIRONMENT}{environment}/")
     newest = sorted(index, key=lambda v: v.key, reverse=True)[:limit]
     found = [await store.get(f"{TASKS}{v.value}") for v in newest]
-    tasks = [t.value for t in found if t is not None]
-    keep = TaskSummary.__annotations__
-    return [{k: t[k] for k in keep} for t in tasks[:limit]]
+    tasks: list[TaskDoc] = [t.value for t in found if t is not None]
+    return [
+        {
+            "id": t["id"],
+            "action": t["action"],
+            "object": t["object"],
+            "method": t["method"],
+            "state": t["state"],
+            "outcome": t["outcome"],
+            "reason": t["reason"],
+            "error": t["error"],
+            "created": t["created"],
+            "finished": t["finished"],
+            "files": t["files"],
+        }
+        for t in tasks[:limit]
+    ]
 
 
 async def task_log(store: Store, task_id: str) -> list[LogLine]:

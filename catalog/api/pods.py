@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -72,7 +72,7 @@ def pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status_of(doc: dict[str, Any], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+def status_of(doc: dict[str, Any], tasks: Sequence[Mapping[str, object]]) -> dict[str, Any]:
     """The environment in one summary, in the order its objects were added."""
     objects = [doc["objects"][i] for i in doc["order"]]
     clusters, applications, pods = [], [], []
