@@ -52,7 +52,11 @@ def cmd_env(args: argparse.Namespace) -> int:
         env_id = resolve_env(client, args.env)
         task = client.call("DELETE", f"/v1/environments/{env_id}")["task_id"]
         if args.wait:
-            return 0 if wait_for_task(client, task)["state"] == "succeeded" else 1
+            final = wait_for_task(client, task)
+            if final["state"] == "failed":
+                print(f"failed: {final['error']}", file=sys.stderr)
+                return 1
+            return 0
         print(task)
     return 0
 
