@@ -7,6 +7,7 @@ const flash = document.getElementById("flash");
 let token = sessionStorage.getItem("marina-token") || "";
 let stream = null; // the environment page's event stream
 let taskSource = null; // the task panel's event stream
+let logFollow = null; // aborts the log panel's open log stream
 let nextMessage = ""; // shown once by the next page (route clears the flash)
 
 // -- helpers ----------------------------------------------------------------
@@ -546,9 +547,11 @@ function environmentPage(envId, first) {
                                 "aria-labelledby": "task-heading" });
   const tree = el("section", { class: "card tree", id: "tree", "aria-labelledby": "tree-heading" });
   const tasks = el("section", { class: "card", id: "tasks", "aria-labelledby": "tasks-heading" });
-  const context = { envId, panel, env: () => current };
+  const logPanel = el("section", { class: "card", id: "log-panel", hidden: true,
+                                   "aria-labelledby": "log-heading" });
+  const context = { envId, panel, logPanel, env: () => current };
   remove.addEventListener("click", () => deleteEnvironment(context));
-  show(el("div", { class: "title-row" }, title, remove), panel, tree, tasks);
+  show(el("div", { class: "title-row" }, title, remove), panel, tree, logPanel, tasks);
   renderTree(tree, first, context);
   const url = `/v1/environments/${encodeURIComponent(envId)}/events?access_token=${encodeURIComponent(token)}`;
   stream = new EventSource(url);
@@ -608,6 +611,7 @@ function renderTree(tree, env, context) {
       items.push(el("li", { "data-object": obj["?"].name }, objectLine(obj, context),
         el("span", { class: "replicas",
                      text: ` replicas ${obj.replicas.ready}/${obj.replicas.desired} ready` }),
+        replicaTable(obj, context),
         el("ul", { "aria-label": `Services of ${obj["?"].name}` }, services.map((s) => el("li", {
           text: `service ${s.name}: port ${s.port} → ${s.targetPort || s.port} (${s.scope || "internal"})${s.ip ? " at " + s.ip : ""}` })),
           Object.entries(obj.spec.labels || {}).map(([k, v]) => el("li", { class: "muted",
@@ -622,6 +626,91 @@ function renderTree(tree, env, context) {
   rerender(tree, () => tree.replaceChildren(el("h2", { id: "tree-heading", text: "Objects" }),
     items.length ? el("ul", { "aria-label": "Objects" }, items) : el("p", { class: "muted",
       text: "Nothing here yet: add an application from the catalog." })));
+}
+
+// Each replica as the engine reports it: where it runs, whether it is ready,
+// how often it restarted and why it last stopped; its log opens below.
+function replicaTable(pod, context) {
+  const replicas = (pod.status && pod.status.replicas) || [];
+  const name = pod["?"].name;
+  const pending = pod.status && pod.status.pending;
+  if (!replicas.length) return pending ? el("p", { class: "muted", text: `Pending: ${pending}` }) : null;
+  return el("table", { class: "replica-table", "aria-label": `Replicas of ${name}` },
+    pending ? el("caption", { class: "muted", text: `Pending: ${pending}` }) : null,
+    el("thead", {}, el("tr", {}, ["Replica", "Node", "Ready", "Restarts", "Last reason", "Log"].map(
+      (h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, replicas.map((r, index) => el("tr", { "data-replica": String(index) },
+      el("th", { scope: "row", text: r.name || `${name} ${index}` }),
+      el("td", { text: [r.node, r.address].filter(Boolean).join(" ") }),
+      el("td", {}, el("span", { class: `state ${r.ready ? "ready" : "failed"}`,
+                                text: r.ready ? "ready" : "not ready" })),
+      el("td", { class: "restarts", text: String(r.restarts || 0) }),
+      el("td", { class: "reason", text: r.reason || "none" }),
+      el("td", {}, el("button", { type: "button", class: "secondary", "data-logs": String(index),
+        "data-key": `logs:${pod["?"].id}:${index}`, "aria-label": `Show the log of ${name} replica ${index}`,
+        text: "Log", onclick: () => followLog(context, pod, index) }))))));
+}
+
+function stopLog() {
+  if (logFollow) {
+    logFollow.abort();
+    logFollow = null;
+  }
+}
+
+const LOG_KEEP = 200000; // characters of a followed log kept on the page
+
+// The log panel follows one replica's output (the last lines, then more as
+// they come) until it is closed or the page changes.
+async function followLog(context, pod, index) {
+  stopLog();
+  const { logPanel, envId } = context;
+  const name = pod["?"].name;
+  const heading = el("h2", { id: "log-heading", tabindex: "-1", text: `Log of ${name}, replica ${index}` });
+  const status = el("p", { id: "log-status", role: "status", "aria-live": "polite", text: "Connecting…" });
+  const log = el("pre", { class: "log", id: "pod-log", tabindex: "0", role: "log",
+                          "aria-label": `Log of ${name} replica ${index}` });
+  const close = el("button", { type: "button", class: "secondary", id: "log-close", text: "Close the log" });
+  const controller = new AbortController();
+  logFollow = controller;
+  close.addEventListener("click", () => {
+    stopLog();
+    logPanel.hidden = true;
+    logPanel.replaceChildren();
+    const again = document.querySelector(`[data-key="logs:${pod["?"].id}:${index}"]`);
+    if (again) again.focus();
+  });
+  logPanel.replaceChildren(el("div", { class: "title-row" }, heading, close), status, log);
+  logPanel.hidden = false;
+  heading.focus();
+  const path = `/v1/environments/${encodeURIComponent(envId)}/pods/${encodeURIComponent(pod["?"].id)}`
+    + `/logs?replica=${index}&tail=200&follow=1`;
+  try {
+    const reply = await fetch(path, { headers: { Authorization: `Bearer ${token}` },
+                                      signal: controller.signal });
+    if (!reply.ok) {
+      const kind = reply.headers.get("Content-Type") || "";
+      const payload = kind.includes("application/json") ? await reply.json() : {};
+      status.textContent = `The log cannot be shown: ${payload.message || `HTTP ${reply.status}`}`;
+      return;
+    }
+    status.textContent = "Following: new lines appear as the replica writes them.";
+    const reader = reply.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const text = log.textContent + decoder.decode(value, { stream: true });
+      log.textContent = text.length > LOG_KEEP ? text.slice(-LOG_KEEP) : text;
+      log.scrollTop = log.scrollHeight;
+    }
+    status.textContent = "The log ended: the replica stopped or was replaced.";
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    status.textContent = "The log stream was cut; open it again.";
+  } finally {
+    if (logFollow === controller) logFollow = null;
+  }
 }
 
 function endpointLinks(endpoints) {
@@ -922,6 +1011,7 @@ async function route() {
     stream = null;
   }
   closeTaskSource();
+  stopLog();
   say(nextMessage);
   nextMessage = "";
   document.getElementById("logout").hidden = !token;

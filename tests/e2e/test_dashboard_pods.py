@@ -1,0 +1,136 @@
+"""The dashboard's view of pods in real headless Chromium against a real
+`marina up`: each replica's readiness, restarts and last reason, and a live
+log per replica, by keyboard, checked with axe-core."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from tests.e2e.marina import Marina
+from tests.e2e.test_dashboard import assert_accessible, object_row, start_chromium, text_of, wait
+
+pytestmark = pytest.mark.slow
+
+TICKER = "echo started $HOSTNAME; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"
+CRASHER = "echo about to fail; exit 3"
+
+
+def pod(name: str, command: str, replicas: int) -> dict[str, object]:
+    return {
+        "name": name,
+        "replicas": replicas,
+        "containers": [
+            {"name": name, "image": "busybox", "command": ["sh", "-c", command], "cores": 0.1}
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def environment(marina: Marina) -> str:
+    """A cluster running a pod that writes a line a tick, and one whose replica
+    keeps exiting with code 3."""
+    env = str(marina.ok("POST", "/v1/environments", {"name": "pods"})["id"])
+    services = f"/v1/environments/{env}/services"
+    marina.ok("POST", services, {"package": "kubernetes-cluster", "properties": {"name": "pc"}})
+    marina.ok(
+        "POST", services, {"package": "kubernetes-pod", "properties": pod("ticker", TICKER, 0)}
+    )
+    marina.ok(
+        "POST", services, {"package": "kubernetes-pod", "properties": pod("crasher", CRASHER, 0)}
+    )
+    for action in ("pc:deploy", "ticker:scalePodUp"):
+        task = marina.run(env, action)
+        assert task["state"] == "succeeded", task
+    # It never gets ready: the task fails, and the replica is restarted again and again.
+    marina.run(env, "crasher:scalePodUp")
+    return env
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    browser = start_chromium(
+        tmp_path_factory.mktemp("chrome-pods"), tmp_path_factory.mktemp("downloads")
+    )
+    yield browser
+    browser.quit()
+
+
+def open_environment(marina: Marina, browser: webdriver.Chrome, env: str) -> None:
+    browser.get(marina.api + "/")
+    field = wait(browser, lambda b: b.find_element(By.ID, "token"))
+    field.send_keys(marina.token, Keys.ENTER)
+    wait(browser, lambda b: b.find_element(By.ID, "new-env"))
+    browser.get(f"{marina.api}/#/environments/{env}")
+    wait(browser, lambda b: object_row(b, "ticker"))
+
+
+def replica_row(browser: webdriver.Chrome, pod_name: str, index: int = 0):
+    return object_row(browser, pod_name).find_element(
+        By.CSS_SELECTOR, f'table.replica-table tr[data-replica="{index}"]'
+    )
+
+
+def ticks(browser: webdriver.Chrome) -> list[int]:
+    return [int(n) for n in re.findall(r"tick (\d+)", text_of(browser, "#pod-log"))]
+
+
+def test_each_replica_shows_ready_restarts_and_last_reason(marina, environment, browser):
+    open_environment(marina, browser, environment)
+    wait(
+        browser,
+        lambda b: replica_row(b, "ticker").find_element(By.CSS_SELECTOR, ".state").text == "ready",
+    )
+    assert "replicas 1/1 ready" in object_row(browser, "ticker").text
+    crasher = wait(
+        browser,
+        lambda b: (
+            int(replica_row(b, "crasher").find_element(By.CSS_SELECTOR, ".restarts").text) >= 1
+            and replica_row(b, "crasher")
+        ),
+        120,
+    )
+    assert "not ready" in crasher.text
+    assert "exited with code 3" in crasher.find_element(By.CSS_SELECTOR, ".reason").text
+    assert "replicas 0/1 ready" in object_row(browser, "crasher").text
+    headers = object_row(browser, "ticker").find_elements(By.CSS_SELECTOR, "table thead th")
+    assert [h.text for h in headers] == [
+        "Replica",
+        "Node",
+        "Ready",
+        "Restarts",
+        "Last reason",
+        "Log",
+    ]
+    assert_accessible(browser, "environment with replicas")
+
+
+def test_a_replica_log_follows_live_by_keyboard(marina, environment, browser):
+    button = replica_row(browser, "ticker").find_element(By.CSS_SELECTOR, "button[data-logs]")
+    assert button.get_attribute("aria-label") == "Show the log of ticker replica 0"
+    button.send_keys(Keys.ENTER)
+    wait(browser, lambda b: b.find_element(By.ID, "log-heading").text == "Log of ticker, replica 0")
+    assert browser.switch_to.active_element.get_attribute("id") == "log-heading"
+    wait(browser, lambda b: "started" in text_of(b, "#pod-log") and ticks(b))
+    first = max(ticks(browser))
+    # Lines written after the log was opened arrive without a reload.
+    wait(browser, lambda b: max(ticks(b)) >= first + 3)
+    assert "Following" in text_of(browser, "#log-status")
+    log = browser.find_element(By.ID, "pod-log")
+    assert log.get_attribute("role") == "log"
+    assert_accessible(browser, "environment with a replica's log")
+
+    browser.find_element(By.ID, "log-close").send_keys(Keys.ENTER)
+    wait(browser, lambda b: not b.find_element(By.ID, "log-panel").is_displayed())
+    assert browser.switch_to.active_element.get_attribute("data-logs") == "0"
+
+
+def test_a_crashing_replica_log_shows_what_it_wrote(marina, environment, browser):
+    replica_row(browser, "crasher").find_element(By.CSS_SELECTOR, "button[data-logs]").click()
+    wait(browser, lambda b: "about to fail" in text_of(b, "#pod-log"))
+    assert "crasher" in text_of(browser, "#log-heading")
