@@ -14,10 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+# Processes that hold an etcd channel fork to start replicas and tools. With
+# fork support on, gRPC restarts its poller in the child between fork and exec,
+# where it can abort (epoll1 "Check failed"); the children never use gRPC.
+# gRPC reads the variable once, when first imported: it is set before that.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import aetcd
 import aetcd.exceptions
