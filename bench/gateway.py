@@ -334,17 +334,27 @@ def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: 
         load = Wrk(target.address, 32767, seconds=4 if quick else 10)
         time.sleep(0.3)
         spare_ports = free_ports(target.address, changes // 4 + 1)
+        last = 0
         for i in range(changes):
             if i % 4 == 3:
-                etcd.put(
+                last = etcd.put(
                     f"/marina/gateway/routes/{target.cluster}/x{i}",
                     route(spare_ports[i // 4], backends[0]),
                 )
             else:
                 chosen = backends[: 1 + i % 3]
-                etcd.put(f"/marina/gateway/routes/{target.cluster}/hot", route(32767, *chosen))
+                last = etcd.put(
+                    f"/marina/gateway/routes/{target.cluster}/hot", route(32767, *chosen)
+                )
             time.sleep(0.02)
         loaded = load.result()
+        # Every change applied, so that a reload put off by the burst counts
+        # here and not among the backend changes below.
+        wait_for(
+            lambda: metrics("127.0.0.1", mport)["marina_gateway_applied_revision"] >= last,
+            timeout=30,
+            what="changes under load applied",
+        )
         after = metrics("127.0.0.1", mport)
         result["changes_under_load"] = {
             "changes": changes,
