@@ -22,8 +22,14 @@ DOCS = ROOT / "docs"
 IMPORTED = ROOT / "tests" / "data" / "translators" / "compose" / "26-wordpress.yml"
 
 
-def take(browser, name: str) -> None:
-    browser.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
+def take(browser, name: str, *, at: str = "") -> None:
+    """Save the page from the top, or from the element `at` selects."""
+    browser.execute_script(
+        "const at = arguments[0] && document.querySelector(arguments[0]);"
+        "if (at) at.scrollIntoView(); else window.scrollTo(0, 0);"
+        "document.activeElement.blur()",
+        at,
+    )
     path = DOCS / f"{name}.png"
     browser.save_screenshot(str(path))
     print(f"wrote {path.relative_to(ROOT)}")
@@ -50,6 +56,9 @@ def main() -> int:
             wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#tasks tbody button")).click()
             wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#task-result p"))
             take(browser, "environment")
+
+            # Each pod's replicas: node, readiness, restarts, last reason, log.
+            take(browser, "replicas", at='li[data-object="store"]')
 
             browser.get(f"{marina.api}/#/catalog")
             card = wait(
