@@ -16,7 +16,7 @@ from catalog.api.handling import (
     store_of,
 )
 from catalog.classes.registry import with_actions
-from catalog.errors import Problem, ValidationFailed
+from catalog.errors import Problem, Unauthorized, ValidationFailed
 from catalog.ids import EnvironmentId, ObjectId
 from catalog.quotas import QUOTAS
 from catalog.tasks import collect_tasks, enqueue, new_task
@@ -52,7 +52,12 @@ async def show_environment(request: web.Request) -> web.Response:
     store = store_of(request)
     shown = shown_environments(store)
     env_id = request.match_info["env_id"]
-    body = await shown.reply(store, env_id, authorization(request))
+    try:
+        body = await shown.reply(store, env_id, authorization(request))
+    except Unauthorized:
+        # Not a Marina token (a Keystone one, say): identified as on every route.
+        who = await identify(request)
+        body = await shown.reply_to(store, env_id, who.project)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 

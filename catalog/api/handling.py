@@ -101,11 +101,22 @@ class ShownEnvironments:
         self._replies: OrderedDict[str, tuple[int, ProjectId, bytes]] = OrderedDict()
 
     async def reply(self, store: Store, env_id: str, authorization: str | None) -> bytes:
-        """The environment shown to the caller that `authorization` names; its
-        token and the document are read in one round trip."""
+        """The environment shown to the caller whose Marina token `authorization`
+        presents; the token and the document are read in one round trip."""
         key = envs.env_key(env_id)
         token, found = await store.get_encoded([token_key(authorization), key])
         project = identity_of(None if token is None else store.decode(token[0])).project
+        return self._made(store, env_id, found, project)
+
+    async def reply_to(self, store: Store, env_id: str, project: ProjectId) -> bytes:
+        """The environment shown to a caller identified otherwise (Keystone)."""
+        (found,) = await store.get_encoded([envs.env_key(env_id)])
+        return self._made(store, env_id, found, project)
+
+    def _made(
+        self, store: Store, env_id: str, found: tuple[bytes, int] | None, project: ProjectId
+    ) -> bytes:
+        key = envs.env_key(env_id)
         if found is None:
             raise NotFound("environment", env_id)
         raw, revision = found
