@@ -3,14 +3,13 @@ cluster): everything it runs stops, nothing it held stays."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from catalog import environments as envs
 from catalog import keys
 from catalog.classes.runtime import Runtime
-from catalog.documents import ClusterObject, EnvironmentDocument
+from catalog.documents import EnvironmentDocument, is_application, is_cluster, is_pod
 from catalog.engines.base import PodId
 from catalog.errors import ActionFailed, NotFound
+from catalog.ids import ObjectId
 from catalog.tasks import Outcome
 
 
@@ -40,30 +39,27 @@ async def destroy(rt: Runtime) -> Outcome:
     return Outcome.done("environment deleted")
 
 
-NODE_TYPES = ("MasterNode", "MinionNode", "GatewayNode")
-
-
 async def remove(rt: Runtime) -> Outcome:
     """Remove one object: an application with its pods, a pod, or a cluster
     with its nodes (once nothing runs on it). Each step can run again."""
-    typed = await rt.doc()
-    doc = cast(dict[str, Any], typed)
+    doc = await rt.doc()
     obj = doc["objects"].get(rt.ctx.object_id)
     if obj is None:
         return Outcome.noop("already removed")
     kind, name = obj["?"]["type"], obj["?"]["name"]
-    if kind == "KubernetesCluster":
+    gone: set[ObjectId]
+    if is_cluster(obj):
         on_it = [
             o["?"]["name"]
             for o in doc["objects"].values()
-            if o.get("cluster") == obj["?"]["id"] and o["?"]["type"] not in NODE_TYPES
+            if (is_pod(o) or is_application(o)) and o["cluster"] == obj["?"]["id"]
         ]
         if on_it:
             raise ActionFailed(
                 "remove", f"cluster {name!r} still has {', '.join(on_it)}: remove them first"
             )
-        await rt.engine.delete_cluster(rt.key(cast(ClusterObject, obj)))
-        for node in rt.nodes(typed, cast(ClusterObject, obj)):
+        await rt.engine.delete_cluster(rt.key(obj))
+        for node in rt.nodes(doc, obj):
             await rt.provider.remove_node(obj["key"], node)
             await rt.ctx.log(f"{node['?']['name']} removed")
         for prefix in (f"{keys.ROUTES}{obj['key']}/", f"{keys.ROUTES}{obj['key']}.internal/"):
@@ -71,25 +67,21 @@ async def remove(rt: Runtime) -> Outcome:
         await rt.store.delete_prefix(f"{keys.CLUSTERS}{obj['key']}/")
         gone = {obj["?"]["id"], *obj["nodes"]}
     else:
-        pods = (
-            [obj]
-            if kind == "KubernetesPod"
-            else [doc["objects"][p] for p in obj.get("pods", []) if p in doc["objects"]]
-        )
+        found = [doc["objects"].get(p) for p in obj["pods"]] if is_application(obj) else [obj]
+        pods = [p for p in found if p is not None and is_pod(p)]
         for pod in pods:
-            cluster = doc["objects"].get(pod.get("cluster") or "")
-            if cluster is not None and pod["state"] != "new":
+            cluster = doc["objects"].get(pod["cluster"])
+            if cluster is not None and is_cluster(cluster) and pod["state"] != "new":
                 await rt.engine.delete_pod(rt.key(cluster), PodId(pod["?"]["id"]))
             await rt.ctx.log(f"pod {pod['?']['name']} removed")
         gone = {obj["?"]["id"], *(p["?"]["id"] for p in pods)}
 
-    def forget(typed: EnvironmentDocument) -> None:
-        doc = cast(dict[str, Any], typed)
+    def forget(doc: EnvironmentDocument) -> None:
         for obj_id in gone:
             doc["objects"].pop(obj_id, None)
         doc["order"] = [i for i in doc["order"] if i not in gone]
         for other in doc["objects"].values():
-            if "pods" in other:
+            if is_application(other):
                 other["pods"] = [p for p in other["pods"] if p not in gone]
 
     await envs.change(rt.store, rt.ctx.environment, forget)
