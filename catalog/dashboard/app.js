@@ -412,7 +412,10 @@ function lossOf(action, obj, env, args) {
       }
       return null;
     default:
-      return null;
+      // An action the registry marks destructive that is not worded above.
+      return action.destructive
+        ? `${action.title} on ${name}: ${action.description} What it removes cannot be brought back.`
+        : null;
   }
 }
 
@@ -721,9 +724,12 @@ function endpointLinks(endpoints) {
                                   rel: "noopener", text: href })));
 }
 
+const REMOVABLE = ["KubernetesCluster", "KubernetesPod", "KubernetesApplication"];
+
 function objectLine(obj, context) {
   const actions = Object.values(obj["?"]._actions || {});
   const name = obj["?"].name;
+  const removable = REMOVABLE.includes(obj["?"].type);
   return el("div", {},
     el("span", { class: "object-name", text: name }), " ",
     el("span", { class: "muted", text: obj["?"].type }), " ",
@@ -733,7 +739,36 @@ function objectLine(obj, context) {
         type: "button", class: "action", title: action.description, "data-action": action.name,
         "data-key": `${obj["?"].id}:${action.name}`,
         "aria-label": `${action.title}: ${name}`, text: action.title,
-        onclick: () => openAction(context, obj, action) }))));
+        onclick: () => openAction(context, obj, action) })),
+      removable ? el("button", { type: "button", class: "danger", "data-remove": name,
+        "data-key": `${obj["?"].id}:remove`, "aria-label": `Remove ${name}`, text: "Remove",
+        onclick: () => removeObject(context, obj).catch((err) => say(err.message)) }) : null));
+}
+
+// What removing an object takes away, in words.
+function removalLoss(obj, env) {
+  const name = obj["?"].name;
+  const byId = (id) => env.objects.find((o) => o["?"].id === id);
+  if (obj["?"].type === "KubernetesCluster") {
+    const nodes = (obj.nodes || []).length;
+    return `Cluster ${name} and its ${nodes} node${nodes === 1 ? "" : "s"} will be removed. Applications and pods still on it must be removed first.`;
+  }
+  if (obj["?"].type === "KubernetesApplication") {
+    const pods = (obj.pods || []).map(byId).filter(Boolean).map((p) => p["?"].name);
+    return `Application ${name} will be removed with its pod${pods.length === 1 ? "" : "s"} ${listed(pods)}: every replica stops, with what it keeps in memory or in its own files, and its services and public addresses go away.`;
+  }
+  const replicas = replicasOf(obj);
+  return `Pod ${name} will be removed: its ${replicas} replica${replicas === 1 ? " stops" : "s stop"}, with what they keep in memory or in their own files, and its services and public addresses go away.`;
+}
+
+async function removeObject(context, obj) {
+  const name = obj["?"].name;
+  const sure = await confirmLoss({ title: `Remove ${name}?`, loss: removalLoss(obj, context.env()),
+                                   confirmLabel: `Remove ${name}` });
+  if (!sure) return;
+  const { task_id } = await api("DELETE",
+    `/v1/environments/${encodeURIComponent(context.envId)}/objects/${encodeURIComponent(obj["?"].id)}`);
+  followTask(context.panel, taskHeading(`Remove — ${name}`), task_id);
 }
 
 function taskHeading(text) {

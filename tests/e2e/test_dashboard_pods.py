@@ -1,7 +1,7 @@
 """The dashboard's view of pods in real headless Chromium against a real
 `marina up`: each replica's readiness, restarts and last reason, and a live
-log per replica, by keyboard; forms that speak the package's own words.
-Every view is checked with axe-core."""
+log per replica, by keyboard; removing a pod after a confirmation; forms that
+speak the package's own words. Every view is checked with axe-core."""
 
 from __future__ import annotations
 
@@ -183,3 +183,31 @@ def test_pattern_errors_use_the_package_words_in_its_order(marina, environment, 
     assert text_of(browser, "#prop-worded-tag-error") == "must match the expected format"
     assert "^" not in text_of(browser, "main")
     assert_accessible(browser, "catalog form with the package's own words")
+
+
+def test_removing_a_pod_asks_first_naming_what_is_lost(marina, environment, browser):
+    browser.get(f"{marina.api}/#/environments/{environment}")
+    remove = 'li[data-object="crasher"] button[data-remove]'
+    label = wait(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, remove).get_attribute("aria-label")
+    )
+    assert label == "Remove crasher"
+    tasks_before = marina.ok("GET", f"/v1/environments/{environment}/tasks")["tasks"]
+    # The live view re-renders the row as the replica restarts: press what is there.
+    wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, remove).send_keys(Keys.ENTER) or True)
+    dialog = wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "dialog[open]"))
+    assert "Pod crasher will be removed: its 1 replica stops" in dialog.text
+    assert_accessible(browser, "removal confirmation")
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)  # Cancel has the focus
+    wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, "dialog[open]"))
+    assert marina.ok("GET", f"/v1/environments/{environment}/tasks")["tasks"] == tasks_before
+
+    wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, remove).send_keys(Keys.ENTER) or True)
+    wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "dialog[open]"))
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "#task-result p"), 120)
+    assert "Remove — crasher" in text_of(browser, "#task-heading")
+    assert "failed" not in text_of(browser, "#task-state")
+    wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, 'li[data-object="crasher"]'))
+    assert "crasher" not in marina.objects(environment)
+    assert "ticker" in marina.objects(environment)
