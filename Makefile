@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBS := etcd-server haproxy bubblewrap
-TEST_DEBS := chromium chromium-driver
+TEST_DEBS := chromium chromium-driver cloud-init
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # OpenStack's services live in a virtual environment of their own, pinned by

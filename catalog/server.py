@@ -36,7 +36,8 @@ from catalog.observing import Observer
 from catalog.packages import Downgrade, Package, get_package, load_folder, save_package
 from catalog.pki import EtcdPKI, TLSFiles, ensure_etcd_pki
 from catalog.processes import die_with_parent
-from catalog.providers.local import LocalProvider, Workers, stop_all_agents
+from catalog.providers import make_provider
+from catalog.providers.local import Workers, stop_all_agents
 from catalog.statedir import default_state_dir
 from catalog.store import Store
 from catalog.tasks import Worker
@@ -71,6 +72,10 @@ class ServerSettings:
     """The kubeconfig context to use (default: its current context)."""
     keystone_url: str | None = None
     """Keystone's v3 endpoint: its tokens are taken too (Murano's clients)."""
+    provider: str = "local"
+    """Where nodes come from: `local` (this machine) or `openstack` (servers of `cloud`)."""
+    cloud: str | None = None
+    """The clouds.yaml entry of the `openstack` provider."""
 
     @property
     def api_url(self) -> str:
@@ -270,13 +275,15 @@ class Server:
             kubeconfig=settings.kubeconfig,
             context=settings.context,
         )
-        provider = LocalProvider(
+        provider = make_provider(
+            settings.provider,
             self.store,
             etcd_url=self.etcd_url,
             etcd_tls=self.etcd_tls,
             state_dir=settings.state_dir,
             # Workers of an engine that keeps its own (Kubernetes Nodes) join it.
             workers=engine if isinstance(engine, Workers) else None,
+            cloud=settings.cloud,
         )
         worker = Worker(self.store, ActionRunner(self.store, provider, engine))
         self.tasks = [

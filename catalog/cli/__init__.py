@@ -59,6 +59,13 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--kubeconfig", help="the cluster of --engine kubernetes")
         p.add_argument("--context", help="the kubeconfig context of --engine kubernetes")
         p.add_argument(
+            "--provider",
+            choices=("local", "openstack"),
+            default="local",
+            help="where nodes come from: this machine, or servers of an OpenStack cloud",
+        )
+        p.add_argument("--cloud", help="the clouds.yaml entry of --provider openstack")
+        p.add_argument(
             "--keystone-url",
             help="also take Keystone tokens (X-Auth-Token), asking this v3 endpoint",
         )

@@ -37,6 +37,17 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
             raise CliError(f"{option} {path}: no such file")
     if args.engine != "kubernetes" and (args.kubeconfig or args.context):
         raise CliError("--kubeconfig and --context are for --engine kubernetes")
+    provider = getattr(args, "provider", "local")
+    cloud = getattr(args, "cloud", None)
+    if provider == "openstack" and args.engine != "kubernetes":
+        raise CliError(
+            "--provider openstack needs --engine kubernetes: its nodes are servers of the "
+            "cloud, and Marina's node agent runs only on this machine"
+        )
+    if provider == "openstack" and not cloud:
+        raise CliError("--provider openstack needs --cloud NAME (an entry of clouds.yaml)")
+    if cloud and provider != "openstack":
+        raise CliError("--cloud is for --provider openstack")
     if args.kubeconfig and not Path(args.kubeconfig).is_file():
         raise CliError(f"--kubeconfig {args.kubeconfig}: no such file")
     if not 0 < args.port < 65536 or not 0 < args.etcd_port < 65535:
@@ -52,6 +63,8 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         raise CliError("\n".join(problems))
     return ServerSettings(
         engine=args.engine,
+        provider=provider,
+        cloud=cloud,
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         context=args.context,
         state_dir=Path(args.state_dir),

@@ -33,7 +33,6 @@ from openstack import exceptions as sdk_errors
 from catalog import keys
 from catalog.documents import NodeObject
 from catalog.errors import ActionFailed, MarinaError
-from catalog.pki import TLSFiles
 from catalog.providers.base import ProviderCapability
 from catalog.providers.bringup import (
     Authority,
@@ -132,7 +131,7 @@ class OpenStackProvider:
                         config_files=[str(p) for p in self.settings.config_files] or None
                     )
                     region = config.get_one(cloud=self.settings.cloud)
-                except sdk_errors.SDKException as error:
+                except (sdk_errors.SDKException, OSError) as error:
                     raise ActionFailed(
                         "connect", f"cloud {self.settings.cloud!r}: {error}"
                     ) from error
@@ -406,7 +405,14 @@ class OpenStackProvider:
         directory = self.settings.etcd_ca_dir
         if directory is None:
             raise ActionFailed("deployInstance", "gateways need Marina's etcd CA (etcd_ca_dir)")
-        ca = Authority((directory / "ca.pem").read_text(), (directory / "ca-key.pem").read_text())
+        try:
+            ca = Authority(
+                (directory / "ca.pem").read_text(), (directory / "ca-key.pem").read_text()
+            )
+        except OSError as error:
+            raise ActionFailed(
+                "deployInstance", f"Marina's etcd CA is needed for gateways: {error}"
+            ) from error
         client = issue(ca, f"marina-gateway-{node}", client=True)
         return GatewayEtcd(self.settings.etcd_url, ca.cert, client)
 
@@ -629,8 +635,3 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
-
-
-def etcd_ca_dir(tls: TLSFiles | None) -> Path | None:
-    """Where Marina's etcd CA lives, from its client's TLS files."""
-    return tls.ca.parent if tls else None

@@ -22,17 +22,19 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from catalog.environments import make_node
 from catalog.errors import ActionFailed
 from catalog.ids import ObjectId
 from catalog.pki import ensure_etcd_pki
 from catalog.providers.bringup import (
+    Authority,
+    GatewayEtcd,
     NodePlan,
     issue,
     make_cluster_pki,
     render_user_data,
-    GatewayEtcd,
 )
 from catalog.providers.openstack import OpenStackProvider, OpenStackSettings
 from catalog.store import Store
@@ -150,8 +152,6 @@ def test_user_data_of_each_role_is_valid_cloud_config_with_only_its_secrets(
 ) -> None:
     pki = make_cluster_pki()
     etcd_ca = ensure_etcd_pki(tmp_path / "pki")
-    from catalog.providers.bringup import Authority
-
     ca = Authority(etcd_ca.client.ca.read_text(), (tmp_path / "pki" / "ca-key.pem").read_text())
     gateway_etcd = GatewayEtcd("https://192.0.2.1:23790", ca.cert, issue(ca, "gw", client=True))
     documents = {}
@@ -194,8 +194,6 @@ def test_user_data_of_each_role_is_valid_cloud_config_with_only_its_secrets(
     assert not has("gateway", ca.key)
     assert "marina-gateway" not in documents["minion"]
     # The API server's certificate names the floating IP and every address.
-    from cryptography import x509
-
     cert_pem = next(
         f["content"]
         for f in yaml.safe_load(documents["master"].split("\n", 1)[1])["write_files"]
@@ -206,6 +204,39 @@ def test_user_data_of_each_role_is_valid_cloud_config_with_only_its_secrets(
     )
     ips = {str(ip) for ip in sans.value.get_values_for_type(x509.IPAddress)}
     assert {"203.0.113.9", "10.240.0.5", "10.96.0.1"} <= ips
+
+
+def test_up_refuses_openstack_without_the_kubernetes_engine_or_a_cloud(tmp_path: Path) -> None:
+    def up(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "catalog.cli", "--state-dir", str(tmp_path), "up", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
+
+    local = up("--provider", "openstack", "--cloud", "mycloud")
+    assert local.returncode != 0
+    assert "--provider openstack needs --engine kubernetes" in local.stderr
+    no_cloud = up("--provider", "openstack", "--engine", "kubernetes")
+    assert no_cloud.returncode != 0
+    assert "--provider openstack needs --cloud NAME" in no_cloud.stderr
+
+
+def test_an_unknown_cloud_is_refused_naming_it(tmp_path: Path, etcd: Etcd) -> None:
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text("clouds: {}\n")
+
+    async def connect() -> None:
+        async with Store(etcd.url) as store:
+            provider = OpenStackProvider(
+                store, OpenStackSettings(cloud="nowhere", config_files=(clouds,))
+            )
+            provider.connection()
+
+    with pytest.raises(ActionFailed, match="cloud 'nowhere'"):
+        asyncio.run(connect())
 
 
 # -- against the cloud ---------------------------------------------------------------
