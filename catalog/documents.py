@@ -349,6 +349,79 @@ class ServiceUrls(TypedDict):
     urls: list[str]
 
 
+class ReplicaLine(TypedDict):
+    """A replica in an environment's status (`GET .../status`)."""
+
+    index: int
+    name: str
+    node: str
+    address: str
+    ready: bool
+    restarts: int
+    reason: str
+
+
+class PodLine(TypedDict):
+    id: ObjectId
+    name: str
+    state: str
+    cluster: ObjectId
+    app: ObjectId | None
+    desired: int
+    ready: int
+    restarts: int
+    pending: str
+    endpoints: list[str]
+    replicas: list[ReplicaLine]
+
+
+class NodeLine(TypedDict):
+    name: str
+    role: str
+    state: str
+    address: str | None
+
+
+class ClusterLine(TypedDict):
+    id: ObjectId
+    name: str
+    state: str
+    endpoints: list[str]
+    nodes: list[NodeLine]
+
+
+class ApplicationLine(TypedDict):
+    id: ObjectId
+    name: str
+    type: str
+    package: str | None
+    state: str
+    pods: list[str]
+
+
+class TaskLine(TypedDict):
+    id: str
+    object: str
+    method: str
+    state: str
+    outcome: str | None
+    reason: str | None
+    error: str | None
+
+
+class EnvironmentStatus(TypedDict):
+    """An environment in one summary (`GET /v1/environments/{id}/status`)."""
+
+    id: EnvironmentId
+    name: str
+    status: str
+    applications: list[ApplicationLine]
+    pods: list[PodLine]
+    clusters: list[ClusterLine]
+    urls: list[str]
+    tasks: list[TaskLine]
+
+
 class IndexEntry(TypedDict):
     """An environment in its project's index."""
 

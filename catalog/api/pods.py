@@ -10,13 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
 from catalog import environments as envs
 from catalog.api.handling import identify, reply_json, store_of
+from catalog.documents import (
+    ApplicationLine,
+    ClusterLine,
+    EnvironmentDocument,
+    EnvironmentObject,
+    EnvironmentStatus,
+    PodLine,
+    PodObject,
+    PodStatus,
+    ReplicaLine,
+    TaskSummary,
+    is_application,
+    is_cluster,
+    is_pod,
+)
 from catalog.engines.base import ClusterKey, Engine, PodId
 from catalog.errors import Conflict, NotFound, NotSupported, Problem, ValidationFailed
 from catalog.ids import EnvironmentId, ObjectId
@@ -30,9 +44,9 @@ DISCONNECT_CHECK = 1.0
 """Seconds between checks that a follower of a quiet log is still connected."""
 
 
-def find_object(doc: dict[str, Any], ref: str, *, kinds: tuple[str, ...]) -> dict[str, Any]:
+def find_object(doc: EnvironmentDocument, ref: str, *, kinds: tuple[str, ...]) -> EnvironmentObject:
     """The object of one of `kinds` whose id or name is `ref`."""
-    found: list[dict[str, Any]] = [o for o in doc["objects"].values() if o["?"]["type"] in kinds]
+    found = [o for o in doc["objects"].values() if o["?"]["type"] in kinds]
     for obj in found:
         if obj["?"]["id"] == ref:
             return obj
@@ -43,9 +57,9 @@ def find_object(doc: dict[str, Any], ref: str, *, kinds: tuple[str, ...]) -> dic
     raise NotFound(what, ref)
 
 
-def pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
-    status = pod.get("status") or {}
-    replicas = [
+def pod_summary(pod: PodObject) -> PodLine:
+    status: PodStatus = pod.get("status") or {"replicas": [], "pending": ""}
+    replicas: list[ReplicaLine] = [
         {
             "index": i,
             "name": r["name"],
@@ -72,14 +86,16 @@ def pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status_of(doc: dict[str, Any], tasks: Sequence[Mapping[str, object]]) -> dict[str, Any]:
+def status_of(doc: EnvironmentDocument, tasks: Sequence[TaskSummary]) -> EnvironmentStatus:
     """The environment in one summary, in the order its objects were added."""
     objects = [doc["objects"][i] for i in doc["order"]]
-    clusters, applications, pods = [], [], []
+    clusters: list[ClusterLine] = []
+    applications: list[ApplicationLine] = []
+    pods: list[PodLine] = []
     for obj in objects:
         kind = obj["?"]["type"]
-        if kind == "KubernetesCluster":
-            nodes = [doc["objects"][n] for n in obj["nodes"] if n in doc["objects"]]
+        if is_cluster(obj):
+            nodes = envs.nodes_of(doc, obj)
             clusters.append(
                 {
                     "id": obj["?"]["id"],
@@ -97,9 +113,9 @@ def status_of(doc: dict[str, Any], tasks: Sequence[Mapping[str, object]]) -> dic
                     ],
                 }
             )
-        elif kind == "KubernetesPod":
+        elif is_pod(obj):
             pods.append(pod_summary(obj))
-        elif "pods" in obj:
+        elif is_application(obj):
             applications.append(
                 {
                     "id": obj["?"]["id"],
@@ -120,7 +136,15 @@ def status_of(doc: dict[str, Any], tasks: Sequence[Mapping[str, object]]) -> dic
         "clusters": clusters,
         "urls": urls,
         "tasks": [
-            {k: t[k] for k in ("id", "object", "method", "state", "outcome", "reason", "error")}
+            {
+                "id": t["id"],
+                "object": t["object"],
+                "method": t["method"],
+                "state": t["state"],
+                "outcome": t["outcome"],
+                "reason": t["reason"],
+                "error": t["error"],
+            }
             for t in tasks
         ],
     }

@@ -6,16 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.parse
-from typing import Any
 
 from catalog.cli.client import Client, CliError, connect, emit, environments, pick, resolve_env
+from catalog.documents import EnvironmentStatus, PodLine
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = connect(args)
     if not args.env:
         found = environments(client)
-        summaries = [client.call("GET", f"/v1/environments/{e['id']}/status") for e in found]
+        summaries: list[EnvironmentStatus] = [
+            client.call("GET", f"/v1/environments/{e['id']}/status") for e in found
+        ]
         emit(summaries, args.output, lambda: _overview(summaries))
         return 0
     summary = client.call("GET", f"/v1/environments/{resolve_env(client, args.env)}/status")
@@ -26,7 +28,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overview(summaries: list[dict[str, Any]]) -> list[list[str]]:
+def _overview(summaries: list[EnvironmentStatus]) -> list[list[str]]:
     rows = [["ID", "NAME", "STATUS", "PODS READY", "RESTARTS", "URLS"]]
     for s in summaries:
         ready = sum(p["ready"] for p in s["pods"])
@@ -45,7 +47,7 @@ def _overview(summaries: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def print_status(s: dict[str, Any]) -> None:
+def print_status(s: EnvironmentStatus) -> None:
     print(f"environment {s['name']} ({s['id']}): {s['status']}")
     for cluster in s["clusters"]:
         nodes = ", ".join(
@@ -104,8 +106,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pods(client: Client, env_id: str) -> list[dict[str, Any]]:
-    status = client.call("GET", f"/v1/environments/{env_id}/status")
+def _pods(client: Client, env_id: str) -> list[PodLine]:
+    status: EnvironmentStatus = client.call("GET", f"/v1/environments/{env_id}/status")
     if not status["pods"]:
         raise CliError(f"environment {status['name']} has no pods")
     return list(status["pods"])
