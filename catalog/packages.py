@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import re2
@@ -36,8 +36,10 @@ from catalog.documents import (
     PackageSummary,
 )
 from catalog.errors import Conflict, NotFound, Problem, ValidationFailed
-from catalog.store import Store
 from catalog.validation import DNS_LABEL, MAX_DEPTH, VERSION, walk
+
+if TYPE_CHECKING:  # only in annotations: `marina package lint` and `import` load no etcd client
+    from catalog.store import Store
 
 FORMAT = "marina/1"
 CLASSES = ("KubernetesCluster", "KubernetesPod", "KubernetesApplication")

@@ -8,10 +8,10 @@ builds the package through `building`, the same way for every format.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catalog.errors import Conflict, NotFound
 from catalog.packages import get_package, save_package
-from catalog.store import Store
 from catalog.translators.base import (
     Source,
     SourceProblem,
@@ -24,6 +24,9 @@ from catalog.translators.building import Translation, build_package
 from catalog.translators.compose import ComposeTranslator
 from catalog.translators.pmx import PmxTranslator
 from catalog.translators.zapp import ZappTranslator
+
+if TYPE_CHECKING:  # only in annotations: `marina package lint` and `import` load no etcd client
+    from catalog.store import Store
 
 TRANSLATORS: dict[str, Translator] = {
     t.format: t for t in (ComposeTranslator(), PmxTranslator(), ZappTranslator())
