@@ -12,6 +12,9 @@ import argparse
 import difflib
 import json
 import os
+import shutil
+import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -325,13 +328,26 @@ def resolve_action(client: Client, env: str, action: str) -> str:
 
 def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> TaskDoc:
     """Follow the task's log until it finishes; its final state. Ctrl-C stops
-    following only: the task goes on, and the message says how to follow it."""
+    following only: the task goes on, and the message says how to follow it.
+
+    On a terminal a progress bar stays under the log lines, with the current
+    step and the time taken, redrawn every quarter second."""
     started = time.monotonic()
+    bar = ProgressBar(started) if not quiet and sys.stderr.isatty() else None
     steps = 0
     # An error line is held back until the end: when it is the task's error,
     # the caller says it once ("failed: ...").
     held: tuple[str, str] | None = None
+
+    def show(line: str) -> None:
+        if bar is not None:
+            bar.above(line)
+        else:
+            print(line, flush=True)
+
     try:
+        if bar is not None:
+            bar.start()
         for entry in client.stream(f"/v1/tasks/{task_id}/log?follow=1"):
             if "state" in entry:
                 break
@@ -339,23 +355,84 @@ def wait_for_task(client: Client, task_id: str, *, quiet: bool = False) -> TaskD
             if quiet:
                 continue
             if held is not None:
-                print(held[1], flush=True)
+                show(held[1])
                 held = None
             stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
             line = f"[{steps:>3}] {stamp} {entry['level']:<7} {entry['message']}"
             if entry["level"] == "error":
                 held = (entry["message"], line)
             else:
-                print(line, flush=True)
+                show(line)
+            if bar is not None:
+                bar.step(steps, entry["message"])
     except KeyboardInterrupt:
         raise CliError(
             f"stopped following; task {task_id} goes on. Follow it again with "
             f"`marina task {task_id} --wait`",
             code=130,
         ) from None
+    finally:
+        if bar is not None:
+            bar.stop()
     task: TaskDoc = client.call("GET", f"/v1/tasks/{task_id}")
     if held is not None and not (task["state"] == "failed" and held[0] in (task["error"] or "")):
         print(held[1], flush=True)
     if not quiet:
         print(f"task {task_id} {task['state']} after {time.monotonic() - started:.1f}s")
     return task
+
+
+class ProgressBar:
+    """A one-line progress display on standard error: a bar that moves with
+    each step (a task does not know its number of steps ahead), the current
+    step and the time taken. Log lines are printed above it."""
+
+    WIDTH = 20
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.steps = 0
+        self.current = "waiting for the first step"
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, daemon=True)
+
+    def start(self) -> None:
+        self.ticker.start()
+
+    def step(self, steps: int, message: str) -> None:
+        with self.lock:
+            self.steps, self.current = steps, message
+        self.draw()
+
+    def above(self, line: str) -> None:
+        """Print a log line, the bar redrawn under it."""
+        with self.lock:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            print(line, flush=True)
+        self.draw()
+
+    def draw(self) -> None:
+        with self.lock:
+            if self.done.is_set():
+                return
+            filled = self.steps % (self.WIDTH + 1)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            elapsed = time.monotonic() - self.started
+            columns = shutil.get_terminal_size((80, 24)).columns
+            text = f"[{bar}] step {self.steps}, {elapsed:.0f}s: {self.current}"
+            sys.stderr.write("\r\x1b[K" + text[: max(columns - 1, 10)])
+            sys.stderr.flush()
+
+    def _tick(self) -> None:
+        while not self.done.wait(0.25):
+            self.draw()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.ticker.is_alive():
+            self.ticker.join()
+        with self.lock:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()

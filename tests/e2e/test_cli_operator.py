@@ -400,3 +400,42 @@ def test_make_demo_takes_ports() -> None:
         cwd=makefile.parent,
     )
     assert "--port 18123" in dry.stdout and "--etcd-port 23123" in dry.stdout, dry.stdout
+
+
+def test_wait_on_a_terminal_shows_a_progress_bar_with_the_current_step(
+    marina: Marina, shop: str
+) -> None:
+    import pty
+    import re
+
+    main, terminal = pty.openpty()
+    waiting = subprocess.Popen(
+        [*MARINA, "--state-dir", str(marina.state_dir), "action", "run", shop, "echo:scalePod",
+         "--set", "replicas=2", "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )  # fmt: skip
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed with the command
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    out, _ = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, (out, shown)
+    bar = shown.decode(errors="replace")
+    steps = re.findall(r"\[[#.]{20}\] step (\d+), \d+s: ([^\r\x1b]*)", bar)
+    assert steps, bar
+    # The bar names a step the log printed, and ends cleared.
+    logged = [line.split(None, 3)[3] for line in out.splitlines() if line.startswith("[")]
+    assert any(message and message in logged[int(n) - 1] for n, message in steps), (steps, logged)
+    assert bar.endswith("\r\x1b[K")
+    # Not on a terminal, nothing but the log lines.
+    plain = cli(marina, "action", "run", shop, "echo:scalePod", "--set", "replicas=1", "--wait")
+    assert plain.returncode == 0 and "\x1b" not in plain.stdout + plain.stderr
