@@ -223,6 +223,20 @@ class PortSpec(TypedDict):
     containerPort: int
 
 
+class Readiness(TypedDict):
+    """A command whose success makes a replica ready, run where the container runs."""
+
+    command: list[str]
+    interval_s: int
+    """Seconds from the end of one run to the start of the next."""
+    timeout_s: int
+    """Seconds a run may take; then it is killed and counts as a failure."""
+    failure_threshold: int
+    """Failures in a row that take a ready replica out of its services."""
+    start_period_s: int
+    """Seconds after the container starts before the first run."""
+
+
 class ContainerObjectSpec(TypedDict):
     name: str
     image: str

@@ -85,7 +85,7 @@ def _container(container: ContainerObjectSpec) -> ContainerSpec:
     check = readiness_of(container)
     if check is None:
         return container  # type: ignore[return-value]
-    return {**container, "readiness": check}  # type: ignore[typeddict-item]
+    return {**container, "readiness": check}
 
 
 def manifests_of(

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from catalog.documents import ApplicationTemplate, JsonObject
+from catalog.documents import ApplicationTemplate, JsonObject, Readiness
 from catalog.errors import Problem
 from catalog.routing import HOST_NAME, certificate_problems
 from catalog.validation import DNS_LABEL
@@ -239,16 +239,20 @@ def _validate_readiness(check: Any, where: str) -> list[Problem]:
     return problems
 
 
-def readiness_of(container: Mapping[str, object]) -> dict[str, Any] | None:
+def readiness_of(container: Mapping[str, object]) -> Readiness | None:
     """A valid container's readiness check with every default filled in and the
     command as a list (a string runs through `sh -c`); None when it has none."""
     check = container.get("readiness")
     if not isinstance(check, dict):
         return None
     command = check["command"]
+    times = {key: int(check.get(key, default)) for key, (_, _, default) in READINESS_TIMES.items()}
     return {
         "command": ["sh", "-c", command] if isinstance(command, str) else list(command),
-        **{key: int(check.get(key, default)) for key, (_, _, default) in READINESS_TIMES.items()},
+        "interval_s": times["interval_s"],
+        "timeout_s": times["timeout_s"],
+        "failure_threshold": times["failure_threshold"],
+        "start_period_s": times["start_period_s"],
     }
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import NewType, NotRequired, Protocol, TypedDict
 
+from catalog.documents import Readiness
 from catalog.errors import ActionFailed, NotSupported
 
 ClusterKey = NewType("ClusterKey", str)
@@ -40,20 +41,6 @@ class Capability(enum.Enum):
 
 class Port(TypedDict):
     containerPort: int
-
-
-class Readiness(TypedDict):
-    """A command whose success makes a replica ready, run where the container runs."""
-
-    command: list[str]
-    interval_s: int
-    """Seconds from the end of one run to the start of the next."""
-    timeout_s: int
-    """Seconds a run may take; then it is killed and counts as a failure."""
-    failure_threshold: int
-    """Failures in a row that take a ready replica out of its services."""
-    start_period_s: int
-    """Seconds after the container starts before the first run."""
 
 
 class ContainerSpec(TypedDict):
