@@ -14,6 +14,11 @@ does inside a Kubernetes container: `joining` enters the sandbox's own
 namespaces with nsenter and drops to the replica's uid, limits and
 capabilities as the replica did, so the check sees the replica's `/tmp`,
 `/pod/work` and processes and reaches nothing the replica cannot.
+
+bwrap, prlimit, nsenter and setpriv run as root: a container's variables
+(`LD_PRELOAD` among them, and its secrets) never reach them, nor any command
+line. They are written to a descriptor that `LAUNCHER`, run after the drop to
+the replica's uid, reads into the command's environment alone.
 """
 
 from __future__ import annotations
@@ -49,12 +54,42 @@ JOINED = (("mnt", "--mount"), ("pid", "--pid"), ("ipc", "--ipc"), ("uts", "--uts
 """A replica's namespaces that a check joins, and nsenter's option for each."""
 NS_GET_USERNS = 0xB701
 """ioctl(2) on a namespace: the user namespace that owns it (ioctl_ns(2))."""
-REAPER_PYTHON = "/usr/bin/python3"
-"""The system's Python (under /usr, so inside every sandbox) runs `REAPER`."""
-REAPER = r"""
-import ctypes, os, signal, sys, time
+TOOLS_ENV = {"PATH": SANDBOX_PATH}
+"""The whole environment of the tools that run as root: nothing of a tenant's."""
+LAUNCHER_PYTHON = "/usr/bin/python3"
+"""The system's Python (under /usr, so inside every sandbox) runs `LAUNCHER`."""
+LAUNCHER = r"""
+import errno, os, sys
 with os.fdopen(int(sys.argv[1]), "rb") as f:
-    env = dict(v.decode().split("=", 1) for v in f.read().split(b"\0") if v)
+    env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if v)
+def run():
+    # As glibc's execvp (setpriv's, the shells'): the command's own $PATH searched, a
+    # file without #! run by /bin/sh, 127 when nothing was found, else 126.
+    name, args = os.fsencode(sys.argv[4]), sys.argv[4:]
+    error, denied = OSError(errno.ENOENT, os.strerror(errno.ENOENT)), None
+    try:
+        os.chdir(sys.argv[3])
+        env[b"PWD"] = os.fsencode(sys.argv[3])  # as bwrap --chdir sets it
+        search = env.get(b"PATH", b"/bin:/usr/bin").split(b":") if b"/" not in name else [b""]
+        for path in [os.path.join(d, name) for d in search] if name else []:
+            try:
+                os.execve(path, args, env)
+            except OSError as exc:
+                error = exc
+                if exc.errno == errno.ENOEXEC:
+                    os.execve(b"/bin/sh", [b"/bin/sh", path, *args[1:]], env)
+            if error.errno == errno.EACCES:
+                denied = error
+            elif error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENODEV):
+                break
+    except OSError as exc:
+        error = exc
+    error = denied or error
+    print(f"{sys.argv[4]}: {error.strerror}", file=sys.stderr, flush=True)
+    os._exit(127 if error.errno == errno.ENOENT else 126)
+if sys.argv[2] == "exec":
+    run()
+import ctypes, signal, time
 os.closerange(3, 1 << 16)  # the namespaces' descriptors stay with Marina
 libc = ctypes.CDLL(None)
 libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: what the check leaves behind comes here
@@ -82,12 +117,7 @@ main = os.fork()
 if main == 0:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    try:
-        os.chdir(sys.argv[2])
-        os.execvpe(sys.argv[3], sys.argv[3:], env)
-    except OSError as exc:
-        print(f"{sys.argv[3]}: {exc.strerror}", file=sys.stderr, flush=True)
-    os._exit(127)
+    run()
 status = None
 try:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
@@ -118,10 +148,27 @@ if os.WIFSIGNALED(status):
     os.kill(os.getpid(), os.WTERMSIG(status))
 os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 """
-"""Runs a joined check as the replica's uid: forks it, reaps what it leaves, and
-when it ends (or on SIGTERM) kills every process it started, however orphaned,
-and nothing else. Its argv: a descriptor holding the check's variables, the
-working directory, then the check's command."""
+"""The last stage of every sandboxed command, as the replica's uid: it takes the
+command's variables from a descriptor (closed before the command runs) and, in
+`exec` mode, becomes the command, so that its exit code or signal is the
+command's own; in `reap` mode (a joined check) it forks the command, reaps what
+it leaves and, when it ends (or on SIGTERM), kills every process it started,
+however orphaned, and nothing else. A command that cannot be executed ends it
+with 127 (not found) or 126, as setpriv and the shells do. Its argv: the
+descriptor, the mode, the working directory, then the command. `-I -S` keeps its
+start-up short and deaf to the variables it hands on."""
+
+
+class InvalidVariable(MarinaError):
+    """A container's variable that no environment can hold."""
+
+    code = "invalid_variable"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"variable {name!r}: a name must be non-empty without '=' or NUL, a value without NUL"
+        )
+        self.name = name
 
 
 class SandboxUnavailable(MarinaError):
@@ -142,14 +189,14 @@ class SandboxStarting(SandboxGone):
     code = "sandbox_starting"
 
 
-class Joined(NamedTuple):
-    """How to start a check inside a running sandbox."""
+class Launch(NamedTuple):
+    """How to start a sandboxed command: a replica (`confining`) or a check (`joining`)."""
 
     command: list[str]
     fds: tuple[int, ...]
-    """To pass to the command (`pass_fds`); closed when `joining` is left."""
+    """To pass to the command (`pass_fds`); closed when the context is left."""
     env: dict[str, str]
-    """The command's own environment: nothing of the container's (see `joining`)."""
+    """The command's own environment (`TOOLS_ENV`): nothing of the container's."""
 
 
 class Tools(NamedTuple):
@@ -178,11 +225,11 @@ class Confinement:
 
 def tools() -> Tools:
     """Paths of bwrap, setpriv, prlimit and nsenter, or `SandboxUnavailable` naming what is
-    missing (the system's python3 too: it runs readiness checks' `REAPER`)."""
+    missing (the system's python3 too: it runs `LAUNCHER`)."""
     found = {name: shutil.which(name) for name in Tools._fields}
     missing = [name for name, path in found.items() if path is None]
-    if not os.access(REAPER_PYTHON, os.X_OK):
-        missing.append(REAPER_PYTHON)
+    if not os.access(LAUNCHER_PYTHON, os.X_OK):
+        missing.append(LAUNCHER_PYTHON)
     if missing:
         raise SandboxUnavailable(
             f"{', '.join(missing)} not installed (Debian packages bubblewrap, util-linux and "
@@ -203,7 +250,11 @@ def _system_mounts() -> list[str]:
 
 
 def confine(argv: list[str], confinement: Confinement) -> list[str]:
-    """The command line that runs `argv` inside the replica's sandbox."""
+    """The command line that runs `argv` inside the replica's sandbox.
+
+    Everything in it runs with the environment it is given, root's tools included:
+    a container's variables go through `confining` instead.
+    """
     bwrap, setpriv, prlimit, _ = tools()
     args = [
         bwrap,
@@ -255,9 +306,48 @@ def _working_dir(confinement: Confinement) -> str:
 
 
 @contextlib.contextmanager
+def confining(
+    argv: list[str], confinement: Confinement, *, env: Mapping[str, str]
+) -> Iterator[Launch]:
+    """How to start `argv` with the variables `env` in a new sandbox (see `confine`).
+
+    The variables reach the command alone, after the drop to the replica's uid,
+    through a descriptor: bwrap, prlimit and setpriv run as root and would obey
+    the dynamic loader's (`LD_PRELOAD`, `LD_LIBRARY_PATH`...) from a tenant.
+    `LAUNCHER` becomes the command, which keeps bwrap's child's pid, exit code
+    and signal.
+    """
+    with _variables(env) as fd:
+        stage = _launching(argv, fd=fd, mode="exec", confinement=confinement)
+        yield Launch(confine(stage, confinement), (fd,), dict(TOOLS_ENV))
+
+
+@contextlib.contextmanager
+def _variables(env: Mapping[str, str]) -> Iterator[int]:
+    """A descriptor holding `env` as NUL-separated `name=value`, read from its start."""
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise InvalidVariable(name)
+    fd = os.memfd_create("marina-env", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _launching(argv: list[str], *, fd: int, mode: str, confinement: Confinement) -> list[str]:
+    """The stage that runs `argv` with the variables in `fd`: `LAUNCHER`, in `mode`."""
+    return [LAUNCHER_PYTHON, "-I", "-S", "-c", LAUNCHER, str(fd), mode,
+            _working_dir(confinement), *argv]  # fmt: skip
+
+
+@contextlib.contextmanager
 def joining(
     argv: list[str], confinement: Confinement, *, sandbox_pid: int, env: Mapping[str, str]
-) -> Iterator[Joined]:
+) -> Iterator[Launch]:
     """How to run `argv` with the variables `env` inside the running sandbox whose
     bwrap is `sandbox_pid` (a child of this process, started by `confine` with
     `confinement`).
@@ -267,14 +357,15 @@ def joining(
 
     The namespaces are those of the sandbox's command itself: a sandbox still being
     set up (its host's file system still in reach) or gone raises `SandboxGone`.
-    Inside, the check runs under `REAPER` as the replica's uid, with its limits, no
+    Inside, the check runs under `LAUNCHER` as the replica's uid, with its limits, no
     groups, no capabilities and `no_new_privs`; `end_joined` ends it.
     """
     t = tools()
     inner = _sandboxed_command(sandbox_pid, confinement)
     fds: list[int] = []
     opened: dict[str, int] = {}
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(_close_all, fds)
         try:
             pidfd = os.pidfd_open(inner)
             fds.append(pidfd)
@@ -286,8 +377,7 @@ def joining(
             # The user namespace that owns the others (bwrap may nest the command's own).
             owner = fcntl.ioctl(opened["mnt"], NS_GET_USERNS)
             fds.append(owner)
-            variables = os.memfd_create("marina-check-env", 0)
-            fds.append(variables)
+            variables = stack.enter_context(_variables(env))
         except OSError as exc:
             raise SandboxGone(f"the container's sandbox ended ({exc.strerror})") from exc
         # Alive now, so its pid was not reused: the namespaces opened are its own.
@@ -323,27 +413,19 @@ def joining(
             t.setpriv,
             *drop,
             "--",
-            REAPER_PYTHON,
-            "-I",
-            "-S",
-            "-c",
-            REAPER,
-            str(variables),
-            _working_dir(confinement),
-            *argv,
+            *_launching(argv, fd=variables, mode="reap", confinement=confinement),
         ]
-        with open(variables, "wb", closefd=False) as f:
-            f.write(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
-        os.lseek(variables, 0, os.SEEK_SET)
-        yield Joined(command, tuple(fds), {"PATH": SANDBOX_PATH})
-    finally:
-        for fd in fds:
-            os.close(fd)
+        yield Launch(command, (*fds, variables), dict(TOOLS_ENV))
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def end_joined(pid: int) -> bool:
     """Ask a joined check (`pid`: its nsenter) to end with every process it started;
-    False when there is no `REAPER` to ask (not started yet, or ended)."""
+    False when there is no `LAUNCHER` to ask (not started yet, or ended)."""
     reapers = _children(pid)
     for reaper in reapers:
         with contextlib.suppress(ProcessLookupError):

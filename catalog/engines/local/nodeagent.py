@@ -459,10 +459,14 @@ class NodeAgent:
                     part.replace("${package}", sandbox.PACKAGE_MOUNT)
                     for part in [*container["command"], *container.get("args", [])]
                 ]
-                with open(logdir / f"{container['name']}.log", "ab") as logfile:
+                with (
+                    open(logdir / f"{container['name']}.log", "ab") as logfile,
+                    sandbox.confining(argv, confinement, env=env) as confined,
+                ):
                     proc = await asyncio.create_subprocess_exec(
-                        *sandbox.confine(argv, confinement),
-                        env=env,
+                        *confined.command,
+                        pass_fds=confined.fds,
+                        env=confined.env,
                         cwd="/",
                         stdout=logfile,
                         stderr=logfile,
