@@ -7,6 +7,12 @@ gateway / confd, so below 0.5 means at most half of confd's time. confd's
 HAProxy gets the gateway's start-up tuning; `vs_stock_confd_*` compare with
 confd under HAProxy's stock global section, as its users run it.
 
+Each confd figure is taken beside the gateway's: new-route samples alternate
+between the two (each on its own address, both running), and confd's burst
+and table follow the gateway's at once. On a machine shared with other work,
+load changes by the minute; measured minutes apart, the ratios said more
+about that than about either agent.
+
 - `reload_path_ms`: a new route on a port outside the range (a reload);
 - `runtime_path_ms`: a new route on a port inside the range (no reload);
 - `burst_2000`: 2,000 routes written at once, inside and outside the range;
@@ -237,6 +243,23 @@ def new_route_latency(
     return samples
 
 
+def interleaved_latency(
+    etcd: Etcd,
+    targets: dict[str, Target],
+    backend: FastBackend,
+    count: int,
+    name: str,
+) -> dict[str, list[float]]:
+    """New routes on fresh ports, one for each target in turn: on a machine
+    whose load changes by the minute, both see the same load."""
+    ports = {key: free_ports(target.address, count) for key, target in targets.items()}
+    samples: dict[str, list[float]] = {key: [] for key in targets}
+    for i in range(count):
+        for key, target in targets.items():
+            samples[key] += new_route_latency(etcd, target, backend, [ports[key][i]], f"{name}{i}-")
+    return samples
+
+
 def free_ports(address: str, count: int) -> list[int]:
     """Distinct free ports outside the gateway's range (bind(0) can repeat one)."""
     ports: list[int] = []
@@ -312,15 +335,40 @@ def table_then_change(
     return figures
 
 
-def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: bool) -> Any:
+def measure_gateway(
+    etcd: Etcd, work: Path, backends: list[FastBackend], quick: bool, confd: Path | None
+) -> tuple[Any, Any]:
+    """The gateway's figures, and confd's counterparts taken beside each of
+    them (interleaved samples, or right after), so both meet the same load."""
     result: dict[str, Any] = {"settings": "defaults"}
+    theirs: dict[str, Any] = {}
     n = 10 if quick else 40
+
+    def beside(measure: Any) -> Any:
+        """confd's counterpart, unless confd is missing or failed earlier."""
+        if confd is None or "unavailable" in theirs:
+            return None
+        try:
+            return measure()
+        except (TimeoutError, OSError) as exc:
+            theirs.clear()
+            theirs["unavailable"] = f"failed: {exc}"
+            return None
+
     target, _, mport = start_gateway(etcd, work, "gw-latency")
     try:
-        outside = free_ports(target.address, n)
-        result["reload_path_ms"] = summary(
-            new_route_latency(etcd, target, backends[0], outside, "o")
-        )
+        pair = {"gateway": target}
+        other = beside(lambda: start_confd(etcd, confd, "confd-latency"))  # type: ignore[arg-type]
+        if other is not None:
+            pair["confd"] = other
+        try:
+            samples = interleaved_latency(etcd, pair, backends[0], n, "o")
+        finally:
+            if other is not None:
+                other.stop()
+        if other is not None:
+            theirs["reload_path_ms"] = summary(samples["confd"])
+        result["reload_path_ms"] = summary(samples["gateway"])
         inside = list(range(30000, 30000 + n))
         result["runtime_path_ms"] = summary(
             new_route_latency(etcd, target, backends[0], inside, "r")
@@ -403,57 +451,48 @@ def measure_gateway(etcd: Etcd, work: Path, backends: list[FastBackend], quick: 
             )
         finally:
             target.stop()
+
+    def confd_burst() -> Any:
+        other = start_confd(etcd, confd, "confd-burst")  # type: ignore[arg-type]
+        try:
+            theirs[f"burst_{count}"] = burst(
+                etcd, other, backends[1], list(range(40000, 40000 + count)), "b"
+            )
+        finally:
+            other.stop()
+
+    beside(confd_burst)
+    table = {
+        "in_range": 270 if quick else 2700,
+        "outside": 730 if quick else 7300,
+        "changes": 5 if quick else 10,
+    }
     target, _, _ = start_gateway(etcd, work, "gw-table")
     try:
         result["table_10000"] = table_then_change(
-            etcd,
-            target,
-            backends[2],
-            in_range=270 if quick else 2700,
-            outside=730 if quick else 7300,
-            changes=5 if quick else 10,
-            runtime_path=True,
+            etcd, target, backends[2], **table, runtime_path=True
         )
         result["agent_peak_rss_mb"] = max(result["agent_peak_rss_mb"], peak_rss_mb(target.pid))
     finally:
         target.stop()
-    return result
+
+    def confd_table() -> Any:
+        other = start_confd(etcd, confd, "confd-table")  # type: ignore[arg-type]
+        try:
+            theirs["table_10000"] = table_then_change(
+                etcd, other, backends[2], **table, runtime_path=False
+            )
+        finally:
+            other.stop()
+
+    beside(confd_table)
+    return result, theirs
 
 
-def measure_confd(etcd: Etcd, backends: list[FastBackend], quick: bool) -> Any:
-    binary, reason = locate()
-    if binary is None:
-        return {"unavailable": reason}
-    result: dict[str, Any] = {"binary": str(binary), "reload": "seamless (-x, -sf)"}
+def measure_stock_confd(etcd: Etcd, binary: Path, backends: list[FastBackend], quick: bool) -> Any:
+    """confd as its users run it: HAProxy's stock global section."""
     n = 10 if quick else 40
-    target = start_confd(etcd, binary, "confd-latency")
-    try:
-        ports = free_ports(target.address, n)
-        result["reload_path_ms"] = summary(new_route_latency(etcd, target, backends[0], ports, "o"))
-    finally:
-        target.stop()
     count = 200 if quick else 2000
-    target = start_confd(etcd, binary, "confd-burst")
-    try:
-        result[f"burst_{count}"] = burst(
-            etcd, target, backends[1], list(range(40000, 40000 + count)), "b"
-        )
-    finally:
-        target.stop()
-    target = start_confd(etcd, binary, "confd-table")
-    try:
-        result["table_10000"] = table_then_change(
-            etcd,
-            target,
-            backends[2],
-            in_range=270 if quick else 2700,
-            outside=730 if quick else 7300,
-            changes=5 if quick else 10,
-            runtime_path=False,
-        )
-    finally:
-        target.stop()
-    # confd as its users run it: HAProxy's stock global section.
     stock: dict[str, Any] = {}
     target = start_confd(etcd, binary, "confd-stock-latency", tuned=False)
     try:
@@ -468,8 +507,7 @@ def measure_confd(etcd: Etcd, backends: list[FastBackend], quick: bool) -> Any:
         )
     finally:
         target.stop()
-    result["stock_haproxy_settings"] = stock
-    return result
+    return stock
 
 
 def ratios(gateway: Any, confd: Any, count: int) -> dict[str, float]:
@@ -497,7 +535,7 @@ def ratios(gateway: Any, confd: Any, count: int) -> dict[str, float]:
             gateway[burst_key][path]["seconds"], confd[burst_key]["seconds"]
         )
     stock = confd.get("stock_haproxy_settings")
-    if stock:
+    if stock and "unavailable" not in stock:
         for stat in ("p50", "max"):
             out[f"vs_stock_confd_reload_path_{stat}"] = ratio(
                 gateway["reload_path_ms"][stat], stock["reload_path_ms"][stat]
@@ -519,15 +557,19 @@ def main() -> None:
     backends = [FastBackend(f"f{i}") for i in range(3)]
     result: dict[str, Any] = {"benchmark": "gateway", "targets": TARGETS}
     try:
-        result["gateway"] = measure_gateway(etcd, work, backends, args.quick)
-        try:
-            result["confd"] = (
-                {"unavailable": "skipped (--skip-confd)"}
-                if args.skip_confd
-                else measure_confd(etcd, backends, args.quick)
-            )
-        except (TimeoutError, OSError) as exc:
-            result["confd"] = {"unavailable": f"failed: {exc}"}
+        binary, reason = (None, "skipped (--skip-confd)") if args.skip_confd else locate()
+        result["gateway"], confd = measure_gateway(etcd, work, backends, args.quick, binary)
+        if binary is None:
+            confd = {"unavailable": reason}
+        elif "unavailable" not in confd:
+            confd = {"binary": str(binary), "reload": "seamless (-x, -sf)", **confd}
+            try:
+                confd["stock_haproxy_settings"] = measure_stock_confd(
+                    etcd, binary, backends, args.quick
+                )
+            except (TimeoutError, OSError) as exc:
+                confd["stock_haproxy_settings"] = {"unavailable": f"failed: {exc}"}
+        result["confd"] = confd
         result["ratios"] = ratios(result["gateway"], result["confd"], 200 if args.quick else 2000)
         result["cpu_count"] = os.cpu_count()
     finally:
