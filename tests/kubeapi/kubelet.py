@@ -213,13 +213,17 @@ class Container:
         }
         self.exited.clear()
         self.confinement, self.env = confinement, full_env  # what exec probes run with
-        with open(self.log_path, "ab") as out:
+        with (
+            open(self.log_path, "ab") as out,
+            sandbox.confining(argv, confinement, env=full_env) as confined,
+        ):
             self.process = await asyncio.create_subprocess_exec(
-                *sandbox.confine(argv, confinement),
+                *confined.command,
+                pass_fds=confined.fds,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=full_env,
+                env=confined.env,
                 start_new_session=True,
             )
         started_at = now()
@@ -288,14 +292,17 @@ class Container:
         await asyncio.sleep(check.get("initialDelaySeconds", 0))
         failures = 0
         while container.returncode is None:
-            process = await asyncio.create_subprocess_exec(
-                *sandbox.confine([str(w) for w in check["exec"]["command"]], self.confinement),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                env=self.env,
-                start_new_session=True,
-            )
+            argv = [str(w) for w in check["exec"]["command"]]
+            with sandbox.confining(argv, self.confinement, env=self.env) as confined:
+                process = await asyncio.create_subprocess_exec(
+                    *confined.command,
+                    pass_fds=confined.fds,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    env=confined.env,
+                    start_new_session=True,
+                )
             try:
                 async with asyncio.timeout(check.get("timeoutSeconds", 1)):
                     code = await process.wait()
