@@ -434,11 +434,12 @@ class OpenStackProvider:
         groups = self.ensure_security_groups(cluster)
         port = self._port(cluster, name, network, groups[role])
         address = str(port.fixed_ips[0]["ip_address"])
+        masters = self._masters(cluster, network)  # this one's port included
         public: list[str] = []
-        if role == "gateway" or (role == "master" and node["index"] == 1):
+        # The first master (the lowest index) holds the API's floating IP.
+        if role == "gateway" or (role == "master" and masters[0][0] == name):
             public.append(self._floating_ip(cluster, name, port))
         if server is None:
-            masters = self._masters(cluster, network)
             api = masters[0][1] if masters else address
             plan = NodePlan(
                 cluster=cluster,
@@ -447,7 +448,7 @@ class OpenStackProvider:
                 address=address,
                 api_address=api,
                 public_addresses=public,
-                masters=[*masters, (name, address)] if role == "master" else masters,
+                masters=masters,
             )
             user_data = render_user_data(
                 plan,
