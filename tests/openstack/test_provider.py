@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import ipaddress
 import itertools
 import os
@@ -70,7 +71,7 @@ def settings(cloud: TestCloud, pki_dir: Path, etcd: Etcd, **changes: Any) -> Ope
         etcd_ca_dir=pki_dir,
         build_timeout=300,
     )
-    return OpenStackSettings(**{**base.__dict__, **changes})
+    return dataclasses.replace(base, **changes)
 
 
 class Deployer:
@@ -364,7 +365,7 @@ def test_missing_image_or_flavor_fails_before_anything_is_made(
     openstack_cloud: TestCloud, pki_dir: Path, etcd: Etcd, os_conn: Any, cluster_name: str
 ) -> None:
     c = cluster_name
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"image": "no-such-image"}, "image 'no-such-image' does not exist"),
         ({"flavors": {"minion": "m1.nope"}}, "flavor 'm1.nope' for minion nodes does not exist"),
         ({"flavors": {"minion": "m1.tiny"}}, "512 MiB of RAM; minion nodes need 1024"),
@@ -403,7 +404,7 @@ def test_server_in_error_fails_the_task_with_novas_fault(
     )
     try:
         huge = Deployer(
-            OpenStackSettings(**{**deployer.settings.__dict__, "flavors": {"minion": flavor.name}}),
+            dataclasses.replace(deployer.settings, flavors={"minion": flavor.name}),
             deployer.etcd,
         )
         with pytest.raises(ActionFailed) as failed:
