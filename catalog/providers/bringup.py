@@ -367,33 +367,26 @@ def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]]
 
 
 def _gateway_files(plan: NodePlan, etcd: GatewayEtcd) -> tuple[list[dict[str, str]], list[str]]:
-    d = "/etc/marina-gateway"
-    address = plan.public_addresses[0] if plan.public_addresses else plan.address
-    args = [
-        "/usr/local/bin/marina-gateway",
-        f"--etcd {etcd.url}",
-        f"--etcd-cacert {d}/etcd-ca.pem",
-        f"--etcd-cert {d}/client.pem",
-        f"--etcd-key {d}/client-key.pem",
-        f"--cluster {plan.cluster}",
+    # The image's marina-gateway.service (elements/marina-gateway) reads
+    # /etc/marina/gateway.env and runs as the marina-gateway user.
+    d = "/etc/marina"
+    tls = f"--etcd-cacert {d}/etcd-ca.pem --etcd-cert {d}/etcd-client.pem"
+    env = (
+        f"MARINA_ETCD={etcd.url}\n"
+        f"MARINA_CLUSTER={plan.cluster}\n"
         # HAProxy binds the fixed address; the floating IP is NAT in front of it.
-        f"--address {plan.address}",
-        "--state-dir /var/lib/marina-gateway",
-        f"--id {plan.cluster}-{plan.name}",
-    ]
-    unit = (
-        "[Unit]\nDescription=Marina gateway agent\nAfter=network-online.target\n\n"
-        f"[Service]\nExecStart={' '.join(args)}\nRestart=always\n"
-        f"Environment=MARINA_GATEWAY_PUBLIC_ADDRESS={address}\n\n"
-        "[Install]\nWantedBy=multi-user.target\n"
+        f"MARINA_ADDRESS={plan.address}\n"
+        f"MARINA_GATEWAY_ARGS={tls} --etcd-key {d}/etcd-client-key.pem "
+        f"--id {plan.cluster}-{plan.name}\n"
     )
+    private = {"owner": "root:marina-gateway", "permissions": "0640"}
     files = [
         _file(f"{d}/etcd-ca.pem", etcd.ca, mode="0644"),
-        _file(f"{d}/client.pem", etcd.client.cert, mode="0644"),
-        _file(f"{d}/client-key.pem", etcd.client.key),
-        _file("/etc/systemd/system/marina-gateway.service", unit, mode="0644"),
+        _file(f"{d}/etcd-client.pem", etcd.client.cert, mode="0644"),
+        {**_file(f"{d}/etcd-client-key.pem", etcd.client.key), **private},
+        _file(f"{d}/gateway.env", env, mode="0644"),
     ]
-    return files, ["systemctl daemon-reload", "systemctl enable --now marina-gateway"]
+    return files, ["systemctl enable --now marina-gateway.service"]
 
 
 def render_user_data(

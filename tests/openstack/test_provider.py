@@ -194,6 +194,7 @@ def test_user_data_of_each_role_is_valid_cloud_config_with_only_its_secrets(
     assert has("gateway", gateway_etcd.client.key)
     assert not has("gateway", ca.key)
     assert "marina-gateway" not in documents["minion"]
+    assert "MARINA_CLUSTER=c1" in documents["gateway"]
     # The API server's certificate names the floating IP and every address.
     cert_pem = next(
         f["content"]
