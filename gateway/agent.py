@@ -52,7 +52,14 @@ from gateway.rendering import (
     routes_blamed,
     shared_frontends,
 )
-from gateway.routes import Route, Skipped, routes_prefix, select_routes, status_key
+from gateway.routes import (
+    Route,
+    Skipped,
+    StatusDoc,
+    routes_prefix,
+    select_routes,
+    status_key,
+)
 from gateway.settings import Settings
 from gateway.watching import Item, Listed, Unreachable, follow_routes
 
@@ -779,7 +786,7 @@ class Agent:
 
     # -- status -----------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDoc:
         return {
             "address": self.settings.address,
             "applied_revision": self.metrics.applied_revision,
@@ -803,7 +810,7 @@ class Agent:
         lease: int | None = None
         key = status_key(self.settings.ident).encode()
         ttl = self.settings.status_ttl
-        written: dict[str, Any] | None = None
+        written: StatusDoc | None = None
         refreshed = 0.0
         while True:
             try:

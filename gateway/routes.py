@@ -57,6 +57,33 @@ class RouteDoc(TypedDict):
     check_interval_ms: NotRequired[int]
 
 
+class SkippedDoc(TypedDict):
+    service: str
+    reason: str
+
+
+class CertificateProblemDoc(TypedDict):
+    host: str
+    problem: str
+
+
+class StatusDoc(TypedDict):
+    """A gateway's status under `status_key`, as the contract spells it."""
+
+    address: str
+    applied_revision: int
+    routes: int
+    last_error: str | None
+    skipped: list[SkippedDoc]
+    held: list[str]
+    unchecked_backends: int
+    reloads: int
+    runtime_updates: int
+    haproxy_restarts: int
+    last_incident: str | None
+    certificates: list[CertificateProblemDoc]
+
+
 @dataclass(frozen=True)
 class Backend:
     host: str
