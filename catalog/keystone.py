@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import aiohttp
 
@@ -24,6 +24,9 @@ from catalog.auth import Identity
 from catalog.errors import MarinaError, Unauthorized
 from catalog.ids import ProjectId
 from catalog.validation import PROJECT
+
+KeystoneObject: TypeAlias = dict[str, Any]
+"""JSON from Keystone's identity API (v3), read field by field."""
 
 
 class KeystoneUnavailable(MarinaError):
@@ -47,7 +50,7 @@ class KeystoneSettings:
     """Seconds a question to Keystone may take."""
 
 
-def project_of(project: dict[str, Any]) -> ProjectId:
+def project_of(project: KeystoneObject) -> ProjectId:
     """The Marina project a Keystone project maps to."""
     name = project.get("name")
     domain = (project.get("domain") or {}).get("id")
@@ -95,7 +98,7 @@ class Keystone:
                 self._kept.popitem(last=False)
         return who
 
-    async def _ask(self, token: str) -> dict[str, Any]:
+    async def _ask(self, token: str) -> KeystoneObject:
         headers = {"X-Auth-Token": token, "X-Subject-Token": token}
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
         try:

@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import kubernetes.client
 import kubernetes.config
@@ -166,6 +166,12 @@ def _body(response: Any) -> Obj:
     return data
 
 
+class Selecting(TypedDict, total=False):
+    """What a list (and the watch after it) selects by."""
+
+    label_selector: str
+
+
 def follow(
     list_call: Callable[..., Any],
     *,
@@ -248,8 +254,8 @@ class _Watches:
                 return
             core, apps = self.engine.core, self.engine.apps
             selector = POD_LABEL
-            mine = {"label_selector": selector}
-            calls: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+            mine: Selecting = {"label_selector": selector}
+            calls: list[tuple[str, Callable[..., Any], Selecting]] = [
                 ("deployments", apps.list_deployment_for_all_namespaces, mine),
                 ("pods", core.list_pod_for_all_namespaces, mine),
                 ("services", core.list_service_for_all_namespaces, mine),
@@ -280,7 +286,7 @@ class _Watches:
             with contextlib.suppress(RuntimeError):  # a loop that closed meanwhile
                 loop.call_soon_threadsafe(fn, namespace)
 
-    def _run(self, what: str, call: Callable[..., Any], params: dict[str, Any]) -> None:
+    def _run(self, what: str, call: Callable[..., Any], params: Selecting) -> None:
         while not self.closing.is_set():
             try:
                 for kind, obj in follow(call, stopping=self.closing.is_set, **params):
@@ -1179,7 +1185,7 @@ class KubernetesEngine:
         if not 0 <= replica < len(state["replicas"]):
             raise NotFound("replica", str(replica))
         name = state["replicas"][replica]["name"]
-        params: dict[str, Any] = {"follow": follow}
+        params: dict[str, object] = {"follow": follow}
         if tail is not None:
             params["tail_lines"] = tail
         response = await self._call(
