@@ -6,19 +6,26 @@ serves its findings as JSON on its public port; the test reads them through
 the gateway and checks each promise of docs/security.md. The pod's readiness
 check runs the same probe inside the running container, as Kubernetes runs an
 exec probe: it must see the container's /tmp and processes, and be held to
-every one of the same promises.
+every one of the same promises. The tenants' variables name a library of
+theirs in `LD_PRELOAD`: no process outside their sandboxes may load it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from catalog import sandbox
 from tests.e2e.marina import Marina
 from tests.support import wait_for
 
@@ -237,13 +244,58 @@ def _fetch(url: str) -> dict[str, Any] | None:
         return None
 
 
+SECRETS = {"red": "red-secret-4c1d", "blue": "blue-secret-9e2a"}
+LIBRARY = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+extern char *program_invocation_short_name;
+__attribute__((constructor)) static void loaded(void) {
+    char line[256];
+    int fd = open(MARKS, O_WRONLY | O_APPEND);
+    if (fd < 0)
+        return;
+    snprintf(line, sizeof line, "%s uid=%d\n", program_invocation_short_name, (int)geteuid());
+    write(fd, line, strlen(line));
+    close(fd);
+}
+"""
+"""A tenant's library: every process that loads it says so in MARKS."""
+
+
 @pytest.fixture(scope="module")
-def reports(marina: Marina) -> dict[str, dict[str, Any]]:
+def tenant_library() -> Iterator[tuple[Path, Path]]:
+    """A library a tenant built (on the host, as one in its work directory would be)
+    and the file where it leaves a line for each process that loads it."""
+    folder = Path(tempfile.mkdtemp(prefix="marina-tenant-library-"))
+    try:
+        folder.chmod(0o755)
+        marks = folder / "marks"
+        marks.touch()
+        marks.chmod(0o666)
+        library = folder / "evil.so"
+        if shutil.which("cc"):
+            (folder / "evil.c").write_text(LIBRARY)
+            subprocess.run(
+                ["cc", "-shared", "-fPIC", f'-DMARKS="{marks}"', "-o", str(library),
+                 str(folder / "evil.c")],
+                check=True,
+                timeout=120,
+            )  # fmt: skip
+        yield library, marks
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reports(marina: Marina, tenant_library: tuple[Path, Path]) -> dict[str, dict[str, Any]]:
     """Each tenant's findings: its container's ("red") and its readiness check's ("red-check");
     every promise below holds for both."""
     haproxy_dirs = sorted((marina.state_dir / "nodes").glob("*/*/gateway"))
     found: dict[str, dict[str, Any]] = {}
-    secrets = {"red": "red-secret-4c1d", "blue": "blue-secret-9e2a"}
+    secrets = SECRETS
+    library, _ = tenant_library
     for tenant, port, other in (("red", 30411, "blue"), ("blue", 30412, "red")):
         token = marina.ok("POST", "/v1/tokens", {"project": tenant})["token"]
         env = {
@@ -252,6 +304,8 @@ def reports(marina: Marina) -> dict[str, dict[str, Any]]:
             "HAPROXY_DIR": str(haproxy_dirs[0]) if haproxy_dirs else "/nonexistent",
             "OTHER_SECRET_REVERSED": secrets[other][::-1],
             "AGENT_PID": _agent_pid(marina) if (marina.state_dir / "nodes").exists() else "1",
+            "LD_PRELOAD": str(library),
+            "LD_LIBRARY_PATH": str(library.parent),
         }
         _, url = _deploy_probe(marina, token, f"{tenant}-env", port, env, secrets[tenant])
         found[tenant] = _fetch(url) or {}
@@ -329,6 +383,36 @@ def test_secrets_stay_in_their_environment(reports):
         assert reports[tenant]["own_secret"] == reports[f"{tenant}-check"]["own_secret"] == secret
     for report in reports.values():
         assert report["other_secret_in"] == []
+
+
+def _read(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""  # ended meanwhile
+
+
+def test_no_variable_of_a_tenant_reaches_a_process_outside_its_sandbox(
+    marina, reports, tenant_library
+):
+    """bwrap, prlimit and setpriv run as root: a tenant's LD_PRELOAD must not reach them."""
+    assert reports["red"] and reports["blue"]  # both pods running
+    _, marks = tenant_library
+    assert marks.read_text() == "", "a tenant's library ran outside its sandbox"
+    # What stays of each sandbox outside it once its command runs: bwrap, and its init.
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    state = f"\0{marina.state_dir}/".encode()
+    bwraps = [
+        pid for pid in pids if _read(pid, "comm") == b"bwrap\n" and state in _read(pid, "cmdline")
+    ]
+    assert len(bwraps) >= 4, bwraps
+    for pid in bwraps:
+        assert os.stat(f"/proc/{pid}").st_uid == 0
+        assert _read(pid, "environ") in (f"PATH={sandbox.SANDBOX_PATH}\0".encode(), b"")
+    for pid in pids:
+        cmdline = _read(pid, "cmdline")
+        for secret in SECRETS.values():
+            assert secret.encode() not in cmdline, (pid, cmdline)
 
 
 def test_the_original_exploit_serves_nothing_of_marina(marina, reports):
