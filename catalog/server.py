@@ -291,6 +291,9 @@ class Server:
             asyncio.create_task(engine.run(self.stop_event)),
             asyncio.create_task(Observer(self.store, engine).run(self.stop_event)),
         ]
+        follow = getattr(provider, "run", None)  # a provider's own background work
+        if follow is not None:
+            self.tasks.append(asyncio.create_task(follow(self.stop_event)))
         if self.etcd is not None:
             self.tasks.append(asyncio.create_task(self._supervise_etcd(self.etcd)))
         self.runner = await serve(

@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -623,11 +624,55 @@ class OpenStackProvider:
 
         return await self._run("nodeRunning", running)
 
+    async def run(self, stop: asyncio.Event, *, iterations: int | None = None) -> None:
+        """Keep the gateways' groups in step with the public routes, both ways:
+        every cluster once, then the cluster of each route that changes."""
+        changes = self.store.watch_many([keys.ROUTES])
+        await self._sync_routes(None)
+        seen = 0
+        try:
+            while not stop.is_set() and (iterations is None or seen < iterations):
+                following = asyncio.ensure_future(anext(changes))
+                stopping = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait(
+                    {following, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                stopping.cancel()
+                if following not in done:
+                    following.cancel()
+                    break
+                key = following.result()
+                cluster = key.removeprefix(keys.ROUTES).split("/", 1)[0] or None
+                await self._sync_routes(cluster)
+                seen += 1
+        finally:
+            await changes.aclose()  # type: ignore[attr-defined]
+
+    async def _sync_routes(self, only: str | None) -> None:
+        ports: dict[str, set[int]] = {}
+        for route in await self.store.list(keys.ROUTES):
+            cluster = route.key.removeprefix(keys.ROUTES).split("/", 1)[0]
+            ports.setdefault(cluster, set()).add(int(route.value["port"]))
+        clusters = [only] if only else sorted(set(ports) | await self._run_clusters())
+        for cluster in clusters:
+            try:
+                wanted = ports.get(cluster, set())
+                await self._run("sync ports", partial(self.sync_public_ports, cluster, wanted))
+            except MarinaError as error:  # the next change or start tries again
+                log.warning("public ports of %s not synced: %s", cluster, error)
+
+    async def _run_clusters(self) -> set[str]:
+        try:
+            return await self._run("sync ports", self._clusters_tagged)
+        except MarinaError as error:
+            log.warning("clusters in the cloud not listed: %s", error)
+            return set()
+
     async def sweep(self, known: set[str]) -> list[str]:
         """Remove every cluster tagged by Marina that is not in `known`; their names."""
         orphans = sorted(await self._run("sweep", self._clusters_tagged) - known)
         for cluster in orphans:
-            await self._run("sweep", lambda c=cluster: self.remove_cluster(c))  # type: ignore[misc]
+            await self._run("sweep", partial(self.remove_cluster, cluster))
             await self.store.delete(f"{keys.CLUSTERS}{cluster}/pki")
         return orphans
 

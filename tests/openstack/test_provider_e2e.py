@@ -23,6 +23,7 @@ from tests.e2e.marina import Marina
 from tests.kubeapi.harness import KubeApi
 from tests.openstack.fixtures import TestCloud
 from tests.openstack.test_provider import tagged
+from tests.support import wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -90,6 +91,12 @@ def test_guestbook_on_openstack_nodes_through_marinas_actions(
         assert registered_nodes(kube) == {"minion-1": servers["minion-1"]}
         web = marina.objects(env)["web"]
         assert web["replicas"]["ready"] >= 1, web
+        # The guestbook's public port opens on the gateways' group (and only it).
+        wait_for(
+            lambda: public_ports(os_conn, cluster_key) == {30080},
+            timeout=120,
+            what="the public port on the gateways' security group",
+        )
 
         task = marina.run(env, "os:scaleNodesUp", timeout=SERVER_TASK)
         assert task["state"] == "succeeded" and task["outcome"] == "changed", task
@@ -117,6 +124,12 @@ def test_guestbook_on_openstack_nodes_through_marinas_actions(
             provider = OpenStackProvider(None, settings)  # type: ignore[arg-type]
             provider.remove_cluster(cluster_key)
             provider.close()
+
+
+def public_ports(conn: Any, cluster: str) -> set[int]:
+    group = next(g for g in conn.network.security_groups() if g.name == f"marina-{cluster}-gateway")
+    rules = conn.network.security_group_rules(security_group_id=group.id)
+    return {r.port_range_min for r in rules if r.remote_ip_prefix == "0.0.0.0/0"}
 
 
 def _fixed_addresses(conn: Any, cluster: str) -> dict[str, str]:
