@@ -241,6 +241,31 @@ def test_an_unknown_cloud_is_refused_naming_it(tmp_path: Path, etcd: Etcd) -> No
         asyncio.run(connect())
 
 
+def test_openstacksdk_errors_become_marinas_with_the_reason(tmp_path: Path, etcd: Etcd) -> None:
+    from openstack import exceptions
+
+    async def fail(error: Exception) -> None:
+        async with Store(etcd.url) as store:
+            provider = OpenStackProvider(store, OpenStackSettings(cloud="unused"))
+
+            def call() -> None:
+                raise error
+
+            await provider._run("deployInstance", call)
+
+    cases = [
+        (exceptions.ConflictException("port in use", http_status=409), "409", True),
+        (exceptions.ForbiddenException("Quota exceeded", http_status=403), "Quota exceeded", False),
+        (exceptions.ResourceTimeout("still BUILD"), "still BUILD", True),
+    ]
+    for error, reason, retryable in cases:
+        with pytest.raises(ActionFailed) as failed:
+            asyncio.run(fail(error))
+        assert reason in str(failed.value)
+        assert failed.value.retryable is retryable
+        assert failed.value.__cause__ is error
+
+
 # -- against the cloud ---------------------------------------------------------------
 
 
