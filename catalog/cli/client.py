@@ -21,16 +21,19 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from catalog.documents import (
+    EnvironmentObject,
     EnvironmentSummary,
     Json,
     JsonObject,
     JsonSchema,
     ListedAction,
+    ShownEnvironment,
     TaskDoc,
 )
+from catalog.ids import ObjectId
 
 
 class CliError(Exception):
@@ -186,9 +189,16 @@ def resolve_env(client: Client, ref: str) -> str:
     return str(pick(environments(client), ref, "environment")["id"])
 
 
-def objects_of(
-    env_doc: dict[str, Any], kinds: tuple[str, ...] | None = None
-) -> list[dict[str, Any]]:
+class ObjectRef(TypedDict):
+    """An object of an environment, by the names the CLI takes."""
+
+    id: ObjectId
+    name: str
+    type: str
+    object: EnvironmentObject
+
+
+def objects_of(env_doc: ShownEnvironment, kinds: tuple[str, ...] | None = None) -> list[ObjectRef]:
     """The environment's objects as {id, name, type, object}."""
     return [
         {"id": o["?"]["id"], "name": o["?"]["name"], "type": o["?"]["type"], "object": o}

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Any
 
 from catalog.cli.client import CliError, connect, environments, list_actions, resolve_env
+from catalog.documents import ShownEnvironment
 
 BASH = r"""# marina completion for bash: source <(marina completion bash)
 _marina() {
@@ -104,7 +104,7 @@ def _names(action: argparse.Action, seen: list[str], args: argparse.Namespace) -
         env_id = resolve_env(client, seen[0])
         if action.dest == "action":
             return [f"{a['objectName']}:{a['name']}" for a in list_actions(client, env_id)]
-        env: dict[str, Any] = client.call("GET", f"/v1/environments/{env_id}")
+        env: ShownEnvironment = client.call("GET", f"/v1/environments/{env_id}")
         kinds = {"pod": ("KubernetesPod",)}.get(action.dest)
         return [
             o["?"]["name"]

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from catalog.cli.client import (
     Client,
@@ -24,6 +24,7 @@ from catalog.cli.client import (
     resolve_env,
     wait_for_task,
 )
+from catalog.documents import JsonObject, JsonSchema, PackageSummary
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -79,11 +80,11 @@ def _read_snapshot(path: Path) -> Any:
         raise CliError(f"{path}: marina.json is not JSON: {exc}") from None
 
 
-def package_of(client: Client, name: str) -> dict[str, Any]:
-    listed = client.call("GET", "/v1/catalog/packages?limit=1000")["packages"]
+def package_of(client: Client, name: str) -> PackageSummary:
+    listed: list[PackageSummary] = client.call("GET", "/v1/catalog/packages?limit=1000")["packages"]
     for package in listed:
         if package["name"] == name:
-            return dict(package)
+            return package
     raise not_found("package", name, [p["name"] for p in listed])
 
 
@@ -103,7 +104,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     properties = merge(properties, key_values(args.set or [], "--set", schema))
     if args.cluster:
         properties["cluster"] = args.cluster
-    body: dict[str, Any] = {"package": args.package, "properties": properties}
+    body: JsonObject = {"package": args.package, "properties": properties}
     if args.name:
         body["name"] = args.name
     if args.dry_run:
@@ -131,7 +132,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     return 0
 
 
-def schema_problems(schema: dict[str, Any], value: Any) -> list[str]:
+def schema_problems(schema: JsonSchema, value: Any) -> list[str]:
     """Every way `value` breaks the JSON schema, each naming the field."""
     import jsonschema
 
@@ -142,15 +143,25 @@ def schema_problems(schema: dict[str, Any], value: Any) -> list[str]:
     ]
 
 
+class ObjectRow(TypedDict):
+    """An object as `marina app list` shows it."""
+
+    id: str
+    name: str
+    type: str
+    package: str | None
+    state: str
+
+
 def _list_apps(client: Client, env_id: str, fmt: str) -> int:
     env = client.call("GET", f"/v1/environments/{env_id}")
-    listed = [
+    listed: list[ObjectRow] = [
         {
             "id": o["id"],
             "name": o["name"],
             "type": o["type"],
             "package": o["object"]["?"].get("package"),
-            "state": o["object"].get("state"),
+            "state": o["object"]["state"],
         }
         for o in objects_of(env)
         if o["type"] not in ("MasterNode", "MinionNode", "GatewayNode")
@@ -173,7 +184,8 @@ def _remove(client: Client, env_id: str, args: argparse.Namespace) -> int:
     ]
     target = pick(removable, args.app, "application", where=f" in {env['name']}")
     if args.dry_run:
-        print_json({"dry_run": True, "remove": {k: target[k] for k in ("id", "name", "type")}})
+        shown = {"id": target["id"], "name": target["name"], "type": target["type"]}
+        print_json({"dry_run": True, "remove": shown})
         return 0
     task = client.call("DELETE", f"/v1/environments/{env_id}/objects/{target['id']}")["task_id"]
     if not args.wait:
