@@ -325,13 +325,19 @@ def confining(
 @contextlib.contextmanager
 def _variables(env: Mapping[str, str]) -> Iterator[int]:
     """A descriptor holding `env` as NUL-separated `name=value`, read from its start."""
+    encoded = []
     for name, value in env.items():
-        if not name or "=" in name or "\0" in name or "\0" in value:
+        try:
+            variable = f"{name}={value}".encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            variable = b"\0"
+        if not name or "=" in name or b"\0" in variable:
             raise InvalidVariable(name)
+        encoded.append(variable + b"\0")
     fd = os.memfd_create("marina-env", os.MFD_CLOEXEC)
     try:
         with open(fd, "wb", closefd=False) as f:
-            f.write(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
+            f.write(b"".join(encoded))
         os.lseek(fd, 0, os.SEEK_SET)
         yield fd
     finally:

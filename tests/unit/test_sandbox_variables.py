@@ -306,6 +306,6 @@ def test_the_command_is_found_on_the_containers_own_path(tmp_path: Path) -> None
 
 
 def test_a_variable_no_environment_can_hold_is_refused(tmp_path: Path) -> None:
-    for env in ({"A=B": "x"}, {"": "x"}, {"A": "x\0y"}):
+    for env in ({"A=B": "x"}, {"": "x"}, {"A": "x\0y"}, {"A\0": "x"}, {"A": "\ud800"}):
         with pytest.raises(sandbox.InvalidVariable):
             _exit(["true"], env, tmp_path)
