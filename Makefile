@@ -4,7 +4,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBS := etcd-server haproxy bubblewrap
-TEST_DEBS := chromium chromium-driver cloud-init
+# gcc builds the library a tenant would name in LD_PRELOAD (tests/unit/test_sandbox_variables.py).
+TEST_DEBS := chromium chromium-driver cloud-init gcc libc6-dev
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # OpenStack's services live in a virtual environment of their own, pinned by
