@@ -8,8 +8,10 @@ engine's in `catalog.engines.local.records`.
 Where a value is JSON whose shape Marina does not fix (a package's properties
 before they are checked), it is `Json` or `JsonObject`; JSON-Schemas and
 Kubernetes objects, which code walks freely, are `JsonSchema` and
-`KubernetesObject`. A pod's specification here is what its package or template
-gave, checked by `catalog.model.validate_pod_spec` before it is stored.
+`KubernetesObject`; replies in the shape Murano's API gives them (its field
+names, objects with their properties inline) are `MuranoDocument`. A pod's
+specification here is what its package or template gave, checked by
+`catalog.model.validate_pod_spec` before it is stored.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | 
 JsonObject: TypeAlias = dict[str, Json]
 JsonSchema: TypeAlias = dict[str, Any]
 KubernetesObject: TypeAlias = dict[str, Any]
+MuranoDocument: TypeAlias = dict[str, Any]
 
 NODE_TYPES = ("MasterNode", "MinionNode", "GatewayNode")
 
@@ -340,6 +343,8 @@ class EnvironmentDocument(EnvironmentSummary):
     objects: dict[ObjectId, EnvironmentObject]
     order: list[ObjectId]
     """Object ids in the order they were added, as they are shown."""
+    version: NotRequired[int]
+    """Murano's version of the environment: how many sessions were deployed into it."""
 
 
 class ShownEnvironment(EnvironmentSummary):

@@ -15,11 +15,17 @@ from __future__ import annotations
 import copy
 import json
 import time
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, TypedDict
 
 from catalog import environments as envs
 from catalog import keys, quotas
-from catalog.documents import EnvironmentDocument, EnvironmentObject, Json, JsonObject
+from catalog.documents import (
+    EnvironmentDocument,
+    EnvironmentObject,
+    Json,
+    JsonObject,
+    MuranoDocument,
+)
 from catalog.errors import Conflict, MarinaError, NotFound, Problem, TooLarge, ValidationFailed
 from catalog.ids import ObjectId, ProjectId, new_id
 from catalog.packages import Package, get_package, list_packages, resolve_properties
@@ -70,7 +76,7 @@ class StaleSession(MarinaError):
         )
 
 
-def public(session: SessionDoc) -> dict[str, Any]:
+def public(session: SessionDoc) -> MuranoDocument:
     """The session as Murano shows it."""
     return {k: v for k, v in session.items() if k not in ("changes", "lease")}
 
@@ -391,7 +397,7 @@ async def deploy(
         envs.require_live(doc)
         apply_changes(doc, copy.deepcopy(session["changes"]), packages)
         # Murano's `version` of the environment, shown with it.
-        cast(dict[str, Any], doc)["version"] = version + 1
+        doc["version"] = version + 1
         return doc
 
     try:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import weakref
 from collections import OrderedDict
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +23,7 @@ from catalog.classes.registry import with_actions
 from catalog.documents import (
     EnvironmentDocument,
     EnvironmentObject,
+    MuranoDocument,
     PresentedEnvironment,
 )
 from catalog.errors import (
@@ -64,19 +65,19 @@ def present_environment(doc: EnvironmentDocument) -> PresentedEnvironment:
     }
 
 
-def present_with_murano(doc: EnvironmentDocument) -> dict[str, Any]:
+def present_with_murano(doc: EnvironmentDocument) -> MuranoDocument:
     """The environment as users see it, with Murano's fields too, so that Murano's
     clients read it: `services`, `tenant_id`, `version`, `acquired_by`."""
     return {
         **present_environment(doc),
         "services": [murano_service(with_actions(o)) for o in sessions.services(doc)],
         "tenant_id": doc["project"],
-        "version": cast(dict[str, Any], doc).get("version", 0),
+        "version": doc.get("version", 0),
         "acquired_by": None,
     }
 
 
-def murano_service(obj: EnvironmentObject) -> dict[str, Any]:
+def murano_service(obj: EnvironmentObject) -> MuranoDocument:
     """A top-level object as a Murano service: its settings at the top, its
     header (with actions, and its state as `status`) under `?`."""
     return {

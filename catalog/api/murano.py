@@ -32,7 +32,7 @@ from catalog.api.handling import (
     store_of,
 )
 from catalog.classes.registry import REGISTRY, with_actions
-from catalog.documents import EnvironmentDocument, Json
+from catalog.documents import EnvironmentDocument, Json, MuranoDocument
 from catalog.errors import (
     MarinaError,
     NotFound,
@@ -103,7 +103,7 @@ async def rename_environment(request: web.Request) -> web.Response:
     return reply_json(_murano_times(shown) if is_murano(request) else shown)
 
 
-def _murano_times(shown: Any) -> dict[str, Any]:
+def _murano_times(shown: Any) -> MuranoDocument:
     """Murano's timestamps are text (`2016-06-16T09:21:44`); Marina's are seconds."""
     return {
         **shown,
@@ -172,7 +172,7 @@ async def show_environment(request: web.Request) -> web.Response:
 # -- services ----------------------------------------------------------------------------
 
 
-def _services(doc: EnvironmentDocument) -> list[dict[str, Any]]:
+def _services(doc: EnvironmentDocument) -> list[MuranoDocument]:
     return [murano_service(with_actions(o)) for o in sessions.services(doc)]
 
 
@@ -531,7 +531,7 @@ async def _flags(store: Store, name: str) -> dict[str, bool]:
     }
 
 
-async def _murano_package(store: Store, summary: Any) -> dict[str, Any]:
+async def _murano_package(store: Store, summary: Any) -> MuranoDocument:
     name = str(summary["name"])
     return {
         **summary,
@@ -566,7 +566,7 @@ async def list_packages_route(request: web.Request) -> web.Response:
         for p in sorted(await list_packages(store), key=lambda p: str(p["name"]))
     ]
     shown = [p for p in found if (disabled or p["enabled"]) and (not marker or p["id"] > marker)]
-    reply: dict[str, Any] = {"packages": shown[:limit]}
+    reply: MuranoDocument = {"packages": shown[:limit]}
     if len(shown) > limit:  # Murano leaves the marker out on the last page
         reply["next_marker"] = shown[limit - 1]["id"]
     return reply_json(reply)
