@@ -22,6 +22,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -76,6 +77,8 @@ class ServerSettings:
     """Where nodes come from: `local` (this machine) or `openstack` (servers of `cloud`)."""
     cloud: str | None = None
     """The clouds.yaml entry of the `openstack` provider."""
+    openstack: dict[str, Any] = field(default_factory=dict)
+    """The `openstack` provider's image, flavors (per role), network and keypair, when given."""
 
     @property
     def api_url(self) -> str:
@@ -284,6 +287,7 @@ class Server:
             # Workers of an engine that keeps its own (Kubernetes Nodes) join it.
             workers=engine if isinstance(engine, Workers) else None,
             cloud=settings.cloud,
+            options=settings.openstack,
         )
         worker = Worker(self.store, ActionRunner(self.store, provider, engine))
         self.tasks = [

@@ -65,6 +65,16 @@ def parser() -> argparse.ArgumentParser:
             help="where nodes come from: this machine, or servers of an OpenStack cloud",
         )
         p.add_argument("--cloud", help="the clouds.yaml entry of --provider openstack")
+        p.add_argument("--image", help="node image (name or id) of --provider openstack")
+        p.add_argument(
+            "--flavor",
+            action="append",
+            default=[],
+            metavar="ROLE=FLAVOR",
+            help="flavor per role (master, minion, gateway) of --provider openstack",
+        )
+        p.add_argument("--network", help="an existing network for --provider openstack")
+        p.add_argument("--keypair", help="a keypair put on the servers of --provider openstack")
         p.add_argument(
             "--keystone-url",
             help="also take Keystone tokens (X-Auth-Token), asking this v3 endpoint",

@@ -46,8 +46,22 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         )
     if provider == "openstack" and not cloud:
         raise CliError("--provider openstack needs --cloud NAME (an entry of clouds.yaml)")
-    if cloud and provider != "openstack":
-        raise CliError("--cloud is for --provider openstack")
+    openstack_options = {
+        "--cloud": cloud,
+        "--image": getattr(args, "image", None),
+        "--flavor": getattr(args, "flavor", None),
+        "--network": getattr(args, "network", None),
+        "--keypair": getattr(args, "keypair", None),
+    }
+    given = [option for option, value in openstack_options.items() if value]
+    if given and provider != "openstack":
+        raise CliError(f"{', '.join(given)}: for --provider openstack only")
+    flavors: dict[str, str] = {}
+    for entry in getattr(args, "flavor", None) or []:
+        role, _, flavor = entry.partition("=")
+        if role not in ("master", "minion", "gateway") or not flavor:
+            raise CliError(f"--flavor {entry}: must be ROLE=FLAVOR, ROLE master, minion or gateway")
+        flavors[role] = flavor
     if args.kubeconfig and not Path(args.kubeconfig).is_file():
         raise CliError(f"--kubeconfig {args.kubeconfig}: no such file")
     if not 0 < args.port < 65536 or not 0 < args.etcd_port < 65535:
@@ -65,6 +79,16 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         engine=args.engine,
         provider=provider,
         cloud=cloud,
+        openstack={
+            k: v
+            for k, v in {
+                "image": getattr(args, "image", None),
+                "flavors": flavors,
+                "network": getattr(args, "network", None),
+                "keypair": getattr(args, "keypair", None),
+            }.items()
+            if v
+        },
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         context=args.context,
         state_dir=Path(args.state_dir),

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from catalog.errors import MarinaError
 from catalog.pki import TLSFiles
@@ -26,8 +29,10 @@ def make_provider(
     state_dir: Path,
     workers: Workers | None,
     cloud: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Provider:
-    """The provider called `name`; `cloud` names the clouds.yaml entry of `openstack`."""
+    """The provider called `name`; `cloud` names the clouds.yaml entry of
+    `openstack`, `options` its settings (image, flavors, network, keypair)."""
     if name == "local":
         return LocalProvider(
             store, etcd_url=etcd_url, etcd_tls=etcd_tls, state_dir=state_dir, workers=workers
@@ -47,6 +52,10 @@ def make_provider(
         settings = OpenStackSettings(
             cloud=cloud, etcd_url=etcd_url, etcd_ca_dir=etcd_tls.ca.parent if etcd_tls else None
         )
+        options = dict(options or {})
+        if "flavors" in options:  # the roles given; the others keep their defaults
+            options["flavors"] = {**settings.flavors, **options["flavors"]}
+        settings = dataclasses.replace(settings, **options)
         provider = OpenStackProvider(store, settings, workers=workers)
         provider.connection()  # an unknown cloud is refused now, not at the first deploy
         return provider

@@ -224,6 +224,14 @@ def test_up_refuses_openstack_without_the_kubernetes_engine_or_a_cloud(tmp_path:
     no_cloud = up("--provider", "openstack", "--engine", "kubernetes")
     assert no_cloud.returncode != 0
     assert "--provider openstack needs --cloud NAME" in no_cloud.stderr
+    image_here = up("--image", "marina-node")
+    assert image_here.returncode != 0
+    assert "--image: for --provider openstack only" in image_here.stderr
+    bad_flavor = up(
+        "--provider", "openstack", "--engine", "kubernetes", "--cloud", "c", "--flavor", "big"
+    )
+    assert bad_flavor.returncode != 0
+    assert "--flavor big: must be ROLE=FLAVOR" in bad_flavor.stderr
 
 
 def test_an_unknown_cloud_is_refused_naming_it(tmp_path: Path, etcd: Etcd) -> None:
