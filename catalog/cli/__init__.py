@@ -76,6 +76,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--network", help="an existing network for --provider openstack")
         p.add_argument("--keypair", help="a keypair put on the servers of --provider openstack")
         p.add_argument(
+            "--register-workers",
+            action="store_true",
+            help="--provider openstack registers workers' Nodes itself (servers that boot nothing)",
+        )
+        p.add_argument(
             "--keystone-url",
             help="also take Keystone tokens (X-Auth-Token), asking this v3 endpoint",
         )

@@ -52,6 +52,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         "--flavor": getattr(args, "flavor", None),
         "--network": getattr(args, "network", None),
         "--keypair": getattr(args, "keypair", None),
+        "--register-workers": getattr(args, "register_workers", False),
     }
     given = [option for option, value in openstack_options.items() if value]
     if given and provider != "openstack":
@@ -86,6 +87,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
                 "flavors": flavors,
                 "network": getattr(args, "network", None),
                 "keypair": getattr(args, "keypair", None),
+                "register_workers": getattr(args, "register_workers", False),
             }.items()
             if v
         },

@@ -13,8 +13,10 @@ last step.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -235,6 +237,18 @@ def _pod_range(address: str) -> str:
     return f"10.244.{last}.0/24"
 
 
+def node_labels(cluster: str, node: str) -> str:
+    """The labels by which the Kubernetes engine knows a Node as Marina's `node`
+    (its `label_value`: the layers keep engines and providers apart)."""
+
+    def value(text: str) -> str:
+        if re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", text):
+            return text
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    return f"marina.io/cluster={value(cluster)},marina.io/node={value(node)}"
+
+
 def _kubelet_files(plan: NodePlan, pki: ClusterPKI) -> list[dict[str, str]]:
     kubelet = issue(
         pki.kubernetes,
@@ -258,7 +272,8 @@ def _kubelet_files(plan: NodePlan, pki: ClusterPKI) -> list[dict[str, str]]:
         _file("/etc/cni/net.d/10-marina.conflist", _cni(_pod_range(plan.address)), mode="0644"),
         _file(
             "/etc/default/kubelet",
-            f"KUBELET_EXTRA_ARGS=--node-ip={plan.address} --hostname-override={plan.name}\n",
+            f"KUBELET_EXTRA_ARGS=--node-ip={plan.address} --hostname-override="
+            f"{plan.cluster}-{plan.name} --node-labels={node_labels(plan.cluster, plan.name)}\n",
             mode="0644",
         ),
     ]

@@ -82,6 +82,10 @@ class OpenStackSettings:
     """How long a server may stay in BUILD before its task fails."""
     etcd_url: str = ""
     """Marina's etcd as gateways reach it."""
+    register_workers: bool = False
+    """Register workers' Nodes as their kubelets would (servers that boot nothing: a test cloud)."""
+    join_timeout: float = 900.0
+    """How long a worker's kubelet may take to register its Node."""
     etcd_ca_dir: Path | None = None
     """Marina's etcd PKI directory (`catalog/pki.py`): gateways' client certificates' CA."""
 
@@ -599,10 +603,21 @@ class OpenStackProvider:
         if address is None:
             raise ActionFailed("setupNode", f"{node['?']['name']} has no address yet")
         name = node["?"]["name"]
-        # Fake or slow servers aside, this is what the kubelet does on its own.
         workers = self.workers if node["role"] == "minion" else None
         if workers is not None and not await workers.node_joined(cluster, name):
-            await workers.join_node(cluster, name, address, node.get("capacity", {}))
+            if self.settings.register_workers:
+                await workers.join_node(cluster, name, address, node.get("capacity", {}))
+            else:  # its kubelet registers it, labelled as Marina's node (bringup.py)
+                deadline = time.monotonic() + self.settings.join_timeout
+                while not await workers.node_joined(cluster, name):
+                    if time.monotonic() > deadline:
+                        raise ActionFailed(
+                            "setupNode",
+                            f"the kubelet of {name} ({address}) did not register within "
+                            f"{self.settings.join_timeout:.0f}s",
+                            retryable=True,
+                        )
+                    await asyncio.sleep(5)
         if node["role"] == "gateway":
             ports = {
                 int(r.value["port"]) for r in await self.store.list(f"{keys.ROUTES}{cluster}/")

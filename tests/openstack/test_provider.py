@@ -195,6 +195,13 @@ def test_user_data_of_each_role_is_valid_cloud_config_with_only_its_secrets(
     assert not has("gateway", ca.key)
     assert "marina-gateway" not in documents["minion"]
     assert "MARINA_CLUSTER=c1" in documents["gateway"]
+    # A real kubelet's Node carries the labels the Kubernetes engine knows it by.
+    kubelet = next(
+        f["content"]
+        for f in yaml.safe_load(documents["minion"].split("\n", 1)[1])["write_files"]
+        if f["path"] == "/etc/default/kubelet"
+    )
+    assert "--node-labels=marina.io/cluster=c1,marina.io/node=minion-1" in kubelet
     # The API server's certificate names the floating IP and every address.
     cert_pem = next(
         f["content"]

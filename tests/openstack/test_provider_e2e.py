@@ -59,7 +59,7 @@ def test_guestbook_on_openstack_nodes_through_marinas_actions(
         monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(openstack_cloud.clouds_yaml))
     args = (
         "--engine", "kubernetes", "--kubeconfig", str(kube.kubeconfig),
-        "--provider", "openstack", "--cloud", openstack_cloud.cloud,
+        "--provider", "openstack", "--cloud", openstack_cloud.cloud, "--register-workers",
     )  # fmt: skip
     marina = Marina(tmp_path / "state", args=args).start()
     cluster_key = ""
