@@ -250,13 +250,16 @@ def node_labels(cluster: str, node: str) -> str:
 
 
 def _kubelet_files(plan: NodePlan, pki: ClusterPKI) -> list[dict[str, str]]:
+    # The Node's name: unique across clusters sharing an API server, and the
+    # one the node authorizer matches against the certificate's name.
+    node_name = f"{plan.cluster}-{plan.name}"
     kubelet = issue(
         pki.kubernetes,
-        f"system:node:{plan.name}",
+        f"system:node:{node_name}",
         organization="system:nodes",
         server=True,
         client=True,
-        names=[plan.name, plan.address],
+        names=[node_name, plan.address],
     )
     server = f"https://{plan.api_address}:6443"
     return [
@@ -266,14 +269,14 @@ def _kubelet_files(plan: NodePlan, pki: ClusterPKI) -> list[dict[str, str]]:
         _file(
             "/etc/kubernetes/kubelet.conf",
             _kubeconfig(
-                plan.cluster, server, pki.kubernetes.cert, f"system:node:{plan.name}", kubelet
+                plan.cluster, server, pki.kubernetes.cert, f"system:node:{node_name}", kubelet
             ),
         ),
         _file("/etc/cni/net.d/10-marina.conflist", _cni(_pod_range(plan.address)), mode="0644"),
         _file(
             "/etc/default/kubelet",
             f"KUBELET_EXTRA_ARGS=--node-ip={plan.address} --hostname-override="
-            f"{plan.cluster}-{plan.name} --node-labels={node_labels(plan.cluster, plan.name)}\n",
+            f"{node_name} --node-labels={node_labels(plan.cluster, plan.name)}\n",
             mode="0644",
         ),
     ]

@@ -202,6 +202,14 @@ def test_user_data_of_each_role_is_valid_cloud_config_with_only_its_secrets(
         if f["path"] == "/etc/default/kubelet"
     )
     assert "--node-labels=marina.io/cluster=c1,marina.io/node=minion-1" in kubelet
+    assert "--hostname-override=c1-minion-1" in kubelet
+    kubelet_cert = next(
+        f["content"]
+        for f in yaml.safe_load(documents["minion"].split("\n", 1)[1])["write_files"]
+        if f["path"] == "/var/lib/kubelet/pki/kubelet.crt"
+    )
+    subject = x509.load_pem_x509_certificate(kubelet_cert.encode()).subject.rfc4514_string()
+    assert "CN=system:node:c1-minion-1" in subject  # the name the node authorizer matches
     # The API server's certificate names the floating IP and every address.
     cert_pem = next(
         f["content"]
