@@ -12,6 +12,7 @@ last step.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import ipaddress
@@ -180,8 +181,6 @@ def _file(path: str, content: str, *, mode: str = "0600") -> dict[str, str]:
 
 
 def _kubeconfig(cluster: str, server: str, ca: str, user: str, cred: Authority) -> str:
-    import base64
-
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 

@@ -18,6 +18,7 @@ that imports openstacksdk; its errors become Marina's here, cause chained.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import warnings
@@ -693,6 +694,4 @@ class OpenStackProvider:
 
 
 def _b64(text: str) -> str:
-    import base64
-
     return base64.b64encode(text.encode()).decode()
