@@ -418,6 +418,8 @@ class ControlPlane:
             RABBITMQ_LOG_BASE=str(self.logs),
             RABBITMQ_PID_FILE=str(home / "rabbitmq.pid"),
             RABBITMQ_NODENAME="marina@localhost",
+            # A VM that fails to start writes its crash dump here, not where the tests run.
+            ERL_CRASH_DUMP=str(home / "erl_crash.dump"),
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
             RABBITMQ_NODE_PORT=str(self.ports.amqp),
             RABBITMQ_DIST_PORT=str(self.ports.erlang_dist),
