@@ -172,10 +172,22 @@ def processes() -> dict[int, Proc]:
     return found
 
 
+def standbys(state_dir: Path) -> set[int]:
+    """HAProxy processes the gateways keep waiting for their next configuration
+    (`standby-<part>.pid`): they serve nothing until one is written."""
+    found = set()
+    for path in (state_dir / "nodes").glob("**/standby-*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            found.add(int(path.read_text()))
+    return found
+
+
 def census(state_dir: Path, pods: list[str]) -> Counter[tuple[str, str]]:
     """What runs for this Marina, by kind and owner; ("unknown", argv) for a
-    process under its state directory that is none of the known kinds."""
+    process under its state directory that is none of the known kinds.
+    Gateways' standby HAProxy processes are not counted."""
     procs = processes()
+    waiting = standbys(state_dir)
     counted: Counter[tuple[str, str]] = Counter()
     nodes_dir = f"{state_dir}/nodes/"
     markers = {marker(p): p for p in pods}
@@ -200,7 +212,8 @@ def census(state_dir: Path, pods: list[str]) -> Counter[tuple[str, str]]:
         elif "gateway.cli" in text:
             counted[("gateway", node)] += 1
         elif "haproxy" in Path(proc.argv[0]).name:
-            counted[("haproxy", node)] += 1
+            if proc.pid not in waiting:
+                counted[("haproxy", node)] += 1
         elif "bwrap" not in Path(proc.argv[0]).name:
             counted[("unknown", text[:200])] += 1
     return counted
@@ -230,6 +243,7 @@ def kill_processes(pids: list[int]) -> None:
 def pids_of(state_dir: Path, kind: str, owner: str, pods: list[str]) -> list[int]:
     """Pids of one kind of process (as `census` names them) for `owner`."""
     procs = processes()
+    waiting = standbys(state_dir)
     nodes_dir = f"{state_dir}/nodes/"
     found = []
     for proc in procs.values():
@@ -245,7 +259,11 @@ def pids_of(state_dir: Path, kind: str, owner: str, pods: list[str]) -> list[int
         if (
             (kind == "agent" and "nodeagent" in text)
             or (kind == "gateway" and "gateway.cli" in text)
-            or (kind == "haproxy" and "haproxy" in Path(proc.argv[0]).name)
+            or (
+                kind == "haproxy"
+                and "haproxy" in Path(proc.argv[0]).name
+                and proc.pid not in waiting
+            )
         ):
             found.append(proc.pid)
     return found
