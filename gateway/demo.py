@@ -54,6 +54,9 @@ def _put(etcd: str, key: str, value: dict[str, object]) -> None:
 
 
 def main() -> int:
+    # Ctrl-C stops the demo even when it was started from a shell that leaves
+    # SIGINT ignored (a background job); Python would then never raise it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for binary in ("etcd", "haproxy"):
         if shutil.which(binary) is None:
             print(f"demo: {binary} is not installed; run `make deps`", file=sys.stderr)
