@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from catalog.cli.actions import cmd_action, cmd_actions, cmd_task, cmd_tasks
@@ -248,6 +249,9 @@ GLOBAL_VALUED = {"--api", "--token", "--state-dir"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C stops following and waiting even in a background job, whose shell
+    # leaves SIGINT ignored (Python would then never raise KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser().parse_args(_task_shorthand(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

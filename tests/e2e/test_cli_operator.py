@@ -351,6 +351,8 @@ def test_ctrl_c_while_waiting_leaves_the_task_running(marina: Marina, shop: str)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a shell's background job has it: SIGINT ignored from the start.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         assert waiting.stdout is not None
