@@ -61,11 +61,15 @@ class Marina:
                 stdout=log,
                 stderr=log,
             )
-        wait_for(
-            lambda: (self.state_dir / "admin-token").exists() and self._answers(),
-            timeout=60,
-            what="marina up",
-        )
+        try:
+            wait_for(
+                lambda: (self.state_dir / "admin-token").exists() and self._answers(),
+                timeout=60,
+                what="marina up",
+            )
+        except AssertionError:
+            self.stop()  # one that never came up is not left running
+            raise
         self.token = (self.state_dir / "admin-token").read_text().strip()
         return self
 
