@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBS := etcd-server haproxy bubblewrap
 # gcc builds the library a tenant would name in LD_PRELOAD (tests/unit/test_sandbox_variables.py).
-TEST_DEBS := chromium chromium-driver cloud-init gcc libc6-dev
+# zsh runs the CLI's zsh completion in the tests.
+TEST_DEBS := chromium chromium-driver cloud-init gcc libc6-dev zsh
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # OpenStack's services live in a virtual environment of their own, pinned by

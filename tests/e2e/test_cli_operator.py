@@ -296,6 +296,24 @@ def test_completion_offers_commands_and_names(marina: Marina, shop: str) -> None
         timeout=60,
     )
     assert completed.stdout.split() == ["shop"], completed.stderr
+    # Through zsh, after compinit, with its word list; compadd (zsh's, which
+    # works only inside a completion widget) prints what it is given.
+    completed = subprocess.run(
+        [
+            "zsh",
+            "-c",
+            "autoload -U compinit; compinit -u; source <(marina completion zsh); "
+            'compadd() { print -l -- "${(@P)2}" }; '
+            'words=(marina --state-dir "$1" logs shop cr); CURRENT=6; _marina',
+            "zsh",
+            state,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert completed.stdout.split() == ["crash"], completed.stderr
 
 
 def test_removing_an_application_a_pod_and_a_second_cluster(marina: Marina, shop: str) -> None:
