@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -83,7 +87,11 @@ def wait(browser: webdriver.Chrome, condition, timeout: float = 60):
         browser,
         timeout,
         poll_frequency=0.1,
-        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ignored_exceptions=(
+            NoSuchElementException,
+            StaleElementReferenceException,
+            ElementNotInteractableException,  # redrawn between being found and used
+        ),
     ).until(condition)
 
 

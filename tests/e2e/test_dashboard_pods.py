@@ -114,9 +114,16 @@ def test_each_replica_shows_ready_restarts_and_last_reason(marina, environment, 
 
 
 def test_a_replica_log_follows_live_by_keyboard(marina, environment, browser):
-    button = replica_row(browser, "ticker").find_element(By.CSS_SELECTOR, "button[data-logs]")
-    assert button.get_attribute("aria-label") == "Show the log of ticker replica 0"
-    button.send_keys(Keys.ENTER)
+    def press() -> bool:
+        # Found afresh each time: live updates redraw the replica table.
+        button = replica_row(browser, "ticker").find_element(By.CSS_SELECTOR, "button[data-logs]")
+        assert button.get_attribute("aria-label") == "Show the log of ticker replica 0"
+        if not (button.is_displayed() and button.is_enabled()):
+            return False
+        button.send_keys(Keys.ENTER)
+        return True
+
+    wait(browser, lambda b: press())
     wait(browser, lambda b: b.find_element(By.ID, "log-heading").text == "Log of ticker, replica 0")
     assert browser.switch_to.active_element.get_attribute("id") == "log-heading"
     wait(browser, lambda b: "started" in text_of(b, "#pod-log") and ticks(b))
