@@ -321,21 +321,29 @@ class Container:
             await asyncio.sleep(check.get("periodSeconds", 10))
 
     async def stop(self) -> None:
-        process = self.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                async with asyncio.timeout(STOP_GRACE):
-                    await process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+        await self.end(self.process)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        # A process started while this stop began (its task was cancelled
+        # awaiting it) would outlive the pod: end that one too.
+        await self.end(self.process)
+
+    @staticmethod
+    async def end(process: asyncio.subprocess.Process | None) -> None:
+        """SIGTERM to the container's process group, SIGKILL after the grace period."""
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
 
 
 class PodRunner:
@@ -590,6 +598,8 @@ class Kubelet:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pods: dict[str, PodRunner] = {}
+        self.retiring: set[PodRunner] = set()
+        """Pods being stopped (deleted, or their node gone): stopped with the kubelet too."""
         self.task: asyncio.Task[None] | None = None
         self.ips: set[str] = set()
         api.pod_log = self.serve_log
@@ -602,8 +612,10 @@ class Kubelet:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        await asyncio.gather(*(runner.stop() for runner in self.pods.values()))
+        runners = [*self.pods.values(), *self.retiring]
+        await asyncio.gather(*(runner.stop() for runner in runners))
         self.pods.clear()
+        self.retiring.clear()
 
     async def run(self) -> None:
         sub = self.api.store.subscribe(lambda e: e.resource in (PODS, NODES))
@@ -657,7 +669,9 @@ class Kubelet:
                 return ip
 
     async def retire(self, runner: PodRunner) -> None:
+        self.retiring.add(runner)
         await runner.stop()
+        self.retiring.discard(runner)
         self.ips.discard(runner.ip)
 
     async def finish(self, pod: Obj) -> None:
