@@ -8,7 +8,9 @@ node reports it ready and it is not being drained.
 A public service may name `hosts` and take `tls` from two of its pod's
 secrets (`{"certificate": VAR, "key": VAR}`): the certificate is checked here
 and written for each host to `/marina/gateway/certs/<cluster>/<host>`, where
-the gateways load it by SNI.
+the gateways load it by SNI. Both engines publish through this module (the
+local one from its pod records, the Kubernetes one from its Services and
+Secrets), so a route and its certificates read the same whichever runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import datetime
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +27,9 @@ from cryptography.x509.oid import NameOID
 
 from catalog import keys
 from catalog.documents import ServiceUrls
+
+if TYPE_CHECKING:  # the CLI reads this module's rules without the etcd client
+    from catalog.store import Store
 
 ROUTES = keys.ROUTES
 HOST_NAME = re.compile(
@@ -73,17 +78,23 @@ def routes_for(cluster: str, service: Mapping[str, Any], hosts: list[str]) -> di
         }
     }
     if service.get("scope") == "public":
-        public: Route = {
-            "port": service["port"],
-            "mode": "http",
-            "scope": "public",
-            "backends": backends,
-        }
-        if service.get("hosts"):
-            public["hosts"] = sorted(service["hosts"])
-            public["tls"] = bool(service.get("tls"))
-        routes[f"{ROUTES}{cluster}/{service['name']}"] = public
+        routes[f"{ROUTES}{cluster}/{service['name']}"] = public_route(service, backends)
     return routes
+
+
+def public_route(service: Mapping[str, Any], backends: list[Backend]) -> Route:
+    """A public service's route on the gateways: HTTP on its port, by host
+    name (and with TLS) when it names hosts."""
+    route: Route = {
+        "port": service["port"],
+        "mode": "http",
+        "scope": "public",
+        "backends": backends,
+    }
+    if service.get("hosts"):
+        route["hosts"] = sorted(service["hosts"])
+        route["tls"] = bool(service.get("tls"))
+    return route
 
 
 # -- certificates -------------------------------------------------------------------
@@ -177,6 +188,23 @@ def certificates_for(
         for host in hosts:
             wanted.setdefault(keys.gateway_cert(cluster, host), pair)
     return wanted
+
+
+async def publish_certificates(
+    store: Store,
+    cluster: str,
+    services: Iterable[tuple[Mapping[str, Any], Mapping[str, str]]],
+) -> None:
+    """Make the cluster's certificate keys those of `certificates_for`: a
+    changed secret replaces its key, a service gone (or without `tls` now)
+    takes its keys along."""
+    wanted = certificates_for(cluster, services)
+    published = {v.key: v.value for v in await store.list(f"{keys.GATEWAY_CERTS}{cluster}/")}
+    for key, value in wanted.items():
+        if published.get(key) != value:
+            await store.put(key, value)
+    for key in published.keys() - wanted.keys():
+        await store.delete(key)
 
 
 # -- URLs ----------------------------------------------------------------------------

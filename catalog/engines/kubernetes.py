@@ -8,7 +8,9 @@ port where it lies in the NodePort range), its package files a ConfigMap
 and its secret values Secrets, all rendered by `rendering.py`, so an export
 holds exactly what is applied. Marina's gateways front the cluster as they
 front the local engine: each public service gets a gateway route from its
-port to every ready node's InternalIP and NodePort.
+port to every ready node's InternalIP and NodePort. A service's host names
+and TLS secrets ride on its Service as annotations, so the routes and the
+certificates (read from the pod's Secrets) follow what the cluster holds.
 
 Observed state is read from the API server; the change stream follows
 watches (resourceVersion, bookmarks, a fresh list after 410 Gone) run in
@@ -19,6 +21,7 @@ threads, since the client blocks. This is the only module that imports
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import json
@@ -69,7 +72,7 @@ from catalog.errors import (
 )
 from catalog.packages import get_package
 from catalog.quotas import QUOTAS
-from catalog.routing import ROUTES
+from catalog.routing import ROUTES, Backend, Route, public_route, publish_certificates
 from catalog.store import Store
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,11 @@ WATCH_SECONDS = 60
 """How long one watch request lasts before it is made again (from its resourceVersion)."""
 REQUEST_TIMEOUT = (5.0, 30.0)
 """Connect and read time limits of a request that is not a watch or a log stream."""
+HOSTS_ANNOTATION = "marina.io/hosts"
+"""On a public Service: the host names it answers to on the gateways, comma-separated."""
+TLS_ANNOTATION = "marina.io/tls"
+"""On a public Service with hosts: `{"certificate": VAR, "key": VAR}` as JSON,
+two keys of its pod's Secrets (names, never the values)."""
 
 
 class ClusterUnavailable(MarinaError):
@@ -447,7 +455,7 @@ class KubernetesEngine:
     ) -> list[tuple[str, Obj]]:
         # No cluster addresses in the objects: link variables come from the
         # (alias) Services, as a kubelet gives them, so an export runs anywhere.
-        return manifests_for_specs(
+        objects = manifests_for_specs(
             specs,
             namespace=namespace,
             files=self.files,
@@ -456,6 +464,16 @@ class KubernetesEngine:
             if annotations is not None
             else {CLUSTER_ANNOTATION: cluster},
         )
+        routed = {s["name"]: s for spec in specs for s in spec["services"] if s.get("hosts")}
+        for _, manifest in objects:
+            meta = manifest["metadata"]
+            service = routed.get(meta["name"]) if manifest["kind"] == "Service" else None
+            if service is None or ALIAS_LABEL in (meta.get("labels") or {}):
+                continue
+            meta["annotations"][HOSTS_ANNOTATION] = ",".join(sorted(service.get("hosts", [])))
+            if service.get("tls"):
+                meta["annotations"][TLS_ANNOTATION] = json.dumps(service["tls"], sort_keys=True)
+        return objects
 
     async def apply_pod(self, cluster: ClusterKey, spec: PodSpec) -> None:
         namespace = self.namespace(cluster)
@@ -575,6 +593,7 @@ class KubernetesEngine:
                         kind=kind,
                         name=item["metadata"]["name"],
                     )
+        await self.publish_routes(cluster)  # its services' certificates go too
 
     async def _services(self, namespace: str, pod_name: str | None = None) -> list[Obj]:
         selector = f"{POD_LABEL}={pod_name}" if pod_name else POD_LABEL
@@ -617,6 +636,7 @@ class KubernetesEngine:
                 name=namespace,
             )
         await self.store.delete_prefix(f"{ROUTES}{cluster}/")
+        await self.store.delete_prefix(f"{keys.GATEWAY_CERTS}{cluster}/")
 
     # -- nodes ---------------------------------------------------------------------------
 
@@ -849,8 +869,9 @@ class KubernetesEngine:
     # -- routes --------------------------------------------------------------------------
 
     async def publish_routes(self, cluster: ClusterKey) -> None:
-        """Each public service's route: its port on the gateways, to every
-        ready node's InternalIP at the service's NodePort."""
+        """Each public service's route: its port (and host names) on the
+        gateways, to every ready node's InternalIP at the service's NodePort;
+        and the certificates of its TLS hosts, from its pod's Secrets."""
         namespace = self.namespace(cluster)
         nodes = [n for n in await self._nodes() if self._node_ready(n)]
         # Nodes being drained take no new connections while others can.
@@ -864,25 +885,46 @@ class KubernetesEngine:
             }
         )
         published = {v.key: v.value for v in await self.store.list(f"{ROUTES}{cluster}/")}
-        wanted: dict[str, Obj] = {}
+        wanted: dict[str, Route] = {}
+        tls: list[tuple[ServiceSpec, str]] = []
         for service in await self._services(namespace):
-            annotations = service["metadata"].get("annotations") or {}
-            if annotations.get(SCOPE_ANNOTATION) != "public":
-                continue
+            spec = self._service_spec(service)
             port = service["spec"]["ports"][0]
-            if not port.get("nodePort"):
+            if spec is None or spec["scope"] != "public" or not port.get("nodePort"):
                 continue
-            wanted[f"{ROUTES}{cluster}/{service['metadata']['name']}"] = {
-                "port": int(port["port"]),
-                "mode": "http",
-                "scope": "public",
-                "backends": [{"host": h, "port": int(port["nodePort"])} for h in hosts],
-            }
+            backends: list[Backend] = [{"host": h, "port": int(port["nodePort"])} for h in hosts]
+            wanted[f"{ROUTES}{cluster}/{spec['name']}"] = public_route(spec, backends)
+            if spec.get("tls"):
+                tls.append((spec, str((service["metadata"].get("labels") or {})[POD_LABEL])))
         for key, route in wanted.items():
             if published.get(key) != route:
                 await self.store.put(key, route)
         for key in set(published) - set(wanted):
             await self.store.delete(key)
+        secrets = await self._secrets(namespace) if tls else {}
+        await publish_certificates(
+            self.store, cluster, [(spec, secrets.get(pod, {})) for spec, pod in tls]
+        )
+
+    async def _secrets(self, namespace: str) -> dict[str, dict[str, str]]:
+        """The secret values of each of Marina's pods in the namespace, by pod name."""
+        found = await self._call(
+            self.core.list_namespaced_secret,
+            namespace,
+            label_selector=POD_LABEL,
+            what="list secrets",
+            kind="Secret",
+            name=namespace,
+        )
+        values: dict[str, dict[str, str]] = {}
+        for secret in found["items"]:
+            pod = str((secret["metadata"].get("labels") or {}).get(POD_LABEL, ""))
+            for name, data in (secret.get("data") or {}).items():
+                try:
+                    values.setdefault(pod, {})[name] = base64.b64decode(data).decode()
+                except ValueError:  # not text: no certificate anyway
+                    log.warning("secret %s/%s: %s is not text", namespace, pod, name)
+        return values
 
     async def _clusters(self) -> list[ClusterKey]:
         found = await self._call(
@@ -1093,24 +1135,37 @@ class KubernetesEngine:
         }
 
     async def _pod_services(self, namespace: str, pod_name: str) -> list[ServiceSpec]:
-        out: list[ServiceSpec] = []
-        for service in await self._services(namespace, pod_name):
-            meta = service["metadata"]
-            if ALIAS_LABEL in (meta.get("labels") or {}):
-                continue
-            port = service["spec"]["ports"][0]
-            target = port.get("targetPort", port["port"])
-            entry: ServiceSpec = {
-                "name": meta["name"],
-                "port": int(port["port"]),
-                "targetPort": int(target) if isinstance(target, int) else int(port["port"]),
-                "scope": str((meta.get("annotations") or {}).get(SCOPE_ANNOTATION, "internal")),
-            }
-            ip = service["spec"].get("clusterIP")
-            if ip and ip != "None":
-                entry["ip"] = str(ip)
-            out.append(entry)
-        return sorted(out, key=lambda s: s["name"])
+        found = [self._service_spec(s) for s in await self._services(namespace, pod_name)]
+        return sorted((s for s in found if s is not None), key=lambda s: s["name"])
+
+    @staticmethod
+    def _service_spec(service: Obj) -> ServiceSpec | None:
+        """The pod's service a Service stands for (None: a link alias)."""
+        meta = service["metadata"]
+        if ALIAS_LABEL in (meta.get("labels") or {}):
+            return None
+        annotations = meta.get("annotations") or {}
+        port = service["spec"]["ports"][0]
+        target = port.get("targetPort", port["port"])
+        entry: ServiceSpec = {
+            "name": meta["name"],
+            "port": int(port["port"]),
+            "targetPort": int(target) if isinstance(target, int) else int(port["port"]),
+            "scope": str(annotations.get(SCOPE_ANNOTATION, "internal")),
+        }
+        ip = service["spec"].get("clusterIP")
+        if ip and ip != "None":
+            entry["ip"] = str(ip)
+        if annotations.get(HOSTS_ANNOTATION):
+            entry["hosts"] = str(annotations[HOSTS_ANNOTATION]).split(",")
+            try:
+                tls = json.loads(annotations.get(TLS_ANNOTATION) or "null")
+            except ValueError:
+                log.warning("service %s: %s is not JSON; no TLS", meta["name"], TLS_ANNOTATION)
+                tls = None
+            if isinstance(tls, dict):
+                entry["tls"] = {str(k): str(v) for k, v in tls.items()}
+        return entry
 
     async def endpoints(self, cluster: ClusterKey, service: str) -> list[Endpoint]:
         namespace = self.namespace(cluster)

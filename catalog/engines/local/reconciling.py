@@ -40,7 +40,7 @@ from catalog.engines.local.records import (
 from catalog.errors import Conflict, SchedulingFailed
 from catalog.ids import new_id
 from catalog.leading import Leadership
-from catalog.routing import certificates_for, route_keys, routes_for
+from catalog.routing import publish_certificates, route_keys, routes_for
 from catalog.store import Store
 
 log = logging.getLogger(__name__)
@@ -411,14 +411,7 @@ class Reconciler:
             for service in pod["spec"]["services"]
             if service.get("tls")
         ]
-        wanted = certificates_for(cluster, tls)
-        prefix = f"{keys.GATEWAY_CERTS}{cluster}/"
-        published = {v.key: v.value for v in await self.store.list(prefix)}
-        for key, value in wanted.items():
-            if published.get(key) != value:
-                await self.store.put(key, value)
-        for key in published.keys() - wanted.keys():
-            await self.store.delete(key)
+        await publish_certificates(self.store, cluster, tls)
 
     async def _finish_drains(
         self,
