@@ -16,6 +16,7 @@ from aiohttp import web
 from catalog import environments as envs
 from catalog.api.handling import identify, present_environment, store_of
 from catalog.api.tasks import own_task
+from catalog.classes.registry import shown_task
 from catalog.tasks import TASKS as TASKS_PREFIX
 from catalog.tasks import follow_task, murano_result, recent_tasks
 
@@ -83,7 +84,7 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     response = await _sse(request)
     try:
         async for kind, item in follow_task(store, task_id):
-            await _send(response, kind, item)
+            await _send(response, kind, shown_task(item) if kind == "task" else item)
             if kind == "task" and item["state"] in ("succeeded", "failed"):
                 await _send(response, "done", murano_result(item))
     except ConnectionResetError:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from catalog import environments as envs
 from catalog.api.handling import identify, reply_json, store_of
+from catalog.classes.registry import shown_task
 from catalog.documents import TaskDoc
 from catalog.errors import NotFound, Problem, ValidationFailed
 from catalog.tasks import follow_task, get_task, recent_tasks, task_file, task_log
@@ -24,7 +25,7 @@ async def own_task(request: web.Request, task_id: str) -> TaskDoc:
     task = await get_task(store_of(request), task_id)
     if task["project"] != who.project:
         raise NotFound("task", task_id)
-    return task
+    return shown_task(task)
 
 
 async def show_task(request: web.Request) -> web.Response:

@@ -8,8 +8,10 @@ run resumed after its worker died aims at the same count.
 
 from __future__ import annotations
 
+import copy
+
 from catalog import environments as envs
-from catalog.classes.registry import action
+from catalog.classes.registry import MASKED, action
 from catalog.classes.runtime import Runtime
 from catalog.documents import PodObject
 from catalog.engines.base import (
@@ -20,8 +22,9 @@ from catalog.engines.base import (
     require,
     wait_pod,
 )
-from catalog.errors import SchedulingFailed
+from catalog.errors import Problem, SchedulingFailed, ValidationFailed
 from catalog.export import pod_spec
+from catalog.model import validate_pod_spec
 from catalog.tasks import Outcome
 
 CLASS = "KubernetesPod"
@@ -192,3 +195,71 @@ async def recreate(rt: Runtime, pod: PodObject) -> Outcome:
 )
 async def restart(rt: Runtime, pod: PodObject) -> Outcome:
     return await _roll(rt, pod, in_place=True)
+
+
+@action(
+    CLASS,
+    "setSecrets",
+    "Set secrets",
+    "Give a container new secret values (a password, a TLS certificate and key): its "
+    "replicas restart with them one at a time, and the gateways take a certificate a "
+    "service names without a reload. A pod the new values would break keeps the old ones.",
+    schema={
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["container", "secrets"],
+        "properties": {
+            "container": {"type": "string", "title": "Container", "minLength": 1},
+            "secrets": {
+                "type": "object",
+                "title": "Secrets",
+                "description": "variable names to their new values; other secrets stay",
+                "minProperties": 1,
+                "additionalProperties": {"type": "string"},
+                # Sent, never shown back: a task shows their names only.
+                "writeOnly": True,
+            },
+        },
+    },
+    destructive=True,
+)
+async def set_secrets(rt: Runtime, pod: PodObject) -> Outcome:
+    doc = await rt.doc()
+    pod = envs.pod_in(doc, pod["?"]["id"])
+    name, values = str(rt.ctx.args["container"]), rt.ctx.args["secrets"]
+    # The schema checked them when the task was made: a map of strings.
+    given = {str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else {}
+    if MASKED in given.values():
+        raise ValidationFailed(
+            "arguments of setSecrets",
+            [Problem("secrets", f"{MASKED} is how Marina hides a value, not a value")],
+        )
+    spec = copy.deepcopy(pod["spec"])
+    found = [c for c in spec["containers"] if c["name"] == name]
+    if not found:
+        names = ", ".join(c["name"] for c in spec["containers"])
+        raise ValidationFailed(
+            "arguments of setSecrets", [Problem("container", f"is none of {names}", name)]
+        )
+    container = found[0]
+    if all(container.get("secrets", {}).get(k) == v for k, v in given.items()):
+        return Outcome.noop(f"{name} already has these secret values")
+    clash = sorted(set(given) & set(container.get("env", {})))
+    if clash:
+        raise ValidationFailed(
+            "arguments of setSecrets",
+            [Problem("secrets", "names variables the container's env sets", clash)],
+        )
+    container["secrets"] = {**container.get("secrets", {}), **given}
+    problems = validate_pod_spec(spec)
+    if problems:  # e.g. pod.services[0].tls.certificate: the old values keep serving
+        raise ValidationFailed(f"the secrets of {name}", problems)
+    await rt.edit_object(pod["?"]["id"], spec=spec)
+    await rt.ctx.log(f"new values for {', '.join(sorted(given))} of {name}")
+    if pod["state"] == "new":
+        return Outcome.done(f"secrets of {name} set; the pod runs with them when deployed")
+    outcome = await converge(rt, pod, pod["replicas"]["desired"])
+    return Outcome.done(
+        f"secrets of {name} set; {pod['replicas']['desired']} replicas run with them",
+        **{k: v for k, v in outcome.result.items() if k != "replicas"},
+    )

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from catalog.documents import ActionInfo, EnvironmentObject, Json, JsonObject, is_pod
+from catalog.documents import ActionInfo, EnvironmentObject, Json, JsonObject, TaskDoc, is_pod
 from catalog.errors import ActionNotFound, NotFound
 from catalog.ids import ObjectId
 from catalog.packages import validate_against
@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from catalog.classes.runtime import Runtime
     from catalog.tasks import Outcome
 
-__all__ = ["ActionInfo", "action", "classes", "find_action", "with_actions"]
+__all__ = ["ActionInfo", "action", "classes", "find_action", "shown_task", "with_actions"]
 
 NO_ARGUMENTS: JsonObject = {"type": "object", "additionalProperties": False, "properties": {}}
+MASKED = "******"
+"""What users see of a secret value."""
 
 Runner = Callable[["Runtime", EnvironmentObject], Awaitable["Outcome"]]
 Object = TypeVar("Object")
@@ -131,10 +133,29 @@ def with_actions(obj: EnvironmentObject) -> EnvironmentObject:
         shown["spec"] = {
             **spec,
             "containers": [
-                {**c, "secrets": dict.fromkeys(c["secrets"], "******")} if c.get("secrets") else c
+                {**c, "secrets": dict.fromkeys(c["secrets"], MASKED)} if c.get("secrets") else c
                 for c in spec.get("containers", [])
             ],
         }
     described = [spec.describe(obj["?"]["id"]) for spec in actions_of(obj)]
     shown["?"] = {**obj["?"], "_actions": {info["id"]: info for info in described}}
     return shown
+
+
+def shown_task(task: TaskDoc) -> TaskDoc:
+    """A task as users see it: the arguments its action declares `writeOnly`
+    (secret values) hidden, an object's keys kept."""
+    hidden = set()
+    for actions in classes().values():
+        declared = (
+            actions[task["method"]].schema.get("properties") if task["method"] in actions else None
+        )
+        if isinstance(declared, dict):
+            hidden |= {n for n, p in declared.items() if isinstance(p, dict) and p.get("writeOnly")}
+    if not hidden & task["args"].keys():
+        return task
+    args: JsonObject = {
+        k: (dict.fromkeys(v, MASKED) if isinstance(v, dict) else MASKED) if k in hidden else v
+        for k, v in task["args"].items()
+    }
+    return {**task, "args": args}

@@ -197,6 +197,7 @@ class LocalEngine:
         await self.store.delete_prefix(f"{keys.LOCAL_KNOWN}{cluster}/")
         await self.store.delete_prefix(f"{keys.ROUTES}{cluster}/")
         await self.store.delete_prefix(f"{keys.ROUTES}{cluster}.internal/")
+        await self.store.delete_prefix(f"{keys.GATEWAY_CERTS}{cluster}/")  # and private keys
 
     # -- observed state ------------------------------------------------------------------
 
