@@ -6,8 +6,11 @@ cloud-init document holding only what that server's role needs: masters get
 the CAs and their keys (kubeadm signs with them) and run the etcd plane and
 the control plane, workers get a kubelet certificate and join, gateways get
 a client certificate of Marina's etcd and run HAProxy and `marina-gateway`.
-The network plugin and the add-ons (DNS, metrics) are the first master's
-last step.
+The first master starts etcd and the control plane; every later master first
+adds itself to etcd as a member, then runs the same planes. The network
+plugin (`podnet.py` on every master and worker: each node's pod range from
+kube-controller-manager, a bridge for it and routes to every other node's)
+and the add-ons (DNS, metrics) are the last step.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import base64
 import datetime
 import hashlib
 import ipaddress
-import json
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 from cryptography import x509
@@ -29,6 +33,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=3650)
 POD_CIDR = "10.244.0.0/16"
+"""Every node's pod range together (a /24 each, given by kube-controller-manager);
+neutron lets it through every node's port (allowed address pairs)."""
+NODE_CIDR_MASK = 24
 SERVICE_CIDR = "10.96.0.0/12"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 AUTHORITIES = ("kubernetes", "etcd", "front-proxy")
@@ -164,7 +171,19 @@ class NodePlan:
     public_addresses: Sequence[str] = ()
     """Floating IPs of this server (the API's on the first master, a gateway's own)."""
     masters: Sequence[tuple[str, str]] = ()
-    """(name, address) of every master known when this one is made (etcd's initial cluster)."""
+    """(name, address) of every master known when this one is made, the first first:
+    etcd's members are those before this one in this list, and this one."""
+    api_addresses: Sequence[str] = ()
+    """Where clients reach the API besides the masters' own addresses (its floating IP):
+    in every master's API server certificate."""
+
+    @property
+    def etcd_members(self) -> list[tuple[str, str]]:
+        """(name, address) of the etcd members once this master has joined, first first."""
+        names = [name for name, _ in self.masters]
+        if self.name not in names:
+            return [*self.masters, (self.name, self.address)]
+        return list(self.masters[: names.index(self.name) + 1])
 
 
 @dataclass(frozen=True)
@@ -209,31 +228,30 @@ def _kubeconfig(cluster: str, server: str, ca: str, user: str, cred: Authority) 
     )
 
 
-def _cni(node_index_cidr: str) -> str:
-    # The network plugin: a bridge with host-local addresses from the node's pod range.
-    return json.dumps(
-        {
-            "cniVersion": "1.0.0",
-            "name": "marina",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": "cni0",
-                    "isGateway": True,
-                    "ipMasq": True,
-                    "ipam": {"type": "host-local", "ranges": [[{"subnet": node_index_cidr}]]},
-                },
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        },
-        indent=2,
+PODNET = "/usr/local/lib/marina/podnet.py"
+
+
+def _podnet_files(node_name: str, kubeconfig: str) -> tuple[list[dict[str, str]], list[str]]:
+    """The network plugin on a master or worker: `podnet.py` as a service."""
+    args = shlex.join(["--node", node_name, "--kubeconfig", kubeconfig, "--cluster-cidr", POD_CIDR])
+    unit = (
+        "[Unit]\n"
+        "Description=Marina pod network: this node's pod range, routes to the others'\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n\n"
+        "[Service]\n"
+        f"ExecStart=/usr/bin/python3 {PODNET} {args}\n"
+        "Restart=always\n"
+        "RestartSec=10\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
     )
-
-
-def _pod_range(address: str) -> str:
-    """A /24 of the pod range per node, from the last octet of its address."""
-    last = int(ipaddress.ip_address(address)) & 0xFF
-    return f"10.244.{last}.0/24"
+    source = (Path(__file__).parent / "podnet.py").read_text()
+    files = [
+        _file(PODNET, source, mode="0755"),
+        _file("/etc/systemd/system/marina-podnet.service", unit, mode="0644"),
+    ]
+    return files, ["systemctl daemon-reload", "systemctl enable --now marina-podnet.service"]
 
 
 def node_labels(cluster: str, node: str) -> str:
@@ -271,7 +289,6 @@ def _kubelet_files(plan: NodePlan, pki: ClusterPKI) -> list[dict[str, str]]:
                 plan.cluster, server, pki.kubernetes.cert, f"system:node:{node_name}", kubelet
             ),
         ),
-        _file("/etc/cni/net.d/10-marina.conflist", _cni(_pod_range(plan.address)), mode="0644"),
         _file(
             "/etc/default/kubelet",
             f"KUBELET_EXTRA_ARGS=--node-ip={plan.address} --hostname-override="
@@ -281,20 +298,76 @@ def _kubelet_files(plan: NodePlan, pki: ClusterPKI) -> list[dict[str, str]]:
     ]
 
 
+def master_sans(plan: NodePlan) -> list[str]:
+    """The API server certificate's names: this master's address, every master's
+    known so far, the API's endpoint and floating IPs, the service IP and names."""
+    return list(
+        dict.fromkeys(
+            [
+                plan.name,
+                plan.address,
+                plan.api_address,
+                *(address for _, address in plan.masters),
+                *plan.api_addresses,
+                *plan.public_addresses,
+                KUBERNETES_SERVICE_IP,
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "localhost",
+                "127.0.0.1",
+            ]
+        )
+    )
+
+
+def etcd_peer_url(address: str) -> str:
+    return f"https://{address}:2380"
+
+
+def _etcd_join_script(plan: NodePlan) -> str:
+    """A later master's member add, before its own etcd starts (what kubeadm's
+    control-plane-join etcd step does): through an earlier member's etcd pod,
+    with that member's certificate, as the image has no etcdctl of its own.
+    A member already listed with this peer URL is an earlier server of this
+    node, whose data went with it: it is removed and added afresh."""
+    earlier = [name for name, _ in plan.etcd_members[:-1]]
+    etcdctl = (
+        "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt "
+        "--cert=/etc/kubernetes/pki/etcd/server.crt --key=/etc/kubernetes/pki/etcd/server.key"
+    )
+    return f"""#!/bin/sh
+# Adds {plan.name} to the cluster's etcd before its own member starts.
+set -u
+export KUBECONFIG=/etc/kubernetes/admin.conf
+name={shlex.quote(plan.name)}
+peer={shlex.quote(etcd_peer_url(plan.address))}
+pods={shlex.quote(" ".join("etcd-" + n for n in earlier))}
+tries=0
+while [ "$tries" -lt 90 ]; do
+  for pod in $pods; do
+    if members=$(kubectl -n kube-system exec "$pod" -- {etcdctl} member list); then
+      stale=$(printf '%s\\n' "$members" | awk -F', ' -v peer="$peer" '$4 == peer {{print $1}}')
+      for id in $stale; do
+        kubectl -n kube-system exec "$pod" -- {etcdctl} member remove "$id" || continue 2
+      done
+      if kubectl -n kube-system exec "$pod" -- {etcdctl} member add "$name" --peer-urls="$peer"
+      then
+        exit 0
+      fi
+    fi
+  done
+  tries=$((tries + 1))
+  sleep 10
+done
+echo "$name: no earlier etcd member answered" >&2
+exit 1
+"""
+
+
 def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]], list[str]]:
-    sans = [
-        plan.name,
-        plan.address,
-        plan.api_address,
-        *plan.public_addresses,
-        KUBERNETES_SERVICE_IP,
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        "localhost",
-        "127.0.0.1",
-    ]
+    sans = master_sans(plan)
     apiserver = issue(pki.kubernetes, "kube-apiserver", server=True, names=sans)
     kubelet_client = issue(
         pki.kubernetes, "kube-apiserver-kubelet-client", organization="system:masters", client=True
@@ -333,8 +406,9 @@ def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]]
         _file(f"{p}/sa.key", pki.service_account_key),
         _file(f"{p}/sa.pub", sa_pub, mode="0644"),
     ]
-    peers = ",".join(f"{name}=https://{address}:2380" for name, address in plan.masters)
-    first = plan.address == plan.api_address
+    members = plan.etcd_members
+    first = len(members) == 1
+    initial = ",".join(f"{name}={etcd_peer_url(address)}" for name, address in members)
     config = [
         {
             "apiVersion": "kubeadm.k8s.io/v1beta3",
@@ -347,14 +421,24 @@ def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]]
             "kind": "ClusterConfiguration",
             "clusterName": plan.cluster,
             "controlPlaneEndpoint": f"{plan.api_address}:6443",
-            "apiServer": {"certSANs": list(dict.fromkeys(sans))},
+            "apiServer": {"certSANs": sans},
+            # Each Node gets a pod range of its own, which podnet.py routes to.
+            "controllerManager": {
+                "extraArgs": {
+                    "allocate-node-cidrs": "true",
+                    "cluster-cidr": POD_CIDR,
+                    "node-cidr-mask-size": str(NODE_CIDR_MASK),
+                }
+            },
             "networking": {"podSubnet": POD_CIDR, "serviceSubnet": SERVICE_CIDR},
             "etcd": {
                 "local": {
                     "serverCertSANs": etcd_names,
                     "peerCertSANs": etcd_names,
                     "extraArgs": {
-                        "initial-cluster": peers or f"{plan.name}=https://{plan.address}:2380",
+                        "name": plan.name,
+                        "initial-advertise-peer-urls": etcd_peer_url(plan.address),
+                        "initial-cluster": initial,
                         "initial-cluster-state": "new" if first else "existing",
                     },
                 }
@@ -363,20 +447,27 @@ def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]]
     ]
     files.append(_file("/etc/marina/kubeadm.yaml", yaml.safe_dump_all(config)))
     # Certificates and keys are all in place: kubeadm makes none, in the RKE/zke
-    # order: etcd plane, control plane, then (first master only) the network
-    # plugin and the add-ons.
-    steps = [
-        "kubeadm init phase kubeconfig all --config /etc/marina/kubeadm.yaml",
-        "kubeadm init phase etcd local --config /etc/marina/kubeadm.yaml",
-        "kubeadm init phase control-plane all --config /etc/marina/kubeadm.yaml",
-        "kubeadm init phase kubelet-start --config /etc/marina/kubeadm.yaml",
-        "kubeadm init phase mark-control-plane --config /etc/marina/kubeadm.yaml",
+    # order: etcd plane (a later master joins it first), control plane, then the
+    # network plugin and (first master only) the add-ons.
+    kubeadm = "kubeadm init phase {} --config /etc/marina/kubeadm.yaml".format
+    steps = [kubeadm("kubeconfig all")]
+    if not first:
+        files.append(_file("/etc/marina/etcd-join.sh", _etcd_join_script(plan), mode="0700"))
+        steps.append("/etc/marina/etcd-join.sh")
+    steps += [
+        kubeadm("etcd local"),
+        kubeadm("control-plane all"),
+        kubeadm("kubelet-start"),
+        kubeadm("mark-control-plane"),
     ]
+    podnet, podnet_steps = _podnet_files(plan.name, "/etc/kubernetes/kubelet.conf")
+    files += podnet
+    steps += podnet_steps
     if first:
         steps += [
-            "kubeadm init phase upload-config all --config /etc/marina/kubeadm.yaml",
-            "kubeadm init phase addon kube-proxy --config /etc/marina/kubeadm.yaml",
-            "kubeadm init phase addon coredns --config /etc/marina/kubeadm.yaml",
+            kubeadm("upload-config all"),
+            kubeadm("addon kube-proxy"),
+            kubeadm("addon coredns"),
             "if [ -d /usr/share/marina/addons ]; then kubectl --kubeconfig "
             "/etc/kubernetes/admin.conf apply -f /usr/share/marina/addons; fi",
         ]
@@ -414,7 +505,11 @@ def render_user_data(
         files, steps = _master_files(plan, pki)
     elif plan.role == "minion":
         files = _kubelet_files(plan, pki)
-        steps = ["systemctl enable --now kubelet"]
+        podnet, podnet_steps = _podnet_files(
+            f"{plan.cluster}-{plan.name}", "/etc/kubernetes/kubelet.conf"
+        )
+        files += podnet
+        steps = ["systemctl enable --now kubelet", *podnet_steps]
     elif plan.role == "gateway":
         if gateway_etcd is None:
             raise ValueError("a gateway's user data needs Marina's etcd")

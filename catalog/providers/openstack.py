@@ -32,11 +32,13 @@ import openstack.config
 import openstack.connection
 from openstack import exceptions as sdk_errors
 
+from catalog import environments as envs
 from catalog import keys
-from catalog.documents import NodeObject
+from catalog.documents import NodeObject, is_cluster
 from catalog.errors import ActionFailed, MarinaError
 from catalog.providers.base import ProviderCapability
 from catalog.providers.bringup import (
+    POD_CIDR,
     Authority,
     ClusterPKI,
     GatewayEtcd,
@@ -57,6 +59,10 @@ ROLES = ("master", "minion", "gateway")
 ROLE_NEEDS = {"master": (1024, 10), "minion": (1024, 10), "gateway": (512, 1)}
 """Smallest flavor per role: RAM in MiB, root disk in GiB."""
 NODE_PORTS = (30000, 32767)
+POD_ROLES = ("master", "minion")
+"""The roles whose servers run pods: their ports let the pod range through."""
+NEW_GROUP_EGRESS_RULES = 2
+"""Rules neutron gives every new security group (egress, IPv4 and IPv6)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,10 @@ class OpenStackSettings:
     keypair: str | None = None
     """A keypair put on every server, for whoever needs to log in."""
     build_timeout: float = 600.0
-    """How long a server may stay in BUILD before its task fails."""
+    """How long a server may stay in BUILD before its task fails (and the server goes)."""
+    master_policy: str = "anti-affinity"
+    """The masters' server group policy: `soft-anti-affinity` where the cloud has
+    fewer hosts than masters."""
     etcd_url: str = ""
     """Marina's etcd as gateways reach it."""
     register_workers: bool = False
@@ -89,6 +98,33 @@ class OpenStackSettings:
     """How long a worker's kubelet may take to register its Node."""
     etcd_ca_dir: Path | None = None
     """Marina's etcd PKI directory (`catalog/pki.py`): gateways' client certificates' CA."""
+
+
+Rule = tuple[str | None, int | None, int | None, str | None, str | None]
+"""An ingress rule: protocol, port range, remote group, remote prefix."""
+
+
+def group_rules(ids: Mapping[str, str]) -> dict[str, list[Rule]]:
+    """Each role's ingress rules (beyond the gateways' public ports), given the
+    groups' ids by role: only what the role needs."""
+    m, w, g = ids["master"], ids["minion"], ids["gateway"]
+
+    def tcp(low: int, high: int, remote: str) -> Rule:
+        return ("tcp", low, high, remote, None)
+
+    # Pods reach each other, and the API through its service, from the pod range.
+    from_pods: Rule = (None, None, None, None, POD_CIDR)
+    return {
+        # The API from every node and gateway; etcd and kubelets between masters.
+        "master": [tcp(6443, 6443, m), tcp(6443, 6443, w), tcp(6443, 6443, g),
+                   tcp(2379, 2380, m), tcp(10250, 10250, m), from_pods],
+        # Kubelets from masters, NodePorts from gateways; pods from the pod range
+        # and from nodes (a master reaches its webhooks' and metrics' pods, and a
+        # NodePort's traffic is forwarded from worker to worker).
+        "minion": [tcp(10250, 10250, m), tcp(*NODE_PORTS, g), from_pods,
+                   (None, None, None, m, None), (None, None, None, w, None)],
+        "gateway": [],  # public ports: sync_public_ports
+    }  # fmt: skip
 
 
 def _tags(cluster: str, role: str | None = None, node: str | None = None) -> list[str]:
@@ -192,38 +228,105 @@ class OpenStackProvider:
             raise ActionFailed("deployInstance", "; ".join(problems))
         return flavor, image
 
-    def check_quotas(self, role: str, flavor: Any, *, new_network: bool) -> None:
-        """Fail at once, saying what is short, when one more node cannot fit."""
+    def check_quotas(self, cluster: str, nodes: list[NodeObject]) -> None:
+        """Fail at once, saying every resource that is short, unless every node of
+        `nodes` that has no server yet fits, with what the cluster still lacks
+        (its network, groups, server group, the API's floating IP)."""
         conn = self.connection()
-        short = []
-        limits = conn.compute.get_limits().absolute
-        for name, limit, used, need in (
-            ("instances", limits.instances, limits.instances_used, 1),
-            ("cores", limits.total_cores, limits.total_cores_used, flavor.vcpus),
-            ("RAM (MiB)", limits.total_ram, limits.total_ram_used, flavor.ram),
+        net, compute = conn.network, conn.compute
+        tag = f"marina-cluster={cluster}"
+        servers = {s.name for s in compute.servers(tags=tag)}
+        ports = {p.name for p in net.ports(tags=tag)}
+        ips = {t for ip in net.ips(tags=tag) for t in ip.tags if t.startswith("marina-node=")}
+        coming = [n for n in nodes if f"marina-{cluster}-{n['?']['name']}" not in servers]
+        if not coming:
+            return
+        flavors = {role: self.check_role(role)[0] for role in {n["role"] for n in coming}}
+        masters = sorted((n for n in nodes if n["role"] == "master"), key=lambda n: n["index"])
+        api_node = masters[0]["?"]["name"] if masters else None
+        need_ips = sum(
+            1
+            for n in coming
+            if f"marina-node={n['?']['name']}" not in ips
+            and (n["role"] == "gateway" or n["?"]["name"] == api_node)
+        )
+        compute_needs = {
+            "instances": len(coming),
+            "cores": sum(flavors[n["role"]].vcpus for n in coming),
+            "RAM (MiB)": sum(flavors[n["role"]].ram for n in coming),
+        }
+        if (
+            any(n["role"] == "master" for n in coming)
+            and self._find(compute.server_groups(), f"marina-{cluster}-masters") is None
         ):
-            if limit is not None and limit >= 0 and used + need > limit:
+            compute_needs["server groups"] = 1
+        network_needs = {
+            "port": sum(1 for n in coming if f"marina-{cluster}-{n['?']['name']}" not in ports),
+            "floatingip": need_ips,
+        }
+        if not self.settings.network and not self._find(
+            net.networks(tags=TAG), f"marina-{cluster}"
+        ):
+            network_needs.update(network=1, subnet=1, router=1)
+        if not list(net.security_groups(tags=tag)):
+            rules = group_rules(dict.fromkeys(ROLES, "new"))
+            network_needs.update(
+                security_group=len(ROLES),
+                security_group_rule=sum(map(len, rules.values()))
+                + NEW_GROUP_EGRESS_RULES * len(ROLES),
+            )
+        short = []
+        limits = compute.get_limits().absolute
+        for name, limit, used in (
+            ("instances", limits.instances, limits.instances_used),
+            ("cores", limits.total_cores, limits.total_cores_used),
+            ("RAM (MiB)", limits.total_ram, limits.total_ram_used),
+            ("server groups", limits.server_groups, limits.server_groups_used),
+        ):
+            need = compute_needs.get(name, 0)
+            if need and limit is not None and limit >= 0 and (used or 0) + need > limit:
                 short.append(f"compute {name}: {used} of {limit} in use, {need} more needed")
-        project = conn.current_project_id
-        quota = conn.network.get_quota(project, details=True)
-        needs = {"port": 1, "floatingip": 1 if role == "gateway" else 0}
-        if new_network:
-            needs.update(network=1, subnet=1, router=1, security_group=len(ROLES))
-        for name, need in needs.items():
+        quota = net.get_quota(conn.current_project_id, details=True)
+        for name, need in network_needs.items():
             entry = getattr(
                 quota,
-                {"floatingip": "floating_ips", "security_group": "security_groups"}.get(
-                    name, name + "s"
-                ),
+                {"floatingip": "floating_ips", "security_group": "security_groups",
+                 "security_group_rule": "security_group_rules"}.get(name, name + "s"),
                 None,
-            )
+            )  # fmt: skip
             if not need or not isinstance(entry, Mapping):
                 continue
             limit, used = entry.get("limit", -1), entry.get("used", 0) + entry.get("reserved", 0)
             if limit >= 0 and used + need > limit:
                 short.append(f"network {name}s: {used} of {limit} in use, {need} more needed")
         if short:
-            raise ActionFailed("deployInstance", "quota too small: " + "; ".join(short))
+            label = {"master": "master", "minion": "worker", "gateway": "gateway"}
+            roles = ", ".join(
+                f"{count} {label[role]}{'s' if count > 1 else ''}"
+                for role in ROLES
+                if (count := sum(1 for n in coming if n["role"] == role))
+            )
+            raise ActionFailed(
+                "deployInstance", f"quota too small for {roles}: " + "; ".join(short)
+            )
+
+    async def cluster_nodes(self, cluster: str, node: NodeObject) -> list[NodeObject]:
+        """The cluster's nodes as its environment holds them, those on their way
+        out left aside; `node` alone when no environment holds the cluster."""
+        # A cluster's key begins with its environment's id (environments.cluster_key).
+        for found in await self.store.list(keys.ENVIRONMENTS + cluster.split("-", 1)[0]):
+            doc = found.value
+            for obj in doc.get("objects", {}).values():
+                if is_cluster(obj) and obj["key"] == cluster:
+                    nodes = [
+                        n
+                        for n in envs.nodes_of(doc, obj)
+                        if n["state"] not in ("cordoned", "removing")
+                    ]
+                    if all(n["?"]["name"] != node["?"]["name"] for n in nodes):
+                        nodes.append(node)
+                    return nodes
+        return [node]
 
     # -- per cluster --------------------------------------------------------------
 
@@ -276,7 +379,8 @@ class OpenStackProvider:
             for ip in port.fixed_ips
         }
         if subnet.id not in attached:
-            net.add_interface_to_router(router, subnet_id=subnet.id)
+            # Positional: the keyword was `subnet_id` before openstacksdk renamed it `subnet`.
+            net.add_interface_to_router(router, subnet.id)
         return network, subnet
 
     def ensure_security_groups(self, cluster: str) -> dict[str, Any]:
@@ -290,32 +394,28 @@ class OpenStackProvider:
                 group = net.create_security_group(name=name, description=f"Marina {role} nodes")
                 net.set_tags(group, _tags(cluster, role))
             groups[role] = group
-        m, w, g = groups["master"].id, groups["minion"].id, groups["gateway"].id
-        wanted: dict[str, list[tuple[int, int, str]]] = {
-            # The API from every node and gateway; etcd and kubelets between masters.
-            "master": [(6443, 6443, m), (6443, 6443, w), (6443, 6443, g), (2379, 2380, m),
-                       (10250, 10250, m)],
-            # Kubelets from masters, NodePorts from gateways.
-            "minion": [(10250, 10250, m), (*NODE_PORTS, g)],
-            "gateway": [],  # public ports: sync_public_ports
-        }  # fmt: skip
-        for role, rules in wanted.items():
+        ids = {role: group.id for role, group in groups.items()}
+        for role, rules in group_rules(ids).items():
             group = groups[role]
             have = {
-                (r.port_range_min, r.port_range_max, r.remote_group_id)
+                (r.protocol, r.port_range_min, r.port_range_max, r.remote_group_id,
+                 r.remote_ip_prefix)
                 for r in net.security_group_rules(security_group_id=group.id)
-                if r.direction == "ingress" and r.remote_group_id
-            }
-            for low, high, remote in rules:
-                if (low, high, remote) not in have:
+                if r.direction == "ingress"
+                and (r.remote_group_id or r.remote_ip_prefix == POD_CIDR)
+            }  # fmt: skip
+            for rule in rules:
+                if rule not in have:
+                    protocol, low, high, remote, prefix = rule
                     net.create_security_group_rule(
                         security_group_id=group.id,
                         direction="ingress",
                         ethertype="IPv4",
-                        protocol="tcp",
+                        protocol=protocol,
                         port_range_min=low,
                         port_range_max=high,
                         remote_group_id=remote,
+                        remote_ip_prefix=prefix,
                     )
         return groups
 
@@ -347,7 +447,7 @@ class OpenStackProvider:
         name = f"marina-{cluster}-masters"
         group = self._find(compute.server_groups(), name)
         if group is None:
-            group = compute.create_server_group(name=name, policy="anti-affinity")
+            group = compute.create_server_group(name=name, policy=self.settings.master_policy)
         return group
 
     # -- per node ------------------------------------------------------------------
@@ -358,15 +458,27 @@ class OpenStackProvider:
         found = [s for s in compute.servers(tags=f"marina-cluster={cluster}") if s.name == name]
         return found[0] if found else None
 
-    def _port(self, cluster: str, node: str, network: Any, group: Any) -> Any:
+    def _port(self, cluster: str, node: str, role: str, network: Any, group: Any) -> Any:
         net = self.connection().network
         name = f"marina-{cluster}-{node}"
+        # Pods' addresses are not the port's: neutron's anti-spoofing drops
+        # their packets unless the pod range is an allowed address pair.
+        pairs = [{"ip_address": POD_CIDR}] if role in POD_ROLES else []
         ports = [p for p in net.ports(network_id=network.id, tags=TAG) if p.name == name]
         for extra in ports[1:]:  # a create cut off after neutron made it, then made again
             net.delete_port(extra)
         if ports:
-            return ports[0]
-        port = net.create_port(network_id=network.id, name=name, security_group_ids=[group.id])
+            port = ports[0]
+            have = [p["ip_address"] for p in port.allowed_address_pairs or []]
+            if have != [p["ip_address"] for p in pairs]:
+                port = net.update_port(port, allowed_address_pairs=pairs)
+            return port
+        port = net.create_port(
+            network_id=network.id,
+            name=name,
+            security_group_ids=[group.id],
+            allowed_address_pairs=pairs,
+        )
         net.set_tags(port, _tags(cluster, node=node))
         return port
 
@@ -422,7 +534,7 @@ class OpenStackProvider:
         client = issue(ca, f"marina-gateway-{node}", client=True)
         return GatewayEtcd(self.settings.etcd_url, ca.cert, client)
 
-    def _create(self, cluster: str, node: NodeObject) -> str:
+    def _create(self, cluster: str, node: NodeObject, nodes: list[NodeObject]) -> str:
         conn = self.connection()
         name, role = node["?"]["name"], node["role"]
         flavor, image = self.check_role(role)
@@ -432,13 +544,11 @@ class OpenStackProvider:
             self._delete_server(server)
             server = None
         if server is None:
-            have_network = self.settings.network or self._find(
-                conn.network.networks(tags=TAG), f"marina-{cluster}"
-            )
-            self.check_quotas(role, flavor, new_network=not have_network)
+            # The whole deploy must fit, not only this node, before anything is made.
+            self.check_quotas(cluster, nodes)
         network, _ = self.ensure_network(cluster)
         groups = self.ensure_security_groups(cluster)
-        port = self._port(cluster, name, network, groups[role])
+        port = self._port(cluster, name, role, network, groups[role])
         address = str(port.fixed_ips[0]["ip_address"])
         masters = self._masters(cluster, network)  # this one's port included
         public: list[str] = []
@@ -447,6 +557,11 @@ class OpenStackProvider:
             public.append(self._floating_ip(cluster, name, port))
         if server is None:
             api = masters[0][1] if masters else address
+            api_public = []
+            if role == "master" and masters and masters[0][0] != name:
+                api_public = [
+                    str(ip.floating_ip_address) for ip in net_ips_of(conn, cluster, masters[0][0])
+                ]
             plan = NodePlan(
                 cluster=cluster,
                 name=name,
@@ -455,6 +570,7 @@ class OpenStackProvider:
                 api_address=api,
                 public_addresses=public,
                 masters=masters,
+                api_addresses=api_public,
             )
             user_data = render_user_data(
                 plan,
@@ -500,12 +616,20 @@ class OpenStackProvider:
                 fault = (server.fault or {}).get("message", "no fault recorded")
                 raise ActionFailed("deployInstance", f"server {server.name} is in ERROR: {fault}")
             if time.monotonic() > deadline:
-                raise ActionFailed(
-                    "deployInstance",
+                reason = (
                     f"server {server.name} still {server.status} after "
-                    f"{self.settings.build_timeout:.0f}s",
-                    retryable=True,
+                    f"{self.settings.build_timeout:.0f}s"
                 )
+                # A server that never finished building is not trusted later: it
+                # goes now, and a resumed deploy makes a fresh one on the same port.
+                try:
+                    self._delete_server(server)
+                except (MarinaError, sdk_errors.SDKException) as error:
+                    log.warning("%s; not deleted: %s", reason, error)
+                    reason += f"; deleting it failed too: {error}"
+                else:
+                    reason += "; it was deleted"
+                raise ActionFailed("deployInstance", reason, retryable=True)
             time.sleep(1.0)
 
     def _delete_server(self, server: Any) -> None:
@@ -556,7 +680,7 @@ class OpenStackProvider:
                 net.ports(device_id=router.id, device_owner="network:router_interface")
             ):
                 for ip in port.fixed_ips:
-                    net.remove_interface_from_router(router, subnet_id=ip["subnet_id"])
+                    net.remove_interface_from_router(router, ip["subnet_id"])
             net.delete_router(router)
         for group in list(net.security_groups(tags=tag)):
             # Rules of one group name another: empty them all before deleting any.
@@ -594,7 +718,8 @@ class OpenStackProvider:
 
     async def deploy_instance(self, cluster: str, node: NodeObject) -> str:
         self._loop = asyncio.get_running_loop()
-        return await self._run("deployInstance", lambda: self._create(cluster, node))
+        nodes = await self.cluster_nodes(cluster, node)
+        return await self._run("deployInstance", lambda: self._create(cluster, node, nodes))
 
     async def setup_etcd(self, cluster: str, node: NodeObject) -> None:
         """Nothing to do from here: masters run the etcd plane from their user data."""
@@ -691,6 +816,15 @@ class OpenStackProvider:
             await self._run("sweep", partial(self.remove_cluster, cluster))
             await self.store.delete(f"{keys.CLUSTERS}{cluster}/pki")
         return orphans
+
+
+def net_ips_of(conn: Any, cluster: str, node: str) -> list[Any]:
+    """The floating IPs tagged as `node`'s."""
+    return [
+        ip
+        for ip in conn.network.ips(tags=f"marina-cluster={cluster}")
+        if f"marina-node={node}" in ip.tags
+    ]
 
 
 def _b64(text: str) -> str:

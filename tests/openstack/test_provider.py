@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import ipaddress
 import itertools
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,11 +27,14 @@ import pytest
 import yaml
 from cryptography import x509
 
+from catalog import environments as envs
+from catalog.documents import ClusterObject, EnvironmentDocument
 from catalog.environments import make_node
 from catalog.errors import ActionFailed
-from catalog.ids import ObjectId
+from catalog.ids import ObjectId, ProjectId
 from catalog.pki import ensure_etcd_pki
 from catalog.providers.bringup import (
+    POD_CIDR,
     Authority,
     GatewayEtcd,
     NodePlan,
@@ -81,13 +86,13 @@ class Deployer:
         self.settings = settings
         self.etcd = etcd
 
-    def run(self, method: str, cluster: str, role: str, index: int) -> Any:
+    def run(self, method: str, cluster: str, role: str, index: int, *, node: Any = None) -> Any:
         async def call() -> Any:
             async with Store(self.etcd.url) as store:
                 provider = OpenStackProvider(store, self.settings)
                 try:
-                    node = make_node(ObjectId("cluster"), role, index)
-                    return await getattr(provider, method)(cluster, node)
+                    made = node or make_node(ObjectId("cluster"), role, index)
+                    return await getattr(provider, method)(cluster, made)
                 finally:
                     provider.close()
 
@@ -319,6 +324,23 @@ def test_deploy_scale_and_remove_leave_nothing(
     for server in os_conn.compute.servers(tags=f"marina-cluster={c}"):
         assert server.status == "ACTIVE"
         assert "marina" in server.tags
+    # Pods' addresses pass neutron's anti-spoofing on the nodes that run pods.
+    for node, pairs in (("master-1", [POD_CIDR]), ("minion-1", [POD_CIDR]), ("gateway-1", [])):
+        port = next(p for p in os_conn.network.ports() if p.name == f"marina-{c}-{node}")
+        assert [a["ip_address"] for a in port.allowed_address_pairs] == pairs, node
+    groups = {g.name: g for g in os_conn.network.security_groups(tags=f"marina-cluster={c}")}
+
+    def from_pods(role: str) -> bool:
+        rules = os_conn.network.security_group_rules(
+            security_group_id=groups[f"marina-{c}-{role}"].id
+        )
+        return any(r.remote_ip_prefix == POD_CIDR and r.protocol is None for r in rules)
+
+    assert from_pods("master") and from_pods("minion") and not from_pods("gateway")
+    # The worker's user data runs the network plugin for its Node.
+    minion_data = user_data_of(os_conn, os_admin, f"marina-{c}-minion-1")
+    assert f"--node {c}-minion-1" in minion_data
+    assert "systemctl enable --now marina-podnet.service" in minion_data
     # Each server booted with its own role's user data.
     assert "kubeadm init phase etcd local" in user_data_of(
         os_conn, os_admin, f"marina-{c}-master-1"
@@ -465,3 +487,230 @@ def test_server_in_error_fails_the_task_with_novas_fault(
         assert tagged(os_conn, cluster_name) == {}
     finally:
         os_admin.compute.delete_flavor(flavor)
+
+
+def kubeadm_config(user_data: str) -> dict[str, Any]:
+    """A master's ClusterConfiguration, from its user data."""
+    files = yaml.safe_load(user_data.split("\n", 1)[1])["write_files"]
+    text = next(f["content"] for f in files if f["path"] == "/etc/marina/kubeadm.yaml")
+    return next(d for d in yaml.safe_load_all(text) if d["kind"] == "ClusterConfiguration")
+
+
+def written(user_data: str, path: str) -> str | None:
+    files = yaml.safe_load(user_data.split("\n", 1)[1])["write_files"]
+    return next((f["content"] for f in files if f["path"] == path), None)
+
+
+def cert_ips(pem: str) -> set[str]:
+    sans = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    return {str(ip) for ip in sans.value.get_values_for_type(x509.IPAddress)}
+
+
+def test_three_masters_form_one_etcd_and_control_plane(
+    deployer: Deployer, os_conn: Any, os_admin: Any, cluster_name: str, tmp_path: Path
+) -> None:
+    c = cluster_name
+    # The test cloud has one compute host: hard anti-affinity would place one master.
+    soft = Deployer(
+        dataclasses.replace(deployer.settings, master_policy="soft-anti-affinity"), deployer.etcd
+    )
+    for index in (0, 1, 2):
+        soft.run("deploy_instance", c, "master", index)
+    names = [f"master-{i}" for i in (0, 1, 2)]
+    ports = {p.name: p for p in os_conn.network.ports(tags=f"marina-cluster={c}")}
+    address = {n: ports[f"marina-{c}-{n}"].fixed_ips[0]["ip_address"] for n in names}
+    api_ip = tagged(os_conn, c)["floating IPs"]
+    assert len(api_ip) == 1  # the API's, on the first master
+    group = next(g for g in os_conn.compute.server_groups() if g.name == f"marina-{c}-masters")
+    servers = {s.name: s.id for s in os_conn.compute.servers(tags=f"marina-cluster={c}")}
+    assert sorted(group.member_ids) == sorted(servers[f"marina-{c}-{n}"] for n in names)
+
+    data = {n: user_data_of(os_conn, os_admin, f"marina-{c}-{n}") for n in names}
+    for n, text in data.items():
+        path = tmp_path / f"{n}.yaml"
+        path.write_text(text)
+        check = subprocess.run(
+            ["cloud-init", "schema", "--config-file", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert check.returncode == 0, f"{n}: {check.stdout}{check.stderr}"
+    peer = {n: f"https://{address[n]}:2380" for n in names}
+    for k, n in enumerate(names):
+        config = kubeadm_config(data[n])
+        etcd = config["etcd"]["local"]["extraArgs"]
+        # Each member names itself as every other master names it, and lists
+        # the members before it and itself: the cluster it joins once added.
+        assert etcd["name"] == n
+        assert etcd["initial-advertise-peer-urls"] == peer[n]
+        assert etcd["initial-cluster"] == ",".join(f"{m}={peer[m]}" for m in names[: k + 1])
+        assert etcd["initial-cluster-state"] == ("new" if k == 0 else "existing")
+        assert address[n] in config["etcd"]["local"]["peerCertSANs"]
+        # One control plane: the same endpoint, CAs and pod range everywhere.
+        assert config["controlPlaneEndpoint"] == f"{address['master-0']}:6443"
+        assert config["controllerManager"]["extraArgs"]["allocate-node-cidrs"] == "true"
+        assert config["controllerManager"]["extraArgs"]["cluster-cidr"] == POD_CIDR
+        for ca in ("/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/etcd/ca.crt"):
+            assert written(data[n], ca) == written(data["master-0"], ca)
+        # The API server answers at its own address, the endpoint and the floating IP.
+        apiserver = written(data[n], "/etc/kubernetes/pki/apiserver.crt")
+        assert apiserver is not None
+        assert {address[n], address["master-0"], *api_ip} <= cert_ips(apiserver)
+        peer_cert = written(data[n], "/etc/kubernetes/pki/etcd/peer.crt")
+        assert peer_cert is not None and address[n] in cert_ips(peer_cert)
+        # A later master adds itself as a member, through the earlier ones, first.
+        join = written(data[n], "/etc/marina/etcd-join.sh")
+        if k == 0:
+            assert join is None
+            continue
+        assert join is not None
+        assert f"name={n}" in join and f"peer={peer[n]}" in join
+        assert "pods=" + shlex.quote(" ".join(f"etcd-{m}" for m in names[:k])) in join
+        (tmp_path / f"{n}-join.sh").write_text(join)
+        lint = subprocess.run(
+            ["shellcheck", str(tmp_path / f"{n}-join.sh")], capture_output=True, text=True
+        )
+        assert lint.returncode == 0, lint.stdout
+        steps = [step[-1] for step in yaml.safe_load(data[n].split("\n", 1)[1])["runcmd"]]
+        assert steps.index("/etc/marina/etcd-join.sh") < next(
+            i for i, s in enumerate(steps) if "phase etcd local" in s
+        )
+    soft.provider_call("remove_cluster", c)
+    assert tagged(os_conn, c) == {}
+
+
+def store_cluster(etcd: Etcd, name: str, roles: dict[str, int]) -> tuple[str, list[Any]]:
+    """An environment holding a cluster of `roles` (count per role), as the
+    catalog stores it; the cluster's key and its nodes."""
+
+    async def make() -> tuple[str, list[Any]]:
+        async with Store(etcd.url) as store:
+            doc = await envs.create_environment(store, name=name, project=ProjectId("p"))
+            cluster_id = ObjectId(f"{name}-cluster")
+            key = envs.cluster_key(doc["id"], name)
+            nodes = [
+                make_node(cluster_id, role, index + (role != "master"))
+                for role, count in roles.items()
+                for index in range(count)
+            ]
+
+            def add(doc: EnvironmentDocument) -> None:
+                cluster: ClusterObject = {
+                    "?": envs.header(cluster_id, "KubernetesCluster", name),
+                    "properties": {
+                        "name": name,
+                        "nodeCount": roles.get("minion", 0),
+                        "maxNodes": 5,
+                        "gatewayCount": roles.get("gateway", 0),
+                        "maxGateways": 5,
+                        "nodeCores": 1,
+                        "nodeMemory": 1024,
+                    },
+                    "key": key,
+                    "state": "new",
+                    "nodes": [n["?"]["id"] for n in nodes],
+                    "endpoints": [],
+                }
+                doc["objects"][cluster_id] = cluster
+                for node in nodes:
+                    doc["objects"][node["?"]["id"]] = node
+
+            await envs.change(store, doc["id"], add)
+            return key, nodes
+
+    return asyncio.run(make())
+
+
+def test_the_whole_cluster_is_checked_against_quotas_before_anything_is_made(
+    deployer: Deployer, etcd: Etcd, os_conn: Any, os_admin: Any, cluster_name: str
+) -> None:
+    key, nodes = store_cluster(etcd, cluster_name, {"master": 1, "minion": 2, "gateway": 1})
+    project = os_conn.current_project_id
+    compute_before = os_conn.compute.get_quota_set(project)
+    network_before = os_admin.network.get_quota(project)
+    used = os_conn.compute.get_limits().absolute.instances_used
+    ips = os_admin.network.get_quota(project, details=True).floating_ips
+    ips_used = ips["used"] + ips["reserved"]
+    # Room for the first two nodes, not for the four: one node at a time would start.
+    os_admin.compute.update_quota_set(project, instances=used + 2)
+    os_admin.network.update_quota(project, floating_ips=ips_used + 1)
+    try:
+        with pytest.raises(ActionFailed) as failed:
+            deployer.run("deploy_instance", key, "master", 0, node=nodes[0])
+    finally:
+        os_admin.compute.update_quota_set(project, instances=compute_before.instances)
+        os_admin.network.update_quota(project, floating_ips=network_before.floating_ips)
+        deployer.provider_call("remove_cluster", key)
+    reason = str(failed.value)
+    assert "quota too small for 1 master, 2 workers, 1 gateway" in reason
+    assert f"compute instances: {used} of {used + 2} in use, 4 more needed" in reason
+    # The API's floating IP and the gateway's.
+    assert f"network floatingips: {ips_used} of {ips_used + 1} in use, 2 more needed" in reason
+    assert not failed.value.retryable
+    assert tagged(os_conn, key) == {}
+
+
+def conductor_paused(cloud: TestCloud) -> Any:
+    """nova-conductor stopped (SIGSTOP) while the block runs: servers stay in BUILD."""
+    plane = cloud.plane
+    if plane is None:
+        pytest.skip("a real cloud's conductor cannot be paused from here")
+    conductor = next(s for s in plane.services if s.name == "nova-conductor")
+    assert conductor.process is not None
+
+    @contextlib.contextmanager
+    def paused() -> Iterator[None]:
+        os.killpg(conductor.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(conductor.process.pid, signal.SIGCONT)
+
+    return paused()
+
+
+def test_a_server_stuck_in_build_fails_the_task_and_goes(
+    deployer: Deployer, openstack_cloud: TestCloud, os_conn: Any, cluster_name: str
+) -> None:
+    c = cluster_name
+    hasty = Deployer(dataclasses.replace(deployer.settings, build_timeout=3), deployer.etcd)
+    # With the conductor stopped nova never schedules the server: it stays in BUILD.
+    with conductor_paused(openstack_cloud):
+        with pytest.raises(ActionFailed) as failed:
+            hasty.run("deploy_instance", c, "minion", 1)
+        assert "servers" not in tagged(os_conn, c)
+    reason = str(failed.value)
+    assert f"server marina-{c}-minion-1 still BUILD after 3s; it was deleted" in reason
+    assert failed.value.retryable
+    # Resumed once nova works again: one server on the port made the first time.
+    port = tagged(os_conn, c)["ports"]
+    deployer.run("deploy_instance", c, "minion", 1)
+    held = tagged(os_conn, c)
+    assert held["servers"] == [f"marina-{c}-minion-1"]
+    assert held["ports"] == port
+    deployer.run("remove_node", c, "minion", 1)
+    assert tagged(os_conn, c) == {}
+
+
+def test_a_conflict_fails_the_task_with_the_reason_and_makes_nothing(
+    deployer: Deployer, os_conn: Any, cluster_name: str
+) -> None:
+    c = cluster_name
+    deployer.run("deploy_instance", c, "minion", 1)
+    # Someone renames the server: the node's port is still bound to it, and
+    # nova refuses a second server on a port in use.
+    server = next(s for s in os_conn.compute.servers() if s.name == f"marina-{c}-minion-1")
+    os_conn.compute.update_server(server, name=f"someone-{c}")
+    with pytest.raises(ActionFailed) as failed:
+        deployer.run("deploy_instance", c, "minion", 1)
+    reason = str(failed.value)
+    assert "OpenStack answered 409" in reason
+    assert "in use" in reason
+    held = tagged(os_conn, c)
+    assert held["servers"] == [f"someone-{c}"]  # no second server
+    assert held["ports"] == [f"marina-{c}-minion-1"]  # and no second port
+    deployer.provider_call("remove_cluster", c)
+    assert tagged(os_conn, c) == {}
