@@ -102,6 +102,9 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 """Connect and read time limits of a request that is not a watch or a log stream."""
 HOSTS_ANNOTATION = "marina.io/hosts"
 """On a public Service: the host names it answers to on the gateways, comma-separated."""
+SECRETS_ANNOTATION = "marina.io/secrets-changed"
+"""On a pod template: how many times the pod's Secrets took new values, so
+that each change rolls the Deployment (applied only, not exported)."""
 TLS_ANNOTATION = "marina.io/tls"
 """On a public Service with hosts: `{"certificate": VAR, "key": VAR}` as JSON,
 two keys of its pod's Secrets (names, never the values)."""
@@ -487,6 +490,7 @@ class KubernetesEngine:
             annotations=meta["annotations"],
         )
         wanted = {o["metadata"]["name"] for _, o in objects if o["kind"] == "Service"}
+        rolls = await self._secret_rolls(cluster, spec["id"], objects)
         # Services first: a kubelet gives link variables for those that exist.
         for _, manifest in objects:
             if manifest["kind"] != "Deployment":
@@ -494,6 +498,9 @@ class KubernetesEngine:
             if manifest["kind"] == "Namespace":
                 await self._apply(self._quota(namespace))
         deployment = next(o for _, o in objects if o["kind"] == "Deployment")
+        if rolls:
+            template = deployment["spec"]["template"]["metadata"]
+            template.setdefault("annotations", {})[SECRETS_ANNOTATION] = str(rolls)
         try:
             await self._apply(deployment)
         except Conflict as exc:
@@ -505,6 +512,38 @@ class KubernetesEngine:
             await self._apply(deployment)
         await self._forget_services(cluster, spec["name"], keep=wanted)
         await self.publish_routes(cluster)
+
+    async def _secret_rolls(
+        self, cluster: ClusterKey, pod: PodId, objects: list[tuple[str, Obj]]
+    ) -> int:
+        """How many times new secret values rolled the pod, counting this
+        apply: a kubelet reads secret variables only when it starts a
+        container, so new values roll the pod, as they restart replicas on
+        the local engine. A count, not a digest: nothing of the values
+        leaves their Secrets."""
+        deployment = await self._deployment(cluster, pod)
+        if deployment is None:
+            return 0
+        annotations = (deployment["spec"]["template"].get("metadata") or {}).get("annotations")
+        rolls = int((annotations or {}).get(SECRETS_ANNOTATION, "0") or 0)
+        for _, manifest in objects:
+            if manifest["kind"] != "Secret":
+                continue
+            name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+            try:
+                current = await self._call(
+                    self.core.read_namespaced_secret,
+                    name,
+                    namespace,
+                    what=f"read Secret {name}",
+                    kind="Secret",
+                    name=name,
+                )
+            except NotFound:
+                continue  # a container's first secrets change its template anyway
+            if (current.get("data") or {}) != manifest["data"]:
+                return rolls + 1
+        return rolls
 
     @staticmethod
     def _quota(namespace: str) -> Obj:

@@ -6,7 +6,9 @@ runs one pod with two containers on the session's API test server, each
 behind a public service on port 443 for its own host name, each with its
 certificate and key among the pod's secrets. The gateway serves each host
 with its own certificate by SNI and routes it to its own container; the
-environment view lists the URLs; the certificate keys go with the pod.
+environment view lists the URLs; a certificate renewed through the pod's
+secrets is served with no failed request, a malformed one refused; the
+certificate keys go with the pod.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -114,6 +118,17 @@ def served(address: str, host: str) -> tuple[int, int, str]:
     return x509.load_der_x509_certificate(der).serial_number, status, body.decode()
 
 
+def load(address: str, host: str, stop: threading.Event, seen: list[Any]) -> None:
+    """Requests for `host` one after another until told to stop (at most five
+    minutes): what `served` answers, or the error."""
+    deadline = time.monotonic() + 300
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            seen.append(served(address, host))
+        except OSError as exc:
+            seen.append(repr(exc))
+
+
 def serial(pair: dict[str, str]) -> int:
     return x509.load_pem_x509_certificate(pair["cert"].encode()).serial_number
 
@@ -170,6 +185,38 @@ def test_two_hosts_share_443_with_their_own_certificates(marina: Marina, kube_ap
     assert served(address, BLOG) == (serial(pairs["blog"]), 200, "blog")
     # A host no service names is not routed to either.
     assert served(address, "other.example.test")[1] == 404
+
+    # shop's certificate renewed through the pod's secrets, under load: the
+    # gateway takes the new one with no failed request, blog keeps its own.
+    renewed = certificate(SHOP)
+    seen: list[Any] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=load, args=(address, SHOP, stop, seen))
+    thread.start()
+    try:
+        secrets = {"SHOP_CERT": renewed["cert"], "SHOP_KEY": renewed["key"]}
+        task = marina.run(env, "sites:setSecrets", {"container": "shop", "secrets": secrets})
+        assert task["state"] == "succeeded" and task["outcome"] == "changed", task
+        wait_for(lambda: seen and seen[-1] == (serial(renewed), 200, "shop"), timeout=60)
+        mark = len(seen)
+        wait_for(lambda: len(seen) > mark + 5, timeout=30, what="more requests")
+    finally:
+        stop.set()
+        thread.join()
+    failed = [s for s in seen if not isinstance(s, tuple) or s[1:] != (200, "shop")]
+    assert not failed, failed[:5]
+    serials = [s[0] for s in seen]
+    switch = serials.index(serial(renewed))
+    assert switch > 0  # requests ran before the change, and (above) after it
+    assert set(serials[:switch]) == {serial(pairs["shop"])}
+    assert set(serials[switch:]) == {serial(renewed)}
+    assert served(address, BLOG) == (serial(pairs["blog"]), 200, "blog")
+    # A malformed one is refused naming its field; the renewed one keeps serving.
+    broken = {"SHOP_KEY": "-----BEGIN PRIVATE KEY-----\nnot one\n-----END PRIVATE KEY-----\n"}
+    refused = marina.run(env, "sites:setSecrets", {"container": "shop", "secrets": broken})
+    assert refused["state"] == "failed", refused
+    assert "pod.services[0].tls.key" in refused["error"], refused["error"]
+    assert served(address, SHOP) == (serial(renewed), 200, "shop")
 
     # The pod goes: so do its certificates.
     sites_id = marina.objects(env)["sites"]["?"]["id"]

@@ -1,6 +1,7 @@
 """The Kubernetes engine publishes what the local engine does for a public
 service with host names and TLS: the route's `hosts` and `tls`, and each
 host's certificate from the pod's Secrets, replaced when the Secret changes
+(which rolls the pod, as new secrets restart replicas on the local engine)
 and gone with `tls`, the service or the pod."""
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def test_hosts_and_certificates_published_as_on_the_local_engine(
         await engine.apply_pod(cluster, spec)
         return await engine._services(engine.namespace(cluster), "web")
 
+    def generation() -> int:
+        async def read(engine: KubernetesEngine) -> int:
+            return int((await engine._require(cluster, PodId("web")))["metadata"]["generation"])
+
+        found: int = with_engine(config, etcd, tmp_path, read)
+        return found
+
     try:
         services = with_engine(config, etcd, tmp_path, lambda e: apply(e, web(pairs)))
         annotations = {s["metadata"]["name"]: s["metadata"]["annotations"] for s in services}
@@ -129,9 +137,14 @@ def test_hosts_and_certificates_published_as_on_the_local_engine(
         assert {k: v for k, v in published.items() if "/certs/" in k} == expected
         assert published[f"/marina/gateway/certs/{cluster}/{BLOG}"] == pairs["blog"]
 
-        # A new certificate in the Secret replaces the key.
+        # Applied again unchanged, the pod is left alone; a new certificate in
+        # the Secret replaces the key and rolls the pod (its variables are new).
+        first = generation()
+        with_engine(config, etcd, tmp_path, lambda e: apply(e, web(pairs)))
+        assert generation() == first
         renewed = {**pairs, "shop": certificate(SHOP)}
         with_engine(config, etcd, tmp_path, lambda e: apply(e, web(renewed)))
+        assert generation() == first + 1
         assert (
             gateway_keys(etcd, cluster)[f"/marina/gateway/certs/{cluster}/{SHOP}"]
             == (renewed["shop"])
