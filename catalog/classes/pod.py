@@ -13,7 +13,7 @@ import copy
 from catalog import environments as envs
 from catalog.classes.registry import MASKED, action
 from catalog.classes.runtime import Runtime
-from catalog.documents import PodObject
+from catalog.documents import PodObject, PodObjectSpec
 from catalog.engines.base import (
     Capability,
     PodId,
@@ -24,7 +24,8 @@ from catalog.engines.base import (
 )
 from catalog.errors import Problem, SchedulingFailed, ValidationFailed
 from catalog.export import pod_spec
-from catalog.model import validate_pod_spec
+from catalog.model import PLACEHOLDER, validate_pod_spec
+from catalog.routing import certificate_problems
 from catalog.tasks import Outcome
 
 CLASS = "KubernetesPod"
@@ -242,24 +243,49 @@ async def set_secrets(rt: Runtime, pod: PodObject) -> Outcome:
             "arguments of setSecrets", [Problem("container", f"is none of {names}", name)]
         )
     container = found[0]
-    if all(container.get("secrets", {}).get(k) == v for k, v in given.items()):
-        return Outcome.noop(f"{name} already has these secret values")
-    clash = sorted(set(given) & set(container.get("env", {})))
-    if clash:
-        raise ValidationFailed(
-            "arguments of setSecrets",
-            [Problem("secrets", "names variables the container's env sets", clash)],
-        )
-    container["secrets"] = {**container.get("secrets", {}), **given}
-    problems = validate_pod_spec(spec)
-    if problems:  # e.g. pod.services[0].tls.certificate: the old values keep serving
-        raise ValidationFailed(f"the secrets of {name}", problems)
-    await rt.edit_object(pod["?"]["id"], spec=spec)
-    await rt.ctx.log(f"new values for {', '.join(sorted(given))} of {name}")
+    unchanged = all(container.get("secrets", {}).get(k) == v for k, v in given.items())
+    if not unchanged:
+        clash = sorted(set(given) & set(container.get("env", {})))
+        if clash:
+            raise ValidationFailed(
+                "arguments of setSecrets",
+                [Problem("secrets", "names variables the container's env sets", clash)],
+            )
+        container["secrets"] = {**container.get("secrets", {}), **given}
+        problems = validate_pod_spec(spec) + _certificate_problems(spec, given)
+        if problems:  # e.g. pod.services[0].tls.certificate: the old values keep serving
+            raise ValidationFailed(f"pod {spec['name']} with new secrets for {name}", problems)
+        await rt.edit_object(pod["?"]["id"], spec=spec)
+        await rt.ctx.log(f"new values for {', '.join(sorted(given))} of {name}")
     if pod["state"] == "new":
+        if unchanged:
+            return Outcome.noop(f"{name} already has these secret values")
         return Outcome.done(f"secrets of {name} set; the pod runs with them when deployed")
+    # Also when the values are already set: a run cut off before the engine
+    # had them is finished here.
     outcome = await converge(rt, pod, pod["replicas"]["desired"])
+    if unchanged and not outcome.changed:
+        return Outcome.noop(f"{name} already runs with these secret values")
     return Outcome.done(
         f"secrets of {name} set; {pod['replicas']['desired']} replicas run with them",
         **{k: v for k, v in outcome.result.items() if k != "replicas"},
     )
+
+
+def _certificate_problems(spec: PodObjectSpec, given: dict[str, str]) -> list[Problem]:
+    """The TLS pairs the new values touch, checked as given: a value that
+    looks like a `${property}` template is no certificate here (the pod's
+    check leaves templates to the moment they are filled)."""
+    secrets = {k: v for c in spec["containers"] for k, v in c.get("secrets", {}).items()}
+    problems: list[Problem] = []
+    for i, service in enumerate(spec.get("services", [])):
+        tls = service.get("tls") or {}
+        cert, key = secrets.get(tls.get("certificate", "")), secrets.get(tls.get("key", ""))
+        if cert is None or key is None or not set(tls.values()) & set(given):
+            continue  # no TLS, untouched, or a missing secret (the pod's check names it)
+        if PLACEHOLDER.search(cert + key):
+            problems += [
+                Problem(f"pod.services[{i}].tls.{field}", rule, tls[field])
+                for field, rule in certificate_problems(service.get("hosts", []), cert, key)
+            ]
+    return problems

@@ -96,6 +96,16 @@ def test_a_new_certificate_in_the_secrets_is_served_without_a_failed_request(mar
     assert refused["state"] == "failed" and HOST in refused["error"], refused
     assert "pod.services[0].tls.certificate" in refused["error"]
     assert sni(address, HOST) == (serial(new), 200)
+    # Text that looks like a template is no certificate either.
+    template = {"TLS_CERT": "${certificate}"}
+    refused = marina.run(env, "shop:setSecrets", {"container": "web", "secrets": template})
+    assert refused["state"] == "failed", refused
+    assert "pod.services[0].tls.certificate: must be a PEM certificate" in refused["error"]
+    # Setting what is already set changes nothing.
+    again = {"TLS_CERT": new["cert"], "TLS_KEY": new["key"]}
+    same = marina.run(env, "shop:setSecrets", {"container": "web", "secrets": again})
+    assert same["state"] == "succeeded" and same["outcome"] == "noop", same
+    assert sni(address, HOST) == (serial(new), 200)
 
     deleted = marina.ok("DELETE", f"/v1/environments/{env}")
     assert marina.wait_task(deleted["task_id"], timeout=120)["state"] == "succeeded"
