@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,10 @@ from gateway.haproxy import HAProxy, bound_ports_failing
 from gateway.metrics import Metrics, serve_metrics
 from gateway.planning import (
     POOL,
-    STATIC_SHARDS,
     BackendSlot,
+    Key,
     Layout,
     build_layout,
-    part_of,
     plan_changes,
 )
 from gateway.ports import foreign_holders
@@ -65,6 +65,8 @@ from gateway.watching import Item, Listed, Unreachable, follow_routes
 
 log = logging.getLogger(__name__)
 
+_STATIC_FILE = re.compile(r"(?:standby-)?(static-\d+)\.(?:pid|cfg)")
+_BIND_LINE = re.compile(r"^\s+bind (\[[^\]]+\]|[^\s:]+):(\d+)(?:\s|$)", re.MULTILINE)
 BIND_RETRIES = 5
 BUSY_RETRY = 30.0
 # This many changes within the window make a burst, which puts reloads off.
@@ -83,20 +85,20 @@ class Agent:
         self.etcd = EtcdClient(settings.etcd, tls=settings.etcd_tls)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         # Several processes: the port range with its pool backends, and
-        # shards of the routes on ports of their own, so that a reload for a
-        # new port hands over neither the range's listeners nor most others.
-        # haproxy.pid lists every process, as it did when there was one.
-        every = settings.state_dir / "haproxy.pid"
-        self.proxies: dict[str, HAProxy] = {
-            f"static-{i}": HAProxy(
-                settings.state_dir, name=f"static-{i}", binary=settings.haproxy, every_pid=every
-            )
-            for i in range(STATIC_SHARDS)
-        }
+        # static parts of a few hundred routes on ports of their own, so that
+        # a reload for a new port hands over neither the range's listeners
+        # nor most others. haproxy.pid lists every process, as it did when
+        # there was one. Parts an earlier agent ran are found by their files.
+        self.proxies: dict[str, HAProxy] = {}
         if settings.port_range is not None:
-            self.proxies[POOL] = HAProxy(
-                settings.state_dir, name="range", binary=settings.haproxy, every_pid=every
-            )
+            self._proxy(POOL)
+        for path in settings.state_dir.glob("*static-*.*"):
+            match = _STATIC_FILE.fullmatch(path.name)
+            if match:
+                self._proxy(match.group(1))
+        # Ports the static parts of an earlier agent's processes hold, read
+        # from their configurations at the first reload: they stay put.
+        self.recovered: dict[Key, str] | None = None
         self.metrics = Metrics()
         self.raw: dict[str, bytes] = {}
         self.parsed: dict[str, tuple[bytes, Route | Skipped]] = {}
@@ -159,7 +161,7 @@ class Agent:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 # HAProxy first: whatever etcd does, the ports are free at once.
-                await asyncio.gather(*(proxy.stop() for proxy in self.proxies.values()))
+                await asyncio.gather(*(proxy.stop() for proxy in list(self.proxies.values())))
                 await self._withdraw_status()
         finally:
             await self.etcd.close()
@@ -189,7 +191,7 @@ class Agent:
     async def _start_up(self) -> Any:
         """Adopt what an earlier agent left running, then make sure no other
         process holds the ports this gateway serves."""
-        for proxy in self._proxies().values():
+        for proxy in list(self.proxies.values()):
             proxy.adopt()
         # An agent of an earlier version ran everything in one process.
         legacy = HAProxy(self.settings.state_dir, binary=self.settings.haproxy)
@@ -199,7 +201,7 @@ class Agent:
         if self.settings.port_range is not None:
             low, high = self.settings.port_range
             ports.update(range(low, high + 1))
-        ours = {pid for proxy in self._proxies().values() for pid in proxy.pids()}
+        ours = {pid for proxy in list(self.proxies.values()) for pid in proxy.pids()}
         holders = foreign_holders(self.settings.address, ports, ours=ours)
         if self.settings.metrics_port:
             holders += foreign_holders(
@@ -267,7 +269,7 @@ class Agent:
         return True
 
     async def _consume(self, queue: asyncio.Queue[Item | None]) -> None:
-        for proxy in self._proxies().values():
+        for proxy in list(self.proxies.values()):
             if not proxy.running():
                 with contextlib.suppress(HAProxyError):
                     if await proxy.start_last_good():
@@ -305,7 +307,7 @@ class Agent:
         """Notice a dead HAProxy within WATCHDOG_INTERVAL and serve again."""
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
-            for part, proxy in self._proxies().items():
+            for part, proxy in list(self.proxies.items()):
                 pid = proxy.pid
                 if pid is None or proxy.running() or self.applying.locked():
                     continue
@@ -338,11 +340,20 @@ class Agent:
         log.error("%s", self.incident)
         self.status_changed.set()
 
-    def _proxies(self) -> dict[str, HAProxy]:
-        return self.proxies
+    def _proxy(self, part: str) -> HAProxy:
+        """The process of `part`, made known on first use."""
+        proxy = self.proxies.get(part)
+        if proxy is None:
+            proxy = self.proxies[part] = HAProxy(
+                self.settings.state_dir,
+                name="range" if part == POOL else part,
+                binary=self.settings.haproxy,
+                every_pid=self.settings.state_dir / "haproxy.pid",
+            )
+        return proxy
 
     def _part_layout(self, layout: Layout, part: str) -> Layout:
-        """What one process serves: the pool, or one shard of the static routes."""
+        """What one process serves: the pool, or one part of the static routes."""
         if part == POOL:
             return Layout(layout.port_range, {}, layout.pool)
         # Asked several times per change; with thousands of routes, split once.
@@ -350,17 +361,35 @@ class Agent:
             shards: dict[str, dict[str, BackendSlot]] = {}
             for s, b in layout.static.items():
                 if b.route is not None:
-                    shards.setdefault(part_of(b.route, layout=layout), {})[s] = b
+                    shards.setdefault(b.part, {})[s] = b
             self._shards = (layout, shards)
         return Layout(None, dict(self._shards[1].get(part, {})), [])
 
     def _running_as_planned(self, layout: Layout) -> bool:
         """Every part that should run a process runs one: the pool always (it
-        holds the range), a static shard when it has routes."""
-        return all(
-            proxy.running() or (part != POOL and not self._part_layout(layout, part).static)
-            for part, proxy in self.proxies.items()
-        )
+        holds the range), a static part when it has routes."""
+        if POOL in self.proxies and not self.proxies[POOL].running():
+            return False
+        served = {b.part for b in layout.static.values()}
+        return all(part in self.proxies and self.proxies[part].running() for part in served)
+
+    def _recover_placement(self) -> dict[Key, str]:
+        """The static part of each port that a running process of an earlier
+        agent (or of the last good configuration) binds: a port moved to
+        another process would be refused while the first one holds it."""
+        placement: dict[Key, str] = {}
+        own = self.settings.address
+        for part, proxy in self.proxies.items():
+            if part == POOL or not proxy.running():
+                continue
+            try:
+                text = proxy.config_path.read_text()
+            except OSError:
+                continue
+            for host, port in _BIND_LINE.findall(text):
+                host = host.strip("[]")
+                placement[(None if host == own else host, int(port))] = part
+        return placement
 
     def _next_wakeup(self) -> float | None:
         """Seconds until a put-off reload, a held wipe or a busy port is due."""
@@ -428,8 +457,17 @@ class Agent:
         async with self.applying:
             await self._reconcile_locked()
             await self._apply_certificates()
-            # After the change, not before it: ready for the next one.
-            for proxy in self.proxies.values():
+            # After the change, not before it: ready for the next one. The
+            # pool and the part a new port would go to wait with a standby;
+            # other parts change rarely, and each standby is a process.
+            wanted = {POOL} & self.proxies.keys()
+            if self.layout is not None:
+                wanted.add(self.layout.open_part())
+            for part in sorted(wanted | self.proxies.keys()):
+                proxy = self._proxy(part)
+                if part not in wanted:
+                    proxy.drop_standby()
+                    continue
                 try:
                     await proxy.prepare_standby()
                 except (OSError, HAProxyError) as exc:
@@ -478,22 +516,25 @@ class Agent:
         if self.layout is not None:
             # A process found dead here rather than by the watchdog is
             # restarted and reported the same way.
-            for part, proxy in self.proxies.items():
+            for part, proxy in list(self.proxies.items()):
                 if proxy.pid is not None and not proxy.running():
                     await self._restart(part, proxy, proxy.pid)
         if self.layout is None or not self._running_as_planned(self.layout):
-            return await self.reload_isolating(desired, set(self._proxies()))
+            return await self.reload_isolating(desired, None)
         pool = self.proxies.get(POOL)
         plan = plan_changes(self.layout, desired, map_path=str(pool.map_path) if pool else "")
         planned = time.perf_counter()
         parts: set[str] = set()
         deferred = False
-        if plan.reloads and self._defer_reload():
-            deferred = True
-        else:
-            for part, reason in plan.reloads.items():
-                parts.add(part)
-                log.info("reload of %s: %s", part, reason)
+        for part, reason in plan.reloads.items():
+            # A static part holds a few hundred routes and reloads at once,
+            # burst or not: its cost is what changed. The pool's reload hands
+            # over every listener of the range, and waits for a burst to end.
+            if part == POOL and self._defer_reload():
+                deferred = True
+                continue
+            parts.add(part)
+            log.info("reload of %s: %s", part, reason)
         # Commands for a part about to be reloaded would be lost anyway.
         sends = [
             (self.proxies[part], commands)
@@ -505,7 +546,7 @@ class Agent:
                 await proxy.run_commands(commands)
         except HAProxyError as exc:
             log.warning("runtime update failed, reloading instead: %s", exc)
-            return await self.reload_isolating(desired, set(self._proxies()))
+            return await self.reload_isolating(desired, None)
         self.layout = plan.layout
         if sends:
             self.metrics.runtime_updates += 1
@@ -520,9 +561,10 @@ class Agent:
             return False
         return not deferred
 
-    async def reload_isolating(self, desired: dict[str, Route], parts: set[str]) -> bool:
-        """Reload `parts` with `desired`, leaving out each route that HAProxy
-        refuses or whose port another process holds, and reporting why."""
+    async def reload_isolating(self, desired: dict[str, Route], parts: set[str] | None) -> bool:
+        """Reload `parts` (None: every part) with `desired`, leaving out each
+        route that HAProxy refuses or whose port another process holds, and
+        reporting why."""
         for _ in range(BIND_RETRIES):
             try:
                 await self._reload(desired, parts)
@@ -544,7 +586,7 @@ class Agent:
                         self.skipped.append(Skipped(service, reason))
                         log.error("route %s refused: %s", service, reason)
                     continue
-                ours = {pid for proxy in self.proxies.values() for pid in proxy.pids()}
+                ours = {pid for proxy in list(self.proxies.values()) for pid in proxy.pids()}
                 for port, service in owners.items():
                     address = desired[service].address or self.settings.address
                     reason = f"port {port} could not be bound on {address}"
@@ -572,13 +614,14 @@ class Agent:
         found: dict[str, str] = {}
 
         async def refusal(routes: dict[str, Route]) -> str | None:
-            layout = build_layout(routes, port_range=self.settings.port_range)
-            for part, proxy in self.proxies.items():
-                if part != POOL and not self._part_layout(layout, part).static:
-                    continue  # not run: HAProxy refuses a configuration without listeners
+            layout = self._build(routes, spares=True)
+            # A part without routes is not run: HAProxy refuses a
+            # configuration without listeners.
+            parts = [POOL] if POOL in self.proxies else []
+            for part in parts + sorted(p for p, size in layout.sizes.items() if size):
                 config, port_map, _ = self._render(layout, part)
                 try:
-                    await proxy.check(config, port_map)
+                    await self._proxy(part).check(config, port_map)
                 except HAProxyError as exc:
                     return exc.detail
             return None
@@ -598,8 +641,27 @@ class Agent:
             await search(changed)
         return found
 
+    def _build(
+        self, routes: dict[str, Route], *, spares: bool, placement: dict[Key, str] | None = None
+    ) -> Layout:
+        """A fresh layout; ports keep the parts they run in."""
+        if placement is None:
+            if self.layout is not None:
+                placement = self.layout.placement
+            else:
+                if self.recovered is None:
+                    self.recovered = self._recover_placement()
+                placement = self.recovered
+        return build_layout(
+            routes,
+            port_range=self.settings.port_range,
+            spares=spares,
+            placement=placement,
+            shard_routes=self.settings.shard_routes,
+        )
+
     def _render(self, layout: Layout, part: str) -> tuple[str, str | None, Budget]:
-        proxy = self._proxies()[part]
+        proxy = self._proxy(part)
         context = RenderContext(
             gateway_id=self.settings.ident,
             address=self.settings.address,
@@ -618,24 +680,35 @@ class Agent:
         port_map = render_map(layout) if part == POOL else None
         return config, port_map, budget
 
-    async def _reload(self, desired: dict[str, Route], parts: set[str]) -> None:
-        """Rebuild `parts` from `desired` (the others keep their running
-        layout) and start a new process for each, all at once."""
+    async def _reload(self, desired: dict[str, Route], parts: set[str] | None) -> None:
+        """Rebuild `parts` (None: every part) from `desired` (the others keep
+        their running layout) and start a new process for each, all at once."""
         started = time.perf_counter()
-        # Spares are built only for a pool that is rebuilt: thousands of them.
-        fresh = build_layout(desired, port_range=self.settings.port_range, spares=POOL in parts)
+        if parts is None or self.layout is None:
+            fresh = self._build(desired, spares=True)
+            parts = {p for p, size in fresh.sizes.items() if size} | set(self.proxies)
+        else:
+            # Only the routes of the parts rebuilt; spares only for a pool
+            # that is rebuilt: thousands of them.
+            own = self.layout
+            desired = {
+                s: r
+                for s, r in desired.items()
+                if (POOL if own.in_pool(r) else own.placement.get((r.address, r.port))) in parts
+            }
+            fresh = self._build(desired, spares=POOL in parts, placement=own.placement)
         jobs: dict[str, tuple[str, str | None, Budget]] = {}
         applying: list[asyncio.Task[float]] = []
         done: set[str] = set()
         for part in sorted(parts):
-            if part != POOL and not self._part_layout(fresh, part).static:
-                await self.proxies[part].retire()  # no route of its own, so no process
+            if part != POOL and not fresh.sizes.get(part):
+                await self._proxy(part).retire()  # no route of its own, so no process
                 done.add(part)
                 continue
             jobs[part] = config, port_map, _ = self._render(fresh, part)
             # Each process starts reading its configuration while the next
             # part renders: HAProxy parses on the other core.
-            applying.append(asyncio.create_task(self.proxies[part].apply(config, port_map)))
+            applying.append(asyncio.create_task(self._proxy(part).apply(config, port_map)))
             await asyncio.sleep(0)
         self.metrics.render_seconds_sum += time.perf_counter() - started
         self.metrics.render_count += 1
@@ -653,7 +726,12 @@ class Agent:
             self.metrics.reloads += 1
             self.metrics.reload_seconds_sum += result
             self.unchecked_parts[part] = budget.unchecked_servers
-        self.layout = self._merge(self.layout or Layout(self.settings.port_range), fresh, done)
+        # Before the first layout, the ports of processes that were not
+        # replaced stay where an earlier agent put them.
+        current = self.layout or Layout(
+            self.settings.port_range, placement=dict(self.recovered or {})
+        )
+        self.layout = self._merge(current, fresh, done)
         log.info(
             "revision %d: reloaded %s (render %.0f ms, swap %.0f ms)",
             self.revision,
@@ -667,19 +745,27 @@ class Agent:
     def _merge(self, current: Layout, fresh: Layout, parts: set[str]) -> Layout:
         """`current` with the parts in `parts` taken from `fresh`."""
         static = {
-            s: b
-            for s, b in current.static.items()
-            if b.route is not None and part_of(b.route, layout=current) not in parts
+            s: b for s, b in current.static.items() if b.route is not None and b.part not in parts
         }
         for part in parts - {POOL}:
             static.update(self._part_layout(fresh, part).static)
         pool = fresh.pool if POOL in parts else current.pool
-        return Layout(self.settings.port_range, static, pool)
+        merged = Layout(
+            self.settings.port_range, static, pool, shard_routes=self.settings.shard_routes
+        )
+        merged.reindex()
+        # Ports placed for routes still to come (in parts not rebuilt) keep
+        # their place.
+        for key, part in current.placement.items():
+            if part not in parts and key not in merged.placement:
+                merged.placement[key] = part
+                merged.sizes[part] = merged.sizes.get(part, 0) + 1
+        return merged
 
     async def _scrape_haproxy(self) -> dict[str, str]:
         """Each running HAProxy process's own metrics, by part."""
         texts = {}
-        for part, proxy in self.proxies.items():
+        for part, proxy in list(self.proxies.items()):
             if proxy.running():
                 try:
                     texts[part] = await proxy.scrape()
@@ -742,7 +828,7 @@ class Agent:
         self.tls_missing = set()
         problems: dict[str, str] = {}
         if self.layout is not None:
-            for part, proxy in self.proxies.items():
+            for part, proxy in list(self.proxies.items()):
                 if part == POOL or not proxy.running():
                     continue
                 await self._apply_part_certificates(part, proxy, problems)

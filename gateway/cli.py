@@ -65,7 +65,7 @@ def parse_settings(argv: list[str]) -> Settings:
         "--quiet-ms", type=_positive, default=10.0, help="quiet period that ends a burst of changes"
     )
     parser.add_argument(
-        "--max-delay-ms", type=_positive, default=500.0, help="longest a burst is held back"
+        "--max-delay-ms", type=_positive, default=30.0, help="longest a burst is held back"
     )
     parser.add_argument(
         "--reload-quiet-ms",
@@ -78,6 +78,12 @@ def parse_settings(argv: list[str]) -> Settings:
         type=_positive,
         default=2000.0,
         help="longest a reload waits for a burst to end",
+    )
+    parser.add_argument(
+        "--shard-routes",
+        type=int,
+        default=256,
+        help="routes on ports of their own per HAProxy process (a new port reloads one)",
     )
     parser.add_argument(
         "--wipe-share",
@@ -114,6 +120,8 @@ def parse_settings(argv: list[str]) -> Settings:
         and args.port_range[0] <= args.metrics_port <= args.port_range[1]
     ):
         parser.error(f"--metrics-port {args.metrics_port} lies inside --port-range")
+    if args.shard_routes < 1:
+        parser.error("--shard-routes must be at least 1")
     if args.wipe_share > 1:
         parser.error("--wipe-share must be between 0 and 1")
     tls_files = (args.etcd_cacert, args.etcd_cert, args.etcd_key)
@@ -137,6 +145,7 @@ def parse_settings(argv: list[str]) -> Settings:
         max_delay=args.max_delay_ms / 1000,
         reload_quiet=args.reload_quiet_ms / 1000,
         max_reload_delay=args.max_reload_delay_ms / 1000,
+        shard_routes=args.shard_routes,
         wipe_share=args.wipe_share,
         wipe_hold=args.wipe_hold,
         etcd_tls=tls_files if all(tls_files) else None,

@@ -254,6 +254,10 @@ class HAProxy:
         _write_atomic(self.standby_pid_path, f"{proc.pid}\n")
         self._publish_every_pid()
 
+    def drop_standby(self) -> None:
+        """End the standby, if one waits: this part is not expected to change soon."""
+        self._end_standby()
+
     def _end_standby(self) -> None:
         if self._standby is None:
             return

@@ -9,16 +9,28 @@ within the slots; a range route appearing or going away while a spare pool
 backend of its kind is left) becomes runtime API commands. Anything else, a
 port outside the range, a changed balance, too few slots, a host name, is
 applied by rendering a new layout and reloading.
+
+Routes on ports of their own run in static parts of at most `SHARD_ROUTES`
+routes each. A port keeps its part for as long as a route uses it (a port
+moved between processes would be refused by the one still holding it), and
+a new port goes to the first part with room: a burst fills new parts, so a
+reload parses only the routes that arrived since the last one, and a single
+new port on a table of 10,000 restarts a process of a few hundred routes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
 from gateway.routes import Backend, Route
 
+POOL = "pool"
+# Routes on ports of their own run in HAProxy processes of at most this many
+# routes: a reload parses one of them (a start costs about 80 us per route).
+SHARD_ROUTES = 256
 MIN_SLOTS = 4
 # A pool route that outgrows its slots moves to a spare at runtime, so its
 # own backend can be small; with 10,000 routes the server lines dominate
@@ -43,6 +55,7 @@ def slots_for(count: int, *, minimum: int = MIN_SLOTS) -> int:
     return slots
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -64,6 +77,8 @@ class BackendSlot:
     route: Route | None = None
     proxy_protocol: bool = False
     check_interval_ms: int | None = None
+    part: str = ""
+    """The HAProxy process that serves it: `pool`, or a static part."""
 
     @property
     def signature(self) -> Signature:
@@ -78,14 +93,56 @@ def signature_of(route: Route) -> Signature:
     return (route.mode, route.balance, route.check, route.proxy_protocol, route.check_interval_ms)
 
 
+Key = tuple[str | None, int]
+"""Where a static route listens: its own address (None: the gateway's) and port."""
+
+
+def key_of(route: Route) -> Key:
+    return (route.address, route.port)
+
+
 @dataclass
 class Layout:
     port_range: tuple[int, int] | None
     static: dict[str, BackendSlot] = field(default_factory=dict)
     pool: list[BackendSlot] = field(default_factory=list)
+    placement: dict[Key, str] = field(default_factory=dict)
+    """The static part of every port outside the range, routes to come included."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Routes per static part (ports placed for routes to come count as one)."""
+    shard_routes: int = SHARD_ROUTES
+    """A new port goes to the first static part with fewer routes than this."""
 
     def in_range(self, port: int) -> bool:
         return self.port_range is not None and self.port_range[0] <= port <= self.port_range[1]
+
+    def in_pool(self, route: Route) -> bool:
+        return self.in_range(route.port) and route.address is None
+
+    def place(self, route: Route) -> str:
+        """The static part of `route`'s port, chosen now if it has none."""
+        key = key_of(route)
+        part = self.placement.get(key)
+        if part is None:
+            part = self.open_part()
+            self.placement[key] = part
+            self.sizes[part] = self.sizes.get(part, 0) + 1
+        return part
+
+    def open_part(self) -> str:
+        """The part a new port goes to: the first with room, else a new one."""
+        index = 0
+        while self.sizes.get(f"static-{index}", 0) >= self.shard_routes:
+            index += 1
+        return f"static-{index}"
+
+    def reindex(self) -> None:
+        """Placement and sizes again from the static slots."""
+        self.placement, self.sizes = {}, {}
+        for slot in self.static.values():
+            if slot.route is not None:
+                self.placement[key_of(slot.route)] = slot.part
+                self.sizes[slot.part] = self.sizes.get(slot.part, 0) + 1
 
     def routes(self) -> dict[str, Route]:
         served = {s: b.route for s, b in self.static.items() if b.route}
@@ -97,11 +154,28 @@ class Layout:
 
 
 def build_layout(
-    routes: dict[str, Route], *, port_range: tuple[int, int] | None, spares: bool = True
+    routes: dict[str, Route],
+    *,
+    port_range: tuple[int, int] | None,
+    spares: bool = True,
+    placement: dict[Key, str] | None = None,
+    shard_routes: int = SHARD_ROUTES,
 ) -> Layout:
     """A fresh layout for `routes`, with spare pool backends for routes to come
-    unless `spares` is false (a layout of which only the static part is used)."""
-    layout = Layout(port_range)
+    unless `spares` is false (a layout of which only the static part is used).
+    Ports in `placement` keep their part; the others are placed in turn."""
+    layout = Layout(port_range, shard_routes=shard_routes)
+    placement = placement or {}
+    placed: dict[str, str] = {}
+    for service in sorted(routes):
+        route = routes[service]
+        if not layout.in_pool(route):
+            part = placement.get(key_of(route))
+            if part is not None:
+                layout.placement[key_of(route)] = part
+                placed[service] = part
+    for part in layout.placement.values():
+        layout.sizes[part] = layout.sizes.get(part, 0) + 1
     counts = {"http": 0, "tcp": 0}
     for service in sorted(routes):
         route = routes[service]
@@ -117,13 +191,14 @@ def build_layout(
             proxy_protocol=route.proxy_protocol,
             check_interval_ms=route.check_interval_ms,
         )
-        if layout.in_range(route.port) and route.address is None:
-            slot.slots = slots_for(len(route.backends), minimum=MIN_POOL_SLOTS)
+        if layout.in_pool(route):
             slot.name = f"pool_{len(layout.pool) + 1}"
+            slot.part = POOL
             layout.pool.append(slot)
             counts[route.mode] += 1
         else:
             slot.name = f"be_{service}"
+            slot.part = placed.get(service) or layout.place(route)
             layout.static[service] = slot
     if port_range is not None and spares:
         free = port_range[1] - port_range[0] + 1 - len(layout.pool)
@@ -141,24 +216,17 @@ def build_layout(
                         balance="roundrobin",
                         check=True,
                         slots=MIN_SLOTS if index % LARGE_SPARE_EVERY == 0 else MIN_POOL_SLOTS,
+                        part=POOL,
                     )
                 )
     return layout
 
 
-# Routes on ports of their own are spread over this many HAProxy processes
-# by port, so a new port reloads a quarter of them: a reload's cost grows
-# with the listeners handed over (75 us each).
-STATIC_SHARDS = 4
-POOL = "pool"
-
-
-def part_of(route: Route, *, layout: Layout, shards: int = STATIC_SHARDS) -> str:
-    """The HAProxy process a route belongs to: `pool` (the port range) or
-    `static-N` (a frontend of its own, in shard N by port)."""
-    if layout.in_range(route.port) and route.address is None:
-        return POOL
-    return f"static-{route.port % shards}"
+def part_of(route: Route, *, layout: Layout) -> str:
+    """The HAProxy process a route belongs to: `pool` (the port range) or the
+    static part its port was placed in (`static-N`, a frontend of its own);
+    placed now if its port has no part yet."""
+    return POOL if layout.in_pool(route) else layout.place(route)
 
 
 @dataclass
@@ -230,7 +298,14 @@ class _Draft:
     plan over thousands of routes costs what it changes, not what it holds."""
 
     def __init__(self, current: Layout) -> None:
-        self.layout = Layout(current.port_range, dict(current.static), list(current.pool))
+        self.layout = Layout(
+            current.port_range,
+            dict(current.static),
+            list(current.pool),
+            dict(current.placement),
+            dict(current.sizes),
+            current.shard_routes,
+        )
         self.position = {b.name: i for i, b in enumerate(current.pool)}
         self.spares: dict[Signature, list[BackendSlot]] = {}
         for slot in reversed(current.pool):
@@ -260,31 +335,31 @@ def plan_changes(
     desired: dict[str, Route],
     *,
     map_path: str,
-    shards: int = STATIC_SHARDS,
 ) -> Plan:
     """Commands for what fits the running layout; per part, the reason to reload.
 
     Pool backends are released before any is assigned, so a port that one
     route frees can be taken by another in the same change. Routes that fit
     get their commands even when others need a reload, so a burst is served
-    as it arrives.
+    as it arrives. A new port outside the range is placed in a static part
+    here (the plan's layout records it), and that part reloads.
     """
     draft = _Draft(current)
     commands: dict[str, list[str]] = {}
     reloads: dict[str, str] = {}
 
     def part(route: Route) -> str:
-        return part_of(route, layout=current, shards=shards)
+        return part_of(route, layout=draft.layout)
 
     served = current.routes()
     for service, slot in current.static.items():
         route = desired.get(service)
         if route is not None and route is slot.route:
             continue  # unchanged: the parse cache hands out the same object
-        old = part(served[service])
+        old = slot.part
         if route is None:
             reloads.setdefault(old, f"route {service} on port {served[service].port} removed")
-        elif not _fits(slot, route) or part(route) != old:
+        elif not _fits(slot, route) or key_of(route) != key_of(served[service]):
             reloads.setdefault(old, f"route {service} changed beyond its listener or slots")
     pool_by_service: dict[str, BackendSlot] = {}
     for slot in current.pool:
@@ -294,7 +369,7 @@ def plan_changes(
         if route is not None and route is slot.route:
             pool_by_service[route.service] = slot
             continue
-        if route is None or not _fits(slot, route) or part(route) != POOL:
+        if route is None or not _fits(slot, route) or not current.in_pool(route):
             pool = commands.setdefault(POOL, [])
             pool.append(f"del map {map_path} {slot.route.port}")
             pool += _server_commands(slot, ())

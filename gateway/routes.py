@@ -9,6 +9,7 @@ and never rendered, so no value can inject configuration.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -136,6 +137,13 @@ def valid_ip(text: object) -> bool:
     `%` (spaces and newlines too), which would reach haproxy.cfg."""
     if not isinstance(text, str) or "%" in text:
         return False
+    return _parses_as_ip(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parses_as_ip(text: str) -> bool:
+    # Backend addresses repeat across thousands of routes, and parsing one
+    # is most of what checking a route costs.
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -200,14 +208,15 @@ def parse_route(service: str, raw: bytes, *, reserved_ports: frozenset[int]) -> 
                 problems.append(f"backends[{index}] must be an object with host and port")
                 continue
             host, bport = entry.get("host"), entry.get("port")
-            if not _valid_host(host):
+            good_host = _valid_host(host)
+            if not good_host:
                 shown = str(host).encode("unicode_escape").decode("ascii")[:80]
                 problems.append(
                     f"backends[{index}].host {shown!r} must be an IP address or a host name"
                 )
             if not _valid_port(bport):
                 problems.append(f"backends[{index}].port {bport!r} must be from 1 to 65535")
-            if _valid_host(host) and _valid_port(bport):
+            if good_host and _valid_port(bport):
                 assert isinstance(host, str) and isinstance(bport, int)
                 backends.append(Backend(host, bport))
     hosts = _names(doc, "hosts", valid_host_pattern, "a host name (or *.name)", problems)

@@ -26,12 +26,14 @@ class Settings:
     """Ports bound up front, so routes inside need no reload."""
     quiet: float = 0.01
     """A burst is applied once no change arrived for this long (seconds)."""
-    max_delay: float = 0.5
+    max_delay: float = 0.03
     """A burst is applied at the latest this long after it began (seconds)."""
     reload_quiet: float = 0.05
     """During a burst, a reload waits until no change arrived for this long (seconds)..."""
     max_reload_delay: float = 2.0
     """...but no longer than this after it was first needed (seconds)."""
+    shard_routes: int = 256
+    """Routes on ports of their own per HAProxy process: a new port reloads one of them."""
     wipe_share: float = 0.5
     """A change removing more than this share of the served routes is held."""
     wipe_hold: float = 30.0

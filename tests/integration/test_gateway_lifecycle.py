@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_gateway import route, serves, status
+from tests.integration.test_gateway_parts import part_serving
 from tests.support import Etcd, Gateway, fresh_address, wait_for
 
 
@@ -150,7 +151,7 @@ def test_a_killed_static_shard_is_restarted_alone(etcd, cluster, backends, gatew
     etcd.put(f"/marina/gateway/routes/{cluster}/out", route(port, a))
     wait_for(serves(gw, port, "a"), what="route on its own port")
     wait_for(serves(gw, 30004, "a"), what="range route")
-    shard = f"static-{port % 4}"
+    shard = part_serving(gw, port)
     [pid] = [int(p) for p in (gw.state_dir / f"{shard}.pid").read_text().split()]
     range_pids = (gw.state_dir / "range.pid").read_text()
     os.kill(pid, signal.SIGKILL)

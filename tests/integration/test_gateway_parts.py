@@ -1,7 +1,9 @@
-"""The gateway's HAProxy processes: the port range, and shards of the routes
-on ports of their own; a change to one never restarts another."""
+"""The gateway's HAProxy processes: the port range, and parts of a few
+hundred routes on ports of their own; a change to one never restarts another."""
 
 from __future__ import annotations
+
+import re
 
 from tests.integration.test_gateway import route, serves, status
 from tests.support import Gateway, free_port, wait_for
@@ -19,9 +21,20 @@ def settle(etcd: object, gw: Gateway, revision: int) -> None:
     )
 
 
+def part_serving(gw: Gateway, port: int) -> str:
+    """The static part whose configuration binds `port`."""
+    [part] = [
+        f.stem
+        for f in gw.state_dir.glob("static-*.cfg")
+        if re.search(rf"^\s+bind \S+:{port}$", f.read_text(), re.MULTILINE)
+    ]
+    return part
+
+
 def test_each_part_reloads_alone(etcd, cluster, backends, gateways):
     a, b = backends("a"), backends("b")
-    gw = gateways(etcd.url, cluster)
+    # Two routes per static part, so that three ports make two parts.
+    gw = gateways(etcd.url, cluster, "--shard-routes", "2")
     settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/in", route(30001, a)))
     wait_for(serves(gw, 30001, "a"), what="range route")
     range_pids = pids(gw, "range")
@@ -30,21 +43,28 @@ def test_each_part_reloads_alone(etcd, cluster, backends, gateways):
         settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/out{i}", route(port, b)))
         wait_for(serves(gw, port, "b"), what=f"static route {i}")
     assert pids(gw, "range") == range_pids
+    parts = {port: part_serving(gw, port) for port in outside}
+    assert parts[outside[0]] == parts[outside[1]] != parts[outside[2]], parts
     static_pids = pids(gw, "static-*")
     settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/in2", route(30002, b)))
     wait_for(serves(gw, 30002, "b"), what="second range route")
     assert pids(gw, "static-*") == static_pids
     assert pids(gw, "range") == range_pids
     assert serves(gw, 30001, "a")()
-    # Ports of one shard restart only that shard's process.
-    by_port = {port: pids(gw, f"static-{port % 4}") for port in outside}
-    extra = next(p for p in (free_port(gw.address) for _ in range(20)) if p % 4 == outside[0] % 4)
+    # A new port goes to the part with room, and restarts only that one.
+    full, roomy = parts[outside[0]], parts[outside[2]]
+    before = {part: pids(gw, part) for part in (full, roomy)}
+    extra = free_port(gw.address)
     settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/extra", route(extra, a)))
-    wait_for(serves(gw, extra, "a"), what="a route in the first port's shard")
-    for port in outside[1:]:
-        if port % 4 != outside[0] % 4:
-            assert pids(gw, f"static-{port % 4}") == by_port[port]
-    assert pids(gw, f"static-{outside[0] % 4}") != by_port[outside[0]]
+    wait_for(serves(gw, extra, "a"), what="a route in the part with room")
+    assert part_serving(gw, extra) == roomy
+    assert pids(gw, full) == before[full]
+    assert pids(gw, roomy) != before[roomy]
+    # A route's port stays in its part when the route changes.
+    etcd.put(f"/marina/gateway/routes/{cluster}/out0", route(outside[0], a, balance="source"))
+    wait_for(serves(gw, outside[0], "a"), what="a changed route")
+    assert part_serving(gw, outside[0]) == full
+    assert pids(gw, roomy) != before[roomy]
     etcd.delete(f"/marina/gateway/routes/{cluster}/extra")
     wait_for(lambda: status(etcd, gw).get("routes") == 5, what="extra route removed")
     # The last route of its own port gone: the static processes go too.
@@ -71,7 +91,8 @@ def test_metrics_of_the_agent_and_of_each_haproxy_on_loopback(etcd, cluster, bac
     serving = lambda: pids(gw, "range") + pids(gw, "static-*")  # noqa: E731
     wait_for(
         lambda: (
-            len(pids(gw, "standby-*")) == 5
+            # The range's and that of the part a new port would go to.
+            len(pids(gw, "standby-*")) == 2
             and sorted(pids(gw, "haproxy")) == sorted(serving() + pids(gw, "standby-*"))
         ),
         what="haproxy.pid listing every process",
@@ -83,7 +104,7 @@ def test_metrics_of_the_agent_and_of_each_haproxy_on_loopback(etcd, cluster, bac
     )
     code, text = http_get(f"http://127.0.0.1:{mport}/haproxy/metrics")
     assert code == 200
-    shard = f"static-{outside % 4}"
+    shard = part_serving(gw, outside)
     assert 'haproxy_process_uptime_seconds{process="pool"}' in text
     assert f'haproxy_process_uptime_seconds{{process="{shard}"}}' in text
     assert text.count("# TYPE haproxy_process_uptime_seconds ") == 1

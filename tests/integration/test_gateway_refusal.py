@@ -47,10 +47,10 @@ def test_refused_route_is_isolated_and_reported(tmp_path: Path):
 
     async def scenario() -> tuple[bool, dict[str, object]]:
         try:
-            applied = await agent.reload_isolating(dict(desired), set(agent.proxies))
+            applied = await agent.reload_isolating(dict(desired), None)
             return applied, agent.status()
         finally:
-            for proxy in agent.proxies.values():
+            for proxy in list(agent.proxies.values()):
                 await proxy.stop()
 
     try:
@@ -81,10 +81,10 @@ def test_served_while_running(tmp_path: Path):
 
     async def scenario() -> tuple[int, str]:
         try:
-            await agent.reload_isolating(dict(desired), set(agent.proxies))
+            await agent.reload_isolating(dict(desired), None)
             return await asyncio.to_thread(http_get, f"http://{address}:{static}/")
         finally:
-            for proxy in agent.proxies.values():
+            for proxy in list(agent.proxies.values()):
                 await proxy.stop()
 
     try:
