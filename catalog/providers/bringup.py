@@ -366,6 +366,155 @@ exit 1
 """
 
 
+IMAGE_ADDONS = "/usr/share/marina/addons"
+"""Add-on manifests an image may bake in: applied after Marina's own."""
+METRICS_SERVER_IMAGE = "registry.k8s.io/metrics-server/metrics-server:v0.7.2"
+
+
+def metrics_server() -> list[dict[str, object]]:
+    """The metrics add-on (metrics-server, as its project ships it), as objects.
+
+    It reaches kubelets at their InternalIP and checks their serving
+    certificates against the cluster's CA: Marina issues those (workers'
+    and masters' /var/lib/kubelet/pki/kubelet.crt), so no insecure TLS."""
+    ns, name = "kube-system", "metrics-server"
+    labels = {"k8s-app": name}
+    account = {"kind": "ServiceAccount", "name": name, "namespace": ns}
+
+    def meta(obj_name: str, **extra: object) -> dict[str, object]:
+        return {"name": obj_name, "labels": labels, **extra}
+
+    def binding(kind: str, obj_name: str, role_kind: str, role: str) -> dict[str, object]:
+        metadata = meta(obj_name, **({"namespace": ns} if kind == "RoleBinding" else {}))
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": kind,
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": [account],
+        }
+
+    read = ["get", "list", "watch"]
+    container = {
+        "name": name,
+        "image": METRICS_SERVER_IMAGE,
+        "args": [
+            "--cert-dir=/tmp",
+            "--secure-port=10250",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--kubelet-use-node-status-port",
+            "--metric-resolution=15s",
+        ],
+        "ports": [{"containerPort": 10250, "name": "https", "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/livez", "port": "https", "scheme": "HTTPS"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp-dir", "mountPath": "/tmp"}],
+    }
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name, namespace=ns)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {
+                "name": "system:aggregated-metrics-reader",
+                "labels": {
+                    **labels,
+                    "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                    "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                    "rbac.authorization.k8s.io/aggregate-to-view": "true",
+                },
+            },
+            "rules": [
+                {"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"], "verbs": read}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": meta("system:metrics-server"),
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": read},
+            ],
+        },
+        binding(
+            "RoleBinding",
+            "metrics-server-auth-reader",
+            "Role",
+            "extension-apiserver-authentication-reader",
+        ),
+        binding(
+            "ClusterRoleBinding",
+            "metrics-server:system:auth-delegator",
+            "ClusterRole",
+            "system:auth-delegator",
+        ),
+        binding(
+            "ClusterRoleBinding", "system:metrics-server", "ClusterRole", "system:metrics-server"
+        ),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(name, namespace=ns),
+            "spec": {
+                "selector": labels,
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"}],
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(name, namespace=ns),
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "strategy": {"rollingUpdate": {"maxUnavailable": 0}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": name,
+                        "priorityClassName": "system-cluster-critical",
+                        "nodeSelector": {"kubernetes.io/os": "linux"},
+                        "containers": [container],
+                        "volumes": [{"name": "tmp-dir", "emptyDir": {}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": meta("v1beta1.metrics.k8s.io"),
+            "spec": {
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+                # The aggregator's own convention for metrics-server's
+                # self-signed serving certificate (as its project ships it).
+                "insecureSkipTLSVerify": True,
+                "service": {"name": name, "namespace": ns},
+            },
+        },
+    ]
+
+
 def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]], list[str]]:
     sans = master_sans(plan)
     apiserver = issue(pki.kubernetes, "kube-apiserver", server=True, names=sans)
@@ -377,6 +526,11 @@ def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]]
     etcd_peer = issue(pki.etcd, plan.name, server=True, client=True, names=etcd_names)
     etcd_client = issue(pki.etcd, "kube-apiserver-etcd-client", client=True)
     proxy_client = issue(pki.front_proxy, "front-proxy-client", client=True)
+    # The kubelet serves with a certificate of the cluster's CA, as workers' do,
+    # so metrics-server can check it.
+    kubelet_serving = issue(
+        pki.kubernetes, f"system:node:{plan.name}", server=True, names=[plan.name, plan.address]
+    )
     sa = serialization.load_pem_private_key(pki.service_account_key.encode(), None)
     sa_pub = (
         sa.public_key()
@@ -405,6 +559,8 @@ def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]]
         _file(f"{p}/front-proxy-client.key", proxy_client.key),
         _file(f"{p}/sa.key", pki.service_account_key),
         _file(f"{p}/sa.pub", sa_pub, mode="0644"),
+        _file("/var/lib/kubelet/pki/kubelet.crt", kubelet_serving.cert, mode="0644"),
+        _file("/var/lib/kubelet/pki/kubelet.key", kubelet_serving.key),
     ]
     members = plan.etcd_members
     first = len(members) == 1
@@ -464,12 +620,21 @@ def _master_files(plan: NodePlan, pki: ClusterPKI) -> tuple[list[dict[str, str]]
     files += podnet
     steps += podnet_steps
     if first:
+        files.append(
+            _file(
+                "/etc/marina/addons/metrics-server.yaml",
+                yaml.safe_dump_all(metrics_server(), sort_keys=False),
+                mode="0644",
+            )
+        )
+        admin = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
         steps += [
             kubeadm("upload-config all"),
             kubeadm("addon kube-proxy"),
             kubeadm("addon coredns"),
-            "if [ -d /usr/share/marina/addons ]; then kubectl --kubeconfig "
-            "/etc/kubernetes/admin.conf apply -f /usr/share/marina/addons; fi",
+            f"{admin} apply -f /etc/marina/addons",
+            # Whatever else the image bakes in.
+            f"if [ -d {IMAGE_ADDONS} ]; then {admin} apply -f {IMAGE_ADDONS}; fi",
         ]
     return files, steps
 

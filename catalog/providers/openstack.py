@@ -4,11 +4,15 @@ Per cluster, one network, subnet and router (or the user's network by name),
 one security group per role, a server group with anti-affinity for the
 masters; per node, a port made before its server (so its address, and a
 gateway's or the first master's floating IP, are in its certificates) and the
-server, booted with the role's cloud-init user data (`bringup.py`). Every
-resource is named after its cluster and node and tagged with them, so a run
-cut off anywhere finds what it made and makes nothing twice; removing the
-last node removes the cluster's resources; `sweep` removes whatever carries
-Marina's tag and belongs to no known cluster.
+server, booted with the role's cloud-init user data (`bringup.py`). Ports of
+nodes that run pods allow the pod range, which the nodes route between them
+(`podnet.py`). Every resource is named after its cluster and node and tagged
+with them, so a run cut off anywhere finds what it made and makes nothing
+twice; removing the last node removes the cluster's resources; `sweep`
+removes whatever carries Marina's tag and belongs to no known cluster.
+Before a server is made, every node of the cluster still to be made must fit
+the project's quotas, so a deploy that cannot fit fails before its first
+server, not halfway.
 
 Nodes never run Marina's node agent here: the engine on them is the
 Kubernetes engine, whose Nodes the workers become. This is the only module

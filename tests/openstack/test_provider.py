@@ -44,6 +44,7 @@ from catalog.providers.bringup import (
 )
 from catalog.providers.openstack import OpenStackProvider, OpenStackSettings
 from catalog.store import Store
+from tests.kubeapi.validation import schema_causes
 from tests.openstack.fixtures import TestCloud
 from tests.support import Etcd
 
@@ -226,6 +227,25 @@ def test_user_data_of_each_role_is_valid_cloud_config_with_only_its_secrets(
     )
     ips = {str(ip) for ip in sans.value.get_values_for_type(x509.IPAddress)}
     assert {"203.0.113.9", "10.240.0.5", "10.96.0.1"} <= ips
+    # RKE's order on the first master: etcd, control plane, the network plugin,
+    # then the add-ons: DNS, kube-proxy and metrics (objects the official
+    # schemas accept, strictly).
+    steps = [s[-1] for s in yaml.safe_load(documents["master"].split("\n", 1)[1])["runcmd"]]
+    order = [
+        next(i for i, s in enumerate(steps) if what in s)
+        for what in ("phase etcd local", "phase control-plane", "marina-podnet.service",
+                     "addon coredns", "apply -f /etc/marina/addons")
+    ]  # fmt: skip
+    assert order == sorted(order)
+    addons = written(documents["master"], "/etc/marina/addons/metrics-server.yaml")
+    assert addons is not None
+    objects = list(yaml.safe_load_all(addons))
+    assert {"Deployment", "Service", "APIService"} <= {o["kind"] for o in objects}
+    for obj in objects:
+        assert schema_causes(obj) == [], obj["kind"]
+    # Workers run the network plugin for their own Node; gateways run no pods.
+    assert "--node c1-minion-1" in documents["minion"]
+    assert "marina-podnet" not in documents["gateway"]
 
 
 def test_up_refuses_openstack_without_the_kubernetes_engine_or_a_cloud(tmp_path: Path) -> None:
