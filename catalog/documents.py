@@ -260,6 +260,7 @@ class ServiceObjectSpec(TypedDict):
     targetPort: NotRequired[int]
     scope: NotRequired[str]
     hosts: NotRequired[list[str]]
+    paths: NotRequired[list[str]]
     tls: NotRequired[dict[str, str]]
 
 

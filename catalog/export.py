@@ -63,6 +63,8 @@ def pod_spec(doc: EnvironmentDocument, pod: PodObject, *, replicas: int | None =
         }
         if s.get("hosts"):  # gateway routing by host name, TLS from the pod's secrets
             service["hosts"] = list(s["hosts"])
+        if s.get("paths"):
+            service["paths"] = list(s["paths"])
         if s.get("tls"):
             service["tls"] = dict(s["tls"])
         services.append(service)

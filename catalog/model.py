@@ -14,7 +14,7 @@ from typing import Any
 
 from catalog.documents import ApplicationTemplate, JsonObject, Readiness
 from catalog.errors import Problem
-from catalog.routing import HOST_NAME, certificate_problems
+from catalog.routing import HOST_NAME, MAX_NAMES, PATH_PREFIX, certificate_problems
 from catalog.validation import DNS_LABEL
 from catalog.validation import ENV_VAR as ENV_NAME
 
@@ -284,7 +284,7 @@ def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem
     if hosts is not None and (
         service.get("scope") != "public"
         or not isinstance(hosts, list)
-        or not hosts
+        or not 0 < len(hosts) <= MAX_NAMES
         or not all(
             isinstance(h, str) and (HOST_NAME.fullmatch(h) or PLACEHOLDER.fullmatch(h))
             for h in hosts
@@ -293,9 +293,24 @@ def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem
         problems.append(
             Problem(
                 f"{where}.hosts",
-                "must be a non-empty list of lower-case host names (`*.` for any one "
-                "more label) on a public service",
+                f"must be a list of 1 to {MAX_NAMES} lower-case host names (`*.` for any "
+                "one more label) on a public service",
                 hosts,
+            )
+        )
+    paths = service.get("paths")
+    if paths is not None and (
+        not hosts
+        or not isinstance(paths, list)
+        or not 0 < len(paths) <= MAX_NAMES
+        or not all(isinstance(p, str) and PATH_PREFIX.fullmatch(p) for p in paths)
+    ):
+        problems.append(
+            Problem(
+                f"{where}.paths",
+                f"must be a list of 1 to {MAX_NAMES} path prefixes (`/` then letters, digits, "
+                "`.`, `_`, `~`, `/` or `-`) on a service with hosts",
+                paths,
             )
         )
     tls = service.get("tls")
@@ -316,7 +331,7 @@ def _validate_service(service: Any, where: str, ports: set[int]) -> list[Problem
     problems += [
         Problem(f"{where}.{k}", "is not a known service field")
         for k in service
-        if k not in ("name", "port", "targetPort", "scope", "hosts", "tls")
+        if k not in ("name", "port", "targetPort", "scope", "hosts", "paths", "tls")
     ]
     return problems
 

@@ -35,6 +35,11 @@ ROUTES = keys.ROUTES
 HOST_NAME = re.compile(
     r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 )
+PATH_PREFIX = re.compile(r"/[A-Za-z0-9._~/-]{0,199}")
+"""A path prefix the gateways take: a leading slash and URL path characters
+that need no quoting (the contract's rule)."""
+MAX_NAMES = 32
+"""The most host names, or path prefixes, one route may have (the contract's rule)."""
 
 
 class CertificateKeys(TypedDict):
@@ -56,6 +61,7 @@ class Route(TypedDict):
     scope: NotRequired[str]
     address: NotRequired[str]
     hosts: NotRequired[list[str]]
+    paths: NotRequired[list[str]]
     tls: NotRequired[bool]
 
 
@@ -84,7 +90,7 @@ def routes_for(cluster: str, service: Mapping[str, Any], hosts: list[str]) -> di
 
 def public_route(service: Mapping[str, Any], backends: list[Backend]) -> Route:
     """A public service's route on the gateways: HTTP on its port, by host
-    name (and with TLS) when it names hosts."""
+    name (and path prefix, and with TLS) when it names hosts."""
     route: Route = {
         "port": service["port"],
         "mode": "http",
@@ -93,6 +99,8 @@ def public_route(service: Mapping[str, Any], backends: list[Backend]) -> Route:
     }
     if service.get("hosts"):
         route["hosts"] = sorted(service["hosts"])
+        if service.get("paths"):
+            route["paths"] = sorted(service["paths"])
         route["tls"] = bool(service.get("tls"))
     return route
 
@@ -211,22 +219,24 @@ async def publish_certificates(
 
 
 def service_urls(service: Mapping[str, Any], gateways: Iterable[str]) -> list[str]:
-    """Where users reach a public service: each host name on its port, and
-    each gateway address (a host-name service through a gateway answers only
-    to its names, so its address URLs are listed for a Host header or a
-    hosts-file entry)."""
+    """Where users reach a public service: each host name on its port (at
+    each of its path prefixes), and each gateway address (a host-name
+    service through a gateway answers only to its names, so its address URLs
+    are listed for a Host header or a hosts-file entry)."""
     if service.get("scope") != "public":
         return []
     port = service.get("port")
     scheme = "https" if service.get("tls") else "http"
+    paths = sorted(service.get("paths") or ["/"])
     urls = [
-        f"{scheme}://{host}:{port}/"
+        f"{scheme}://{host}:{port}{path}"
         for host in sorted(service.get("hosts") or [])
         if not host.startswith("*.")
+        for path in paths
     ]
     for address in sorted(set(gateways)):
         shown = f"[{address}]" if _is_ipv6(address) else address
-        urls.append(f"{scheme}://{shown}:{port}/")
+        urls += [f"{scheme}://{shown}:{port}{path}" for path in paths]
     return urls
 
 

@@ -67,6 +67,8 @@ class ServiceSpec(TypedDict):
     """The service's stable address inside the cluster, once given one."""
     hosts: NotRequired[list[str]]
     """Host names a public HTTP service answers to on the gateways."""
+    paths: NotRequired[list[str]]
+    """Path prefixes within those host names (none: every path)."""
     tls: NotRequired[dict[str, str]]
     """`{"certificate": SECRET, "key": SECRET}`: two of the pod's secrets."""
 

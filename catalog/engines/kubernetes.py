@@ -9,8 +9,9 @@ and its secret values Secrets, all rendered by `rendering.py`, so an export
 holds exactly what is applied. Marina's gateways front the cluster as they
 front the local engine: each public service gets a gateway route from its
 port to every ready node's InternalIP and NodePort. A service's host names
-and TLS secrets ride on its Service as annotations, so the routes and the
-certificates (read from the pod's Secrets) follow what the cluster holds.
+(and path prefixes) and TLS secrets ride on its Service as annotations, so
+the routes and the certificates (read from the pod's Secrets) follow what
+the cluster holds.
 
 Observed state is read from the API server; the change stream follows
 watches (resourceVersion, bookmarks, a fresh list after 410 Gone) run in
@@ -105,6 +106,8 @@ HOSTS_ANNOTATION = "marina.io/hosts"
 SECRETS_ANNOTATION = "marina.io/secrets-changed"
 """On a pod template: how many times the pod's Secrets took new values, so
 that each change rolls the Deployment (applied only, not exported)."""
+PATHS_ANNOTATION = "marina.io/paths"
+"""On a public Service with hosts: its path prefixes within them, comma-separated."""
 TLS_ANNOTATION = "marina.io/tls"
 """On a public Service with hosts: `{"certificate": VAR, "key": VAR}` as JSON,
 two keys of its pod's Secrets (names, never the values)."""
@@ -474,6 +477,8 @@ class KubernetesEngine:
             if service is None or ALIAS_LABEL in (meta.get("labels") or {}):
                 continue
             meta["annotations"][HOSTS_ANNOTATION] = ",".join(sorted(service.get("hosts", [])))
+            if service.get("paths"):
+                meta["annotations"][PATHS_ANNOTATION] = ",".join(sorted(service["paths"]))
             if service.get("tls"):
                 meta["annotations"][TLS_ANNOTATION] = json.dumps(service["tls"], sort_keys=True)
         return objects
@@ -1197,6 +1202,8 @@ class KubernetesEngine:
             entry["ip"] = str(ip)
         if annotations.get(HOSTS_ANNOTATION):
             entry["hosts"] = str(annotations[HOSTS_ANNOTATION]).split(",")
+            if annotations.get(PATHS_ANNOTATION):
+                entry["paths"] = str(annotations[PATHS_ANNOTATION]).split(",")
             try:
                 tls = json.loads(annotations.get(TLS_ANNOTATION) or "null")
             except ValueError:

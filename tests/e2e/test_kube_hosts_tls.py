@@ -3,7 +3,8 @@ application's secrets, on `marina up --engine kubernetes`.
 
 A real `marina up` (its embedded etcd, a gateway node's agent with HAProxy)
 runs one pod with two containers on the session's API test server, each
-behind a public service on port 443 for its own host name, each with its
+behind a public service on port 443 for its own host name (blog's under a
+path prefix), each with its
 certificate and key among the pod's secrets. The gateway serves each host
 with its own certificate by SNI and routes it to its own container; the
 environment view lists the URLs; a certificate renewed through the pod's
@@ -89,6 +90,7 @@ def sites(pairs: dict[str, dict[str, str]]) -> dict[str, Any]:
                     "targetPort": port,
                     "scope": "public",
                     "hosts": [host],
+                    **({"paths": ["/blog"]} if name == "blog" else {}),
                     "tls": {"certificate": f"{name.upper()}_CERT", "key": f"{name.upper()}_KEY"},
                 }
                 for name, host, port in (("shop", SHOP, 8000), ("blog", BLOG, 8001))
@@ -97,9 +99,9 @@ def sites(pairs: dict[str, dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def served(address: str, host: str) -> tuple[int, int, str]:
+def served(address: str, host: str, path: str = "/") -> tuple[int, int, str]:
     """The serial of the certificate the gateway offers for `host` by SNI,
-    and the status and body of a GET for it."""
+    and the status and body of a GET of `path` there."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # self-signed; the serial says whose it is
@@ -109,7 +111,7 @@ def served(address: str, host: str) -> tuple[int, int, str]:
     ):
         der = tls.getpeercert(binary_form=True)
         assert der is not None
-        tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         reply = b""
         while chunk := tls.recv(4096):
             reply += chunk
@@ -172,9 +174,10 @@ def test_two_hosts_share_443_with_their_own_certificates(marina: Marina, kube_ap
     )
     assert sorted(urls) == ["blog", "shop"]
     assert urls["shop"][0] == f"https://{SHOP}:{PORT}/"
-    assert urls["blog"][0] == f"https://{BLOG}:{PORT}/"
+    assert urls["blog"][0] == f"https://{BLOG}:{PORT}/blog"  # its path prefix
     address = urls["shop"][1].split("//")[1].rsplit(":", 1)[0]
-    assert urls["blog"][1] == urls["shop"][1] == f"https://{address}:{PORT}/"
+    assert urls["shop"][1] == f"https://{address}:{PORT}/"
+    assert urls["blog"][1] == f"https://{address}:{PORT}/blog"
 
     # One port, two hosts: each gets its own certificate by SNI and its own container.
     assert wait_for(
@@ -182,7 +185,8 @@ def test_two_hosts_share_443_with_their_own_certificates(marina: Marina, kube_ap
         timeout=60,
         what="shop served over TLS",
     )
-    assert served(address, BLOG) == (serial(pairs["blog"]), 200, "blog")
+    assert served(address, BLOG, "/blog/2026") == (serial(pairs["blog"]), 200, "blog")
+    assert served(address, BLOG, "/")[:2] == (serial(pairs["blog"]), 404)  # outside its paths
     # A host no service names is not routed to either.
     assert served(address, "other.example.test")[1] == 404
 
@@ -210,7 +214,7 @@ def test_two_hosts_share_443_with_their_own_certificates(marina: Marina, kube_ap
     assert switch > 0  # requests ran before the change, and (above) after it
     assert set(serials[:switch]) == {serial(pairs["shop"])}
     assert set(serials[switch:]) == {serial(renewed)}
-    assert served(address, BLOG) == (serial(pairs["blog"]), 200, "blog")
+    assert served(address, BLOG, "/blog") == (serial(pairs["blog"]), 200, "blog")
     # A malformed one is refused naming its field; the renewed one keeps serving.
     broken = {"SHOP_KEY": "-----BEGIN PRIVATE KEY-----\nnot one\n-----END PRIVATE KEY-----\n"}
     refused = marina.run(env, "sites:setSecrets", {"container": "shop", "secrets": broken})

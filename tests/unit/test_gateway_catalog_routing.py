@@ -11,6 +11,7 @@ from catalog.routing import (
     certificates_for,
     environment_urls,
     routes_for,
+    service_urls,
 )
 from tests.integration.test_gateway_tls import certificate
 
@@ -133,4 +134,27 @@ def test_urls_name_the_hosts_then_each_ready_gateway_of_the_cluster():
             "service": "shop",
             "urls": ["https://shop.example.test:443/", "https://127.0.0.7:443/"],
         }
+    ]
+
+
+def test_path_prefixes_within_the_hosts():
+    pair = certificate("shop.example.test")
+    spec = pod(pair, paths=["/api", "/static/v1"])
+    assert validate_pod_spec(spec) == []
+    for bad in (["api"], ["/a b"], [], ["/x"] * 33, "/api"):
+        assert "pod.services[0].paths" in fields(validate_pod_spec(pod(pair, paths=bad))), bad
+    # Paths narrow host names: without hosts they mean nothing.
+    no_hosts = {k: v for k, v in pod(pair, paths=["/api"])["services"][0].items()}  # type: ignore[index]
+    del no_hosts["hosts"], no_hosts["tls"]
+    spec = {**pod(pair), "services": [no_hosts]}
+    assert "pod.services[0].paths" in fields(validate_pod_spec(spec))
+
+    service = {**pod(pair, paths=["/static/v1", "/api"])["services"][0], "ip": "10.0.0.1"}  # type: ignore[index, dict-item]
+    public = routes_for("c1", service, ["127.0.0.9"])["/marina/gateway/routes/c1/shop"]
+    assert public["paths"] == ["/api", "/static/v1"] and public["hosts"] == ["shop.example.test"]
+    assert service_urls(service, ["127.0.0.7"]) == [
+        "https://shop.example.test:443/api",
+        "https://shop.example.test:443/static/v1",
+        "https://127.0.0.7:443/api",
+        "https://127.0.0.7:443/static/v1",
     ]

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from catalog.engines.base import ClusterKey, PodId, PodSpec
-from catalog.engines.kubernetes import HOSTS_ANNOTATION, TLS_ANNOTATION, KubernetesEngine
+from catalog.engines.kubernetes import (
+    HOSTS_ANNOTATION,
+    PATHS_ANNOTATION,
+    TLS_ANNOTATION,
+    KubernetesEngine,
+)
 from catalog.routing import certificates_for, routes_for
 from gateway.etcd import prefix_end
 from tests.integration.test_gateway_tls import certificate
@@ -25,8 +30,8 @@ SHOP, BLOG = "shop.example.test", "blog.example.test"
 
 
 def web(pairs: dict[str, dict[str, str]], *, tls: bool = True) -> PodSpec:
-    """A pod with two public services on port 443, one per host, each with
-    its certificate among the container's secrets."""
+    """A pod with two public services on port 443, one per host (blog's under
+    two path prefixes), each with its certificate among the container's secrets."""
     secrets = {
         f"{n.upper()}_{part.upper()}": pair[part] for n, pair in pairs.items() for part in pair
     }
@@ -54,6 +59,7 @@ def web(pairs: dict[str, dict[str, str]], *, tls: bool = True) -> PodSpec:
                 "targetPort": 8000,
                 "scope": "public",
                 "hosts": [host],
+                **({"paths": ["/blog", "/feed"]} if name == "blog" else {}),
                 **(
                     {"tls": {"certificate": f"{name.upper()}_CERT", "key": f"{name.upper()}_KEY"}}
                     if tls
@@ -136,6 +142,10 @@ def test_hosts_and_certificates_published_as_on_the_local_engine(
         expected = certificates_for(cluster, [(s, secrets) for s in spec["services"]])
         assert {k: v for k, v in published.items() if "/certs/" in k} == expected
         assert published[f"/marina/gateway/certs/{cluster}/{BLOG}"] == pairs["blog"]
+        # Path prefixes ride along as well.
+        assert annotations["blog"][PATHS_ANNOTATION] == "/blog,/feed"
+        assert published[f"/marina/gateway/routes/{cluster}/blog"]["paths"] == ["/blog", "/feed"]
+        assert "paths" not in shop
 
         # Applied again unchanged, the pod is left alone; a new certificate in
         # the Secret replaces the key and rolls the pod (its variables are new).
