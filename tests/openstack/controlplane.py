@@ -38,6 +38,9 @@ DEFAULT_VENV = REPO / ".venv-openstack"
 ADMIN_CLOUD = "marina-test-admin"
 USER_CLOUD = "marina-test"
 PROJECT = "marina"
+COMPUTE_HOSTS = ("marina-compute", "marina-compute-2", "marina-compute-3")
+"""Fake hypervisors, one nova-compute each: a cluster's three masters can
+each have one of their own, as a server group with anti-affinity wants."""
 
 # Databases each service migrates; nova needs three (API, cell0, cell1).
 DATABASES = ("keystone", "placement", "glance", "neutron", "nova_api", "nova", "nova_cell0")
@@ -469,10 +472,18 @@ class ControlPlane:
         self._render("nova.conf", c / "nova" / "nova.conf")
         # nova-compute reaches the database only through the conductor, and
         # complains at every start if it is given a connection.
-        (c / "nova" / "nova-compute.conf").write_text(
-            _without_sections((c / "nova" / "nova.conf").read_text(), {"database", "api_database"})
+        compute = _without_sections(
+            (c / "nova" / "nova.conf").read_text(), {"database", "api_database"}
         )
-        (c / "nova" / "nova-compute.conf").chmod(0o600)
+        for host in COMPUTE_HOSTS:
+            # Each its own state: nova-compute keeps its node's identity there.
+            text = compute
+            if host != COMPUTE_HOSTS[0]:
+                text = text.replace("\nhost = marina-compute\n", f"\nhost = {host}\n")
+                text = text.replace(f"{self.state}/nova", f"{self.state}/{host}")
+                (self.state / host / "instances").mkdir(parents=True, exist_ok=True)
+            (c / "nova" / f"{host}.conf").write_text(text)
+            (c / "nova" / f"{host}.conf").chmod(0o600)
         shipped = self.venv / "etc"
         shutil.copy(shipped / "glance" / "glance-api-paste.ini", c / "glance")
         shutil.copy(shipped / "neutron" / "api-paste.ini", c / "neutron")
@@ -729,19 +740,20 @@ class ControlPlane:
     def _register_compute_host(self) -> None:
         # nova-compute reports to placement once at start and then only
         # every minute: start it when placement answers.
-        self._service(
-            "nova-compute",
-            [
-                self._bin("nova-compute"),
-                "--config-file",
-                str(self.config / "nova" / "nova-compute.conf"),
-            ],
-        )
+        for host in COMPUTE_HOSTS:
+            self._service(
+                "nova-compute" + host.removeprefix("marina-compute"),
+                [
+                    self._bin("nova-compute"),
+                    "--config-file",
+                    str(self.config / "nova" / f"{host}.conf"),
+                ],
+            )
         conn = self.admin_connection()
         _wait(
-            lambda: list(conn.placement.resource_providers()),
+            lambda: len(list(conn.placement.resource_providers())) >= len(COMPUTE_HOSTS),
             timeout=180,
-            what="the compute node in placement",
+            what="the compute nodes in placement",
             services=self.services,
             interval=1,
         )
@@ -759,9 +771,9 @@ class ControlPlane:
             ],
         )
         _wait(
-            lambda: list(conn.compute.hypervisors()),
+            lambda: len(list(conn.compute.hypervisors())) >= len(COMPUTE_HOSTS),
             timeout=60,
-            what="the fake hypervisor",
+            what="the fake hypervisors",
             services=self.services,
             interval=1,
         )
