@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import signal
 import tempfile
 import time
@@ -34,6 +33,10 @@ from pathlib import Path
 from gateway.errors import HAProxyError
 
 log = logging.getLogger(__name__)
+
+# What each pid file of a state directory holds, by haproxy.pid's path: the
+# union of them is what haproxy.pid lists.
+_PID_FILES: dict[Path, dict[str, str]] = {}
 
 _ERROR_REPLY = re.compile(
     r"(no such|unknown|invalid|require|not found|can't|cannot|failed|error)", re.IGNORECASE
@@ -125,12 +128,21 @@ class HAProxy:
     def _publish_every_pid(self) -> None:
         if self.every_pid is None:
             return
-        pids = []
-        for record in sorted(self.state_dir.glob("*.pid")):
-            if record != self.every_pid:
-                with contextlib.suppress(OSError):
-                    pids += record.read_text().split()
-        _write_atomic(self.every_pid, "".join(f"{p}\n" for p in pids))
+        # The other pid files are read once: with dozens of parts, reading
+        # them all at every start was most of what recording a pid cost.
+        files = _PID_FILES.get(self.every_pid)
+        if files is None:
+            files = _PID_FILES[self.every_pid] = {}
+            mine: list[Path] = [r for r in self.state_dir.glob("*.pid") if r != self.every_pid]
+        else:
+            mine = [self.pid_path, self.standby_pid_path]
+        for record in mine:
+            try:
+                files[record.name] = record.read_text()
+            except OSError:
+                files.pop(record.name, None)
+        text = "".join(files[name] for name in sorted(files))
+        _write_atomic(self.every_pid, "".join(f"{p}\n" for p in text.split()))
 
     def running(self) -> bool:
         return self.pid is not None and _alive(self.pid)
@@ -170,20 +182,25 @@ class HAProxy:
         which was never told to stop, keeps serving them.
         """
         started = time.perf_counter()
-        previous = {p: p.read_text() for p in (self.config_path, self.map_path) if p.exists()}
-        _write_atomic(self.map_path, port_map or "")
+        # A part without a map (a static one) reads none: its files stay as
+        # they are, and each start writes one file less.
+        paths = [self.config_path] if port_map is None else [self.config_path, self.map_path]
+        previous = {p: p.read_text() for p in paths if p.exists()}
+        if port_map is not None:
+            _write_atomic(self.map_path, port_map)
         _write_atomic(self.config_path, config)
         try:
             await self._start(config)
         except HAProxyError:
-            for path in (self.config_path, self.map_path):
+            for path in paths:
                 if path in previous:
                     _write_atomic(path, previous[path])
                 else:  # never leave a refused configuration where one is read
                     path.unlink(missing_ok=True)
             raise
-        shutil.copyfile(self.config_path, self.good_path)
-        shutil.copyfile(self.map_path, self._good_map)
+        _link_atomic(self.config_path, self.good_path)
+        if port_map is not None:
+            _link_atomic(self.map_path, self._good_map)
         return time.perf_counter() - started
 
     @property
@@ -208,9 +225,10 @@ class HAProxy:
         good_map = self._good_map
         if self.running() or not self.good_path.exists():
             return False
-        shutil.copyfile(self.good_path, self.config_path)
+        # The good files may be links to the ones they restore.
+        _link_atomic(self.good_path, self.config_path)
         if good_map.exists():
-            shutil.copyfile(good_map, self.map_path)
+            _link_atomic(good_map, self.map_path)
         await self._start()
         return True
 
@@ -313,6 +331,12 @@ class HAProxy:
             proc = await self._spawn(self._args(self.config_path, old))
         self._record([*old, proc.pid])
         deadline = time.monotonic() + self.start_timeout
+        # A first process binds the stats socket once it has parsed its
+        # configuration: until then a stat is all each look costs, not a
+        # connection. A successor takes the socket over with the listeners,
+        # and is asked less often as it takes longer.
+        fresh = not old
+        pause = 0.002
         while True:
             if proc.returncode is not None or _reaped(proc):
                 self._children.discard(proc)
@@ -323,16 +347,18 @@ class HAProxy:
                     "reload",
                     _alerts(self._log_since(offset)) or f"haproxy exited with {proc.returncode}",
                 )
-            with contextlib.suppress(HAProxyError, OSError):
-                info = await self.command("show info")
-                if f"\nPid: {proc.pid}\n" in "\n" + info:
-                    break
+            if not fresh or self.socket_path.exists():
+                with contextlib.suppress(HAProxyError, OSError):
+                    info = await self.command("show info")
+                    if f"\nPid: {proc.pid}\n" in "\n" + info:
+                        break
+                pause = min(pause * 1.25, 0.005)
             if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 self._record(old)
                 raise HAProxyError("reload", f"new haproxy did not answer in {self.start_timeout}s")
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(pause)
         # The old processes were told to finish (-sf) and leave by themselves.
         self.pid, self.others = proc.pid, []
         self._record([proc.pid])
@@ -544,6 +570,15 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _link_atomic(source: Path, target: Path) -> None:
+    """`target` with `source`'s content, without copying it: the next write
+    of `source` replaces its name with a new file, which leaves this one."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(source, tmp)
+    os.replace(tmp, target)
 
 
 def _write_atomic(path: Path, text: str) -> None:
