@@ -34,9 +34,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SHOP, BLOG = "shop.example.test", "blog.example.test"
 PORT = 443
 CERTS = "/marina/gateway/certs/"
-# A container that answers every GET with its own name.
+# A container that answers every GET with its own name. Told to stop, it
+# serves a second more, as a web server behind a Service must (a kubelet
+# stops a pod as its endpoint is withdrawn, with connections on their way).
 ANSWER = (
-    "import http.server as h, os\n"
+    "import http.server as h, os, signal, threading\n"
     "class H(h.BaseHTTPRequestHandler):\n"
     "    def do_GET(self):\n"
     "        body = os.environ['NAME'].encode()\n"
@@ -44,7 +46,9 @@ ANSWER = (
     "        self.send_header('Content-Length', str(len(body)))\n"
     "        self.end_headers()\n"
     "        self.wfile.write(body)\n"
-    "h.ThreadingHTTPServer((os.environ['POD_IP'], int(os.environ['PORT'])), H).serve_forever()\n"
+    "server = h.ThreadingHTTPServer((os.environ['POD_IP'], int(os.environ['PORT'])), H)\n"
+    "signal.signal(signal.SIGTERM, lambda *_: threading.Timer(1, server.shutdown).start())\n"
+    "server.serve_forever()\n"
 )
 
 
@@ -135,8 +139,17 @@ def serial(pair: dict[str, str]) -> int:
     return x509.load_pem_x509_certificate(pair["cert"].encode()).serial_number
 
 
-def test_two_hosts_share_443_with_their_own_certificates(marina: Marina, kube_api: KubeApi):
-    env = marina.ok("POST", "/v1/environments", {"name": "kube-hosts"})["id"]
+@pytest.fixture
+def env(marina: Marina) -> Iterator[str]:
+    """An environment, deleted with its Nodes whatever the test found."""
+    created = str(marina.ok("POST", "/v1/environments", {"name": "kube-hosts"})["id"])
+    yield created
+    deleted = marina.ok("DELETE", f"/v1/environments/{created}")
+    assert marina.wait_task(deleted["task_id"], timeout=180)["state"] == "succeeded"
+    assert marina.etcd_keys(CERTS) == []
+
+
+def test_two_hosts_share_443_with_their_own_certificates(marina: Marina, env: str):
     marina.ok(
         "POST",
         f"/v1/environments/{env}/services",
@@ -229,5 +242,3 @@ def test_two_hosts_share_443_with_their_own_certificates(marina: Marina, kube_ap
     if isinstance(reply, dict) and reply.get("task_id"):
         assert marina.wait_task(reply["task_id"], timeout=120)["state"] == "succeeded"
     wait_for(lambda: marina.etcd_keys(CERTS) == [], timeout=30, what="certificates removed")
-    deleted = marina.ok("DELETE", f"/v1/environments/{env}")
-    assert marina.wait_task(deleted["task_id"], timeout=180)["state"] == "succeeded"
