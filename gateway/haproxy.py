@@ -101,15 +101,22 @@ class HAProxy:
     def _recorded_alive(self) -> list[int]:
         """Recorded processes still running this gateway's configuration (a
         recorded pid may since belong to another program)."""
-        mine = f" -f {self.config_path} "
-        return [p for p in self._recorded() if _alive(p) and mine in _cmdline(p) + " "]
+        # A process that was a standby read its configuration from the FIFO.
+        mine = (f" -f {self.config_path} ", f" -f {self.fifo_path} ")
+        return [
+            p for p in self._recorded() if _alive(p) and any(m in _cmdline(p) + " " for m in mine)
+        ]
 
     def _end_recorded_standby(self) -> None:
         """A standby an earlier agent left waits for a configuration that
         will never come: end it. Found by its command line, since an agent
-        stopped while starting one never learnt its pid."""
+        stopped while starting one never learnt its pid. One that took its
+        configuration and serves is recorded in the pid file: it stays."""
         mine = f" -f {self.fifo_path} "
+        serving = set(self._recorded())
         for pid in _pids_running(mine):
+            if pid in serving:
+                continue
             if self._standby is None or pid != self._standby[0].pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

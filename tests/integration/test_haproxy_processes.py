@@ -78,3 +78,33 @@ def test_a_successor_adopts_every_recorded_process(tmp_path: Path):
     started, spawned, last = asyncio.run(scenario())
     assert len({started, spawned, last}) == 3
     assert not alive(last)
+
+
+def test_a_process_that_was_a_standby_is_adopted_not_ended(tmp_path: Path):
+    """A standby reads its configuration from the FIFO: once it serves, a
+    successor adopts it like any other, and ends only standbys still waiting."""
+    address, port = fresh_address(), free_port()
+
+    async def scenario() -> tuple[int, int | None, bool, str]:
+        first = HAProxy(tmp_path)
+        await first.apply(config(first, address, port), "")
+        await first.prepare_standby()
+        await first.apply(config(first, address, port), "")
+        serving = first.pid
+        assert serving is not None
+        command = Path(f"/proc/{serving}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        await first.prepare_standby()  # left waiting when the agent dies
+        successor = HAProxy(tmp_path)
+        adopted = successor.adopt()
+        await asyncio.sleep(0.2)
+        still = alive(serving)
+        await successor.stop()
+        for child in list(first._children):  # reap what the dead agent had started
+            await child.wait()
+        return serving, adopted, still, command
+
+    serving, adopted, still, command = asyncio.run(scenario())
+    assert ".cfg.fifo" in command
+    assert adopted == serving
+    assert still
+    assert not alive(serving)
