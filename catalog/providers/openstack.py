@@ -465,22 +465,25 @@ class OpenStackProvider:
     def _port(self, cluster: str, node: str, role: str, network: Any, group: Any) -> Any:
         net = self.connection().network
         name = f"marina-{cluster}-{node}"
+        # A user's network may have port security off: no anti-spoofing, and
+        # neutron takes neither security groups nor address pairs on its ports.
+        secure = network.is_port_security_enabled is not False
         # Pods' addresses are not the port's: neutron's anti-spoofing drops
         # their packets unless the pod range is an allowed address pair.
-        pairs = [{"ip_address": POD_CIDR}] if role in POD_ROLES else []
+        pairs = [{"ip_address": POD_CIDR}] if role in POD_ROLES and secure else []
         ports = [p for p in net.ports(network_id=network.id, tags=TAG) if p.name == name]
         for extra in ports[1:]:  # a create cut off after neutron made it, then made again
             net.delete_port(extra)
         if ports:
             port = ports[0]
             have = [p["ip_address"] for p in port.allowed_address_pairs or []]
-            if have != [p["ip_address"] for p in pairs]:
+            if secure and have != [p["ip_address"] for p in pairs]:
                 port = net.update_port(port, allowed_address_pairs=pairs)
             return port
         port = net.create_port(
             network_id=network.id,
             name=name,
-            security_group_ids=[group.id],
+            security_group_ids=[group.id] if secure else [],
             allowed_address_pairs=pairs,
         )
         net.set_tags(port, _tags(cluster, node=node))

@@ -738,3 +738,32 @@ def test_a_conflict_fails_the_task_with_the_reason_and_makes_nothing(
     assert held["ports"] == [f"marina-{c}-minion-1"]  # and no second port
     deployer.provider_call("remove_cluster", c)
     assert tagged(os_conn, c) == {}
+
+
+def test_a_users_network_without_port_security_takes_ports_without_groups_or_pairs(
+    deployer: Deployer, os_conn: Any, cluster_name: str
+) -> None:
+    c = cluster_name
+    network = os_conn.network.create_network(name=f"users-{c}", port_security_enabled=False)
+    try:
+        os_conn.network.create_subnet(
+            network_id=network.id, name=f"users-{c}", ip_version=4, cidr="10.77.0.0/24"
+        )
+        theirs = Deployer(
+            dataclasses.replace(deployer.settings, network=network.name), deployer.etcd
+        )
+        address = theirs.run("deploy_instance", c, "minion", 1)
+        assert ipaddress.ip_address(address) in ipaddress.ip_network("10.77.0.0/24")
+        port = next(p for p in os_conn.network.ports() if p.name == f"marina-{c}-minion-1")
+        assert port.network_id == network.id
+        assert port.security_group_ids == []
+        assert port.allowed_address_pairs == []
+        assert tagged(os_conn, c)["servers"] == [f"marina-{c}-minion-1"]
+        assert "networks" not in tagged(os_conn, c)  # the user's, not Marina's
+        theirs.run("remove_node", c, "minion", 1)
+        assert tagged(os_conn, c) == {}
+        assert os_conn.network.find_network(network.id) is not None  # still theirs
+    finally:
+        for subnet in list(os_conn.network.subnets(network_id=network.id)):
+            os_conn.network.delete_subnet(subnet)
+        os_conn.network.delete_network(network)
