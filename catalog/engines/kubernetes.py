@@ -913,9 +913,10 @@ class KubernetesEngine:
     # -- routes --------------------------------------------------------------------------
 
     async def publish_routes(self, cluster: ClusterKey) -> None:
-        """Each public service's route: its port (and host names) on the
-        gateways, to every ready node's InternalIP at the service's NodePort;
-        and the certificates of its TLS hosts, from its pod's Secrets."""
+        """Each public service's route: its port (and host names and path
+        prefixes) on the gateways, to every ready node's InternalIP at the
+        service's NodePort; and the certificates of its TLS hosts, from its
+        pod's Secrets (those of services gone, or without TLS now, deleted)."""
         namespace = self.namespace(cluster)
         nodes = [n for n in await self._nodes() if self._node_ready(n)]
         # Nodes being drained take no new connections while others can.
