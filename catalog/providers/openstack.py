@@ -719,6 +719,11 @@ class OpenStackProvider:
             for tag in resource.tags or []:
                 if tag.startswith("marina-cluster="):
                     found.add(tag.removeprefix("marina-cluster="))
+        # Server groups take no tags: the masters' is known by its name, and
+        # is the last thing a cluster's removal deletes, so may be all it left.
+        for group in conn.compute.server_groups():
+            if group.name.startswith("marina-") and group.name.endswith("-masters"):
+                found.add(group.name.removeprefix("marina-").removesuffix("-masters"))
         return found
 
     # -- the provider protocol ------------------------------------------------------
