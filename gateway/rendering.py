@@ -7,6 +7,7 @@ ports.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import resource
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import jinja2
 
 from gateway.planning import BackendSlot, Layout
+from gateway.routes import Backend
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("gateway", "templates"),
@@ -26,6 +28,7 @@ _ENV = jinja2.Environment(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _addr(host: str) -> str:
     try:
         if ipaddress.ip_address(host).version == 6:
@@ -168,6 +171,7 @@ def render_config(
     backends = []
     if part != "pool":
         backends += sorted(layout.static.values(), key=lambda b: b.name)
+    listening = len(backends)  # the static ones come first
     if part != "static":
         backends += layout.pool
     return _ENV.get_template("haproxy.cfg.j2").render(
@@ -182,11 +186,15 @@ def render_config(
         bind_host=_addr(context.address),
         # A route on a port of its own is one `listen` proxy, which HAProxy
         # starts in three quarters of the time of a frontend and a backend.
-        listening={
-            b.name for b in layout.static.values() if b.route is not None and not b.route.hosts
-        }
-        if part != "pool"
-        else set(),
+        sections=[
+            _section(
+                b,
+                checked=budget.checked[b.name],
+                bind_host=_addr(context.address),
+                listens=index < listening,
+            )
+            for index, b in enumerate(backends)
+        ],
         shared=shared_frontends(layout, _addr(context.address)) if part != "pool" else [],
         certs=context.certs,
         metrics_socket=context.metrics_socket,
@@ -194,6 +202,66 @@ def render_config(
         map_path=context.map_path,
         backends=backends,
     )
+
+
+def _section(slot: BackendSlot, *, checked: int, bind_host: str, listens: bool) -> str:
+    """A backend, or the `listen` proxy of a static route on a port of its own."""
+    route = slot.route
+    return _section_text(
+        slot.name,
+        slot.mode,
+        slot.balance,
+        slot.slots,
+        slot.servers,
+        slot.proxy_protocol,
+        slot.check_interval_ms,
+        checked,
+        None if route is None else (route.service, route.port, route.address),
+        listens and route is not None and not route.hosts,
+        bind_host,
+    )
+
+
+# The text of each backend is kept: a reload re-renders a part whose routes
+# mostly did not change, and the key is what the text is made of.
+@functools.lru_cache(maxsize=16384)
+def _section_text(
+    name: str,
+    mode: str,
+    balance: str,
+    slots: int,
+    servers: tuple[Backend, ...],
+    proxy_protocol: bool,
+    check_interval_ms: int | None,
+    checked: int,
+    route: tuple[str, int, str | None] | None,
+    listens: bool,
+    bind_host: str,
+) -> str:
+    if route is not None and listens:
+        # A route on a port of its own is one `listen` proxy, which HAProxy
+        # starts in three quarters of the time of a frontend and a backend.
+        service, port, address = route
+        lines = [
+            f"listen {name}  # route {service} port {port}",
+            f"    mode {mode}",
+            f"    bind {_addr(address) if address else bind_host}:{port}",
+        ]
+    else:
+        note = f"  # route {route[0]} port {route[1]}" if route is not None else ""
+        lines = [f"backend {name}{note}", f"    mode {mode}"]
+    lines.append(f"    balance {balance}")
+    if mode == "http":
+        lines.append("    option forwardfor")
+    check = " check" + (f" inter {check_interval_ms}ms" if check_interval_ms else "")
+    proxy = " send-proxy-v2" if proxy_protocol else ""
+    for index in range(slots):
+        if index < len(servers):
+            target = f"{_addr(servers[index].host)}:{servers[index].port}"
+        else:
+            target = "127.0.0.1:1 disabled"
+        lines.append(f"    server s{index + 1} {target}{check if index < checked else ''}{proxy}")
+    return "\n".join(lines)
 
 
 def render_map(layout: Layout) -> str:
