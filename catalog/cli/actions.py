@@ -179,13 +179,25 @@ def _dry_run(
                 "type": action["objectType"],
                 **shown,
             },
-            "arguments": arguments,
+            "arguments": _hidden(schema, arguments),
             "problems": problems,
         }
     )
     if problems:
         raise CliError(f"{len(problems)} problems; the action would be refused")
     return 0
+
+
+def _hidden(schema: JsonSchema, arguments: JsonObject) -> JsonObject:
+    """The arguments with those the schema marks `writeOnly` (secret values)
+    masked, as the server shows them in a task."""
+    props = schema.get("properties", {})
+    return {
+        k: (dict.fromkeys(v, "******") if isinstance(v, dict) else "******")
+        if isinstance(props.get(k), dict) and props[k].get("writeOnly")
+        else v
+        for k, v in arguments.items()
+    }
 
 
 def _report(client: Client, final: TaskDoc) -> int:

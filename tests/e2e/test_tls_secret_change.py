@@ -8,9 +8,14 @@ The values never show in the task."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.e2e.marina import Marina
 from tests.e2e.test_gateway_certificates import HOST, serial, shop, sni
@@ -31,7 +36,9 @@ def load(address: str, stop: threading.Event, seen: list[Any]) -> None:
             seen.append(repr(exc))
 
 
-def test_a_new_certificate_in_the_secrets_is_served_without_a_failed_request(marina: Marina):
+def test_a_new_certificate_in_the_secrets_is_served_without_a_failed_request(
+    marina: Marina, tmp_path: Path
+):
     env = marina.ok("POST", "/v1/environments", {"name": "renew"})["id"]
     marina.ok(
         "POST",
@@ -79,11 +86,33 @@ def test_a_new_certificate_in_the_secrets_is_served_without_a_failed_request(mar
     assert "BEGIN" not in shown and '"TLS_CERT": "******"' in shown
     assert marina.etcd_keys(CERTS) == [f"{CERTS}{marina_cluster(marina, env)}/{HOST}"]
 
-    # A malformed certificate: the task fails naming the field; nothing changes.
-    broken = {"TLS_CERT": "-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n"}
-    refused = marina.run(env, "shop:setSecrets", {"container": "web", "secrets": broken})
-    assert refused["state"] == "failed", refused
-    assert "pod.services[0].tls.certificate" in refused["error"], refused["error"]
+    # A malformed certificate, from the command line as a user renews one: the
+    # task fails naming the field; nothing changes.
+    values = tmp_path / "renewed.yaml"
+    broken = "-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n"
+    values.write_text(yaml.safe_dump({"container": "web", "secrets": {"TLS_CERT": broken}}))
+    command = [sys.executable, "-m", "catalog.cli", "--state-dir", str(marina.state_dir)]
+    dry = subprocess.run(
+        [*command, "action", "run", env, "shop:setSecrets", "--values", str(values), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert '"TLS_CERT": "******"' in dry.stdout and "not one" not in dry.stdout, dry.stdout
+    ran = subprocess.run(
+        [*command, "action", "run", env, "shop:setSecrets", "--values", str(values), "--wait"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode != 0, ran.stdout
+    assert "pod.services[0].tls.certificate" in ran.stdout + ran.stderr, (ran.stdout, ran.stderr)
+    assert "not one" not in ran.stdout + ran.stderr
+    [refused] = [
+        t for t in marina.ok("GET", f"/v1/environments/{env}/tasks")["tasks"]
+        if t["method"] == "setSecrets" and t["state"] == "failed"
+    ]  # fmt: skip
     assert "not one" not in json.dumps(marina.ok("GET", f"/v1/tasks/{refused['id']}"))
     assert sni(address, HOST) == (serial(new), 200)
     # A certificate for another host would leave HOST without one: refused too.
