@@ -232,10 +232,12 @@ class OpenStackProvider:
             raise ActionFailed("deployInstance", "; ".join(problems))
         return flavor, image
 
-    def check_quotas(self, cluster: str, nodes: list[NodeObject]) -> None:
-        """Fail at once, saying every resource that is short, unless every node of
-        `nodes` that has no server yet fits, with what the cluster still lacks
-        (its network, groups, server group, the API's floating IP)."""
+    def cluster_needs(
+        self, cluster: str, nodes: list[NodeObject]
+    ) -> tuple[list[NodeObject], dict[str, int], dict[str, int]]:
+        """The nodes of `nodes` that have no server yet, and what making them
+        takes beyond what the cloud holds for the cluster: compute resources
+        (by their names in nova's limits) and network ones (in neutron's quotas)."""
         conn = self.connection()
         net, compute = conn.network, conn.compute
         tag = f"marina-cluster={cluster}"
@@ -244,7 +246,7 @@ class OpenStackProvider:
         ips = {t for ip in net.ips(tags=tag) for t in ip.tags if t.startswith("marina-node=")}
         coming = [n for n in nodes if f"marina-{cluster}-{n['?']['name']}" not in servers]
         if not coming:
-            return
+            return [], {}, {}
         flavors = {role: self.check_role(role)[0] for role in {n["role"] for n in coming}}
         masters = sorted((n for n in nodes if n["role"] == "master"), key=lambda n: n["index"])
         api_node = masters[0]["?"]["name"] if masters else None
@@ -277,8 +279,31 @@ class OpenStackProvider:
             network_needs.update(
                 security_group=len(ROLES),
                 security_group_rule=sum(map(len, rules.values()))
-                + NEW_GROUP_EGRESS_RULES * len(ROLES),
+                + self._new_group_rules() * len(ROLES),
             )
+        return coming, compute_needs, network_needs
+
+    def _new_group_rules(self) -> int:
+        """How many rules neutron gives every new security group."""
+        try:
+            return sum(
+                1
+                for rule in self.connection().network.default_security_group_rules()
+                if rule.used_in_non_default_sg
+            )
+        except sdk_errors.SDKException as error:  # before neutron 2023.2, or not readable
+            log.info("neutron's default rules not read (%s): counting its usual two", error)
+            return NEW_GROUP_EGRESS_RULES
+
+    def check_quotas(self, cluster: str, nodes: list[NodeObject]) -> None:
+        """Fail at once, saying every resource that is short, unless every node of
+        `nodes` that has no server yet fits, with what the cluster still lacks
+        (its network, groups, server group, the API's floating IP)."""
+        coming, compute_needs, network_needs = self.cluster_needs(cluster, nodes)
+        if not coming:
+            return
+        conn = self.connection()
+        net, compute = conn.network, conn.compute
         short = []
         limits = compute.get_limits().absolute
         for name, limit, used in (

@@ -45,7 +45,7 @@ from catalog.providers.bringup import (
 from catalog.providers.openstack import OpenStackProvider, OpenStackSettings
 from catalog.store import Store
 from tests.kubeapi.validation import schema_causes
-from tests.openstack.fixtures import TestCloud
+from tests.openstack.fixtures import TestCloud, sdk_warnings_ignored
 from tests.support import Etcd
 
 pytestmark = [
@@ -321,9 +321,29 @@ def test_deploy_scale_and_remove_leave_nothing(
     deployer: Deployer, os_conn: Any, os_admin: Any, cluster_name: str
 ) -> None:
     c = cluster_name
+    nodes = [make_node(ObjectId("cluster"), role, 1) for role in ("master", "minion", "gateway")]
+    with sdk_warnings_ignored():
+        _, compute_needs, network_needs = deployer.provider_call("cluster_needs", c, nodes)
     master = deployer.run("deploy_instance", c, "master", 1)
     worker = deployer.run("deploy_instance", c, "minion", 1)
     gateway = deployer.run("deploy_instance", c, "gateway", 1)
+    # What the quota check counted before is what the cloud now holds.
+    held = tagged(os_conn, c)
+    groups = list(os_conn.network.security_groups(tags=f"marina-cluster={c}"))
+    rules = [
+        r for g in groups for r in os_conn.network.security_group_rules(security_group_id=g.id)
+    ]
+    assert compute_needs["instances"] == len(held["servers"]) == 3
+    assert compute_needs["server groups"] == len(held["server groups"]) == 1
+    assert network_needs == {
+        "port": len(held["ports"]),
+        "floatingip": len(held["floating IPs"]),
+        "network": 1,
+        "subnet": len(list(os_conn.network.subnets(tags=f"marina-cluster={c}"))),
+        "router": len(held["routers"]),
+        "security_group": len(groups),
+        "security_group_rule": len(rules),
+    }
     assert ipaddress.ip_address(master) in ipaddress.ip_network("10.240.0.0/24")
     assert ipaddress.ip_address(worker) in ipaddress.ip_network("10.240.0.0/24")
     held = tagged(os_conn, c)
