@@ -24,15 +24,16 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 PROTOCOL = "77"
 """The route protocol number marking this program's routes (`ip route ... proto 77`)."""
 
 
-def pod_ranges(nodes: dict[str, object]) -> dict[str, tuple[str, str]]:
+def pod_ranges(nodes: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Node name -> (pod range, InternalIP) for every Node that has both."""
     found: dict[str, tuple[str, str]] = {}
-    for item in nodes.get("items", []) or []:  # type: ignore[attr-defined]
+    for item in nodes.get("items") or []:
         name = item.get("metadata", {}).get("name")
         cidr = item.get("spec", {}).get("podCIDR")
         addresses = item.get("status", {}).get("addresses", []) or []
@@ -90,7 +91,7 @@ def masquerade(own: str, cluster: str) -> None:
         subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True)
 
 
-def sync(nodes: dict[str, object], *, node: str, cluster: str, cni_path: str) -> list[str]:
+def sync(nodes: dict[str, Any], *, node: str, cluster: str, cni_path: str) -> list[str]:
     """One pass: the node's CNI configuration and its routes; what changed, as lines."""
     ranges = pod_ranges(nodes)
     changes = []
@@ -121,7 +122,7 @@ def sync(nodes: dict[str, object], *, node: str, cluster: str, cni_path: str) ->
     return changes
 
 
-def list_nodes(kubectl: str, kubeconfig: str) -> dict[str, object]:
+def list_nodes(kubectl: str, kubeconfig: str) -> dict[str, Any]:
     out = subprocess.run(
         [kubectl, "--kubeconfig", kubeconfig, "get", "nodes", "-o", "json"],
         check=True,
@@ -129,7 +130,7 @@ def list_nodes(kubectl: str, kubeconfig: str) -> dict[str, object]:
         text=True,
         timeout=60,
     ).stdout
-    nodes: dict[str, object] = json.loads(out)
+    nodes: dict[str, Any] = json.loads(out)
     return nodes
 
 
