@@ -165,9 +165,17 @@ def test_hosts_and_certificates_published_as_on_the_local_engine(
         published = gateway_keys(etcd, cluster)
         assert not [k for k in published if "/certs/" in k]
         assert published[f"/marina/gateway/routes/{cluster}/blog"]["tls"] is False
-        # TLS again, then the pod goes: its routes and certificates go with it.
+        # TLS again; then blog's service goes, and its route and certificate with it.
         with_engine(config, etcd, tmp_path, lambda e: apply(e, web(renewed)))
         assert len([k for k in gateway_keys(etcd, cluster) if "/certs/" in k]) == 2
+        shop_only = web(renewed)
+        shop_only["services"] = shop_only["services"][:1]
+        with_engine(config, etcd, tmp_path, lambda e: apply(e, shop_only))
+        assert sorted(gateway_keys(etcd, cluster)) == [
+            f"/marina/gateway/certs/{cluster}/{SHOP}",
+            f"/marina/gateway/routes/{cluster}/shop",
+        ]
+        # The pod goes: its routes and certificates go with it.
         with_engine(config, etcd, tmp_path, lambda e: e.delete_pod(cluster, PodId("web")))
         assert gateway_keys(etcd, cluster) == {}
     finally:
