@@ -178,6 +178,8 @@ class ClusterProperties(TypedDict):
     """A `kubernetes-cluster` package's properties, checked and with defaults."""
 
     name: str
+    masterCount: NotRequired[int]
+    """1, 3 or 5 (clusters stored before it existed have none: one master)."""
     nodeCount: int
     maxNodes: int
     gatewayCount: int

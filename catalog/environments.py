@@ -48,6 +48,9 @@ STALE_INDEX = 60.0
 """Seconds after which an index entry without its document is dropped."""
 NAME_RE = ENVIRONMENT_NAME
 NODE_STEPS = ("deployInstance", "setupEtcd", "setupNode")
+MASTER_COUNTS = (1, 3, 5)
+"""How many masters a cluster may have: each holds an etcd member, and etcd
+keeps a quorum only with an odd number of members."""
 T = TypeVar("T")
 
 
@@ -293,6 +296,11 @@ def cluster_key(env_id: str, name: str) -> str:
     return f"{env_id[:12]}-{name}"
 
 
+def master_count(properties: ClusterProperties) -> int:
+    """The cluster's masters: one for a cluster stored before `masterCount` existed."""
+    return int(properties.get("masterCount", 1))
+
+
 def make_node(cluster_id: ObjectId, role: str, index: int) -> NodeObject:
     kind = {"master": "MasterNode", "minion": "MinionNode", "gateway": "GatewayNode"}[role]
     node_id = ObjectId(new_id())
@@ -314,14 +322,25 @@ def instantiate(
     *,
     name: str | None,
     cluster: Any = None,
+    single_master: str | None = None,
 ) -> list[EnvironmentObject]:
     """The objects that adding `package` to the environment creates; `properties`
-    are checked against the package's schema (`resolve_properties`)."""
+    are checked against the package's schema (`resolve_properties`).
+
+    `single_master` names the provider of the nodes when it runs one master
+    only: a cluster of more is refused, naming it."""
     kind = package.class_name
     obj_id = ObjectId(new_id())
     source = {"package": package.name, "version": package.version}
     if kind == "KubernetesCluster":
-        return _instantiate_cluster(cast(ClusterProperties, properties), doc, obj_id, source, name)
+        return _instantiate_cluster(
+            cast(ClusterProperties, properties),
+            doc,
+            obj_id,
+            source,
+            name,
+            single_master=single_master,
+        )
     cluster_id = _pick_cluster(doc, properties.get("cluster", cluster))
     if kind == "KubernetesPod":
         spec = cast(PodObjectSpec, {k: v for k, v in properties.items() if k != "cluster"})
@@ -348,12 +367,30 @@ def _instantiate_cluster(
     obj_id: ObjectId,
     source: dict[str, str],
     name: str | None,
+    *,
+    single_master: str | None,
 ) -> list[EnvironmentObject]:
+    """The cluster and the nodes its properties plan: masters `master-0` on
+    (deployed in that order: later masters join the first one's etcd),
+    workers and gateways from 1."""
     kind = "KubernetesCluster"
     cname = properties["name"]
     if any(c["properties"]["name"] == cname for c in clusters(doc)):
         raise Conflict(f"cluster {cname!r}", "the environment has one by that name")
     problems = []
+    masters = master_count(properties)
+    if masters not in MASTER_COUNTS:  # a package of other rules than the shipped one
+        problems.append(
+            Problem(
+                "masterCount",
+                "must be 1, 3 or 5: etcd keeps a quorum only with an odd number of members",
+                masters,
+            )
+        )
+    elif masters > 1 and single_master is not None:
+        problems.append(
+            Problem("masterCount", f"the {single_master} provider runs one master", masters)
+        )
     if properties["nodeCount"] > properties["maxNodes"]:
         problems.append(Problem("nodeCount", "must not exceed maxNodes", properties["nodeCount"]))
     if properties["gatewayCount"] > properties["maxGateways"]:
@@ -370,7 +407,7 @@ def _instantiate_cluster(
         "nodes": [],
         "endpoints": [],
     }
-    nodes = [make_node(obj_id, "master", 0)]
+    nodes = [make_node(obj_id, "master", i) for i in range(masters)]
     nodes += [make_node(obj_id, "minion", i + 1) for i in range(properties["nodeCount"])]
     nodes += [make_node(obj_id, "gateway", i + 1) for i in range(properties["gatewayCount"])]
     cluster["nodes"] = [n["?"]["id"] for n in nodes]
@@ -448,10 +485,17 @@ def _check_pods(pods: list[PodObject], doc: EnvironmentDocument) -> list[PodObje
 
 
 async def add_application(
-    store: Store, env_id: str, project: ProjectId, body: Json, *, dry_run: bool = False
+    store: Store,
+    env_id: str,
+    project: ProjectId,
+    body: Json,
+    *,
+    dry_run: bool = False,
+    single_master: str | None = None,
 ) -> list[EnvironmentObject]:
     """POST /services: `{"package": NAME, "name"?: TEXT, "properties"?: {...}}`;
-    with `dry_run`, every check runs and the objects come back, nothing saved."""
+    with `dry_run`, every check runs and the objects come back, nothing saved.
+    `single_master`: as `instantiate` takes it."""
     if not isinstance(body, dict):
         raise ValidationFailed("body", [Problem("body", "must be a JSON object", body)])
     unknown = set(body) - {"package", "name", "properties"}
@@ -486,7 +530,14 @@ async def add_application(
 
     def add(doc: EnvironmentDocument) -> list[EnvironmentObject]:
         require_live(doc)
-        objects = instantiate(package, properties, doc, name=name, cluster=wanted_cluster)
+        objects = instantiate(
+            package,
+            properties,
+            doc,
+            name=name,
+            cluster=wanted_cluster,
+            single_master=single_master,
+        )
         adding = count_objects(objects)
         for quota in ("nodes", "pods"):
             quotas.check(quota, getattr(QUOTAS, quota), used=used[quota], wanted=adding[quota])
@@ -503,11 +554,15 @@ async def add_application(
 SNAPSHOT_FORMAT = "marina-export/1"
 
 
-async def import_snapshot(store: Store, project: ProjectId, body: Any) -> EnvironmentDocument:
+async def import_snapshot(
+    store: Store, project: ProjectId, body: Any, *, single_master: str | None = None
+) -> EnvironmentDocument:
     """A new environment from an export's `marina.json`: its cluster (not yet
-    deployed) and its pods and applications, with new ids.
+    deployed, with the exported properties: as many masters, workers and
+    gateways) and its pods and applications, with new ids.
 
     Body: the snapshot itself, or `{"name": ..., "snapshot": {...}}`.
+    `single_master`: as `instantiate` takes it.
     """
     if isinstance(body, dict) and "snapshot" in body:
         name, snapshot = body.get("name"), body["snapshot"]
@@ -533,7 +588,7 @@ async def import_snapshot(store: Store, project: ProjectId, body: Any) -> Enviro
     cluster_package = await get_package(store, "kubernetes-cluster")
     properties = resolve_properties(cluster_package, snapshot.get("cluster") or {})
     doc = new_environment(name or snapshot.get("environment"), project)
-    created = instantiate(cluster_package, properties, doc, name=None)
+    created = instantiate(cluster_package, properties, doc, name=None, single_master=single_master)
     cluster_id = created[0]["?"]["id"]
     new_ids = {o["?"]["id"]: ObjectId(new_id()) for o in objects}
     pods: list[PodObject] = []

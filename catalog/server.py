@@ -305,7 +305,7 @@ class Server:
         if self.etcd is not None:
             self.tasks.append(asyncio.create_task(self._supervise_etcd(self.etcd)))
         self.runner = await serve(
-            make_app(self.store, engine=engine, keystone=settings.keystone_url),
+            make_app(self.store, engine=engine, provider=provider, keystone=settings.keystone_url),
             host=settings.host,
             port=settings.port,
         )

@@ -17,11 +17,12 @@ from aiohttp import web
 
 import catalog.classes  # noqa: F401  (the classes register their actions)
 from catalog.api import actions, environments, events, murano, packages, pods, tasks, tokens
-from catalog.api.handling import KEYSTONE, MAX_BODY, STORE, reply_json
+from catalog.api.handling import KEYSTONE, MAX_BODY, PROVIDER, STORE, reply_json
 from catalog.api.openapi import openapi_document
 from catalog.engines.base import Engine
 from catalog.errors import MarinaError, Problem, ValidationFailed
 from catalog.keystone import Keystone, KeystoneSettings
+from catalog.providers.base import Provider
 from catalog.store import Store
 from catalog.validation import encodable
 
@@ -96,7 +97,11 @@ CSP = (
 
 
 def make_app(
-    store: Store, *, engine: Engine | None = None, keystone: str | None = None
+    store: Store,
+    *,
+    engine: Engine | None = None,
+    provider: Provider | None = None,
+    keystone: str | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app[STORE] = store
@@ -104,6 +109,8 @@ def make_app(
         app[KEYSTONE] = Keystone(KeystoneSettings(keystone))
     if engine is not None:  # pods' logs come from it
         app[pods.ENGINE] = engine
+    if provider is not None:  # what its nodes can be is checked when a cluster is added
+        app[PROVIDER] = provider
     r = app.router
     r.add_get("/v1/openapi.json", openapi)
     r.add_get("/v1/environments", murano.list_environments)

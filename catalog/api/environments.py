@@ -13,6 +13,7 @@ from catalog.api.handling import (
     read_paging,
     reply_json,
     shown_environments,
+    single_master_of,
     store_of,
 )
 from catalog.classes.registry import with_actions
@@ -44,7 +45,12 @@ async def create_environment(request: web.Request) -> web.Response:
 
 async def import_environment(request: web.Request) -> web.Response:
     who = await identify(request)
-    doc = await envs.import_snapshot(store_of(request), who.project, await read_json(request))
+    doc = await envs.import_snapshot(
+        store_of(request),
+        who.project,
+        await read_json(request),
+        single_master=single_master_of(request),
+    )
     return reply_json(present_environment(doc), 201)
 
 
@@ -92,6 +98,7 @@ async def add_service(request: web.Request) -> web.Response:
         who.project,
         await read_json(request),
         dry_run=checking,
+        single_master=single_master_of(request),
     )
     return reply_json([with_actions(o) for o in objects], 200 if checking else 201)
 

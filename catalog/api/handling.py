@@ -36,6 +36,7 @@ from catalog.errors import (
 )
 from catalog.ids import ProjectId
 from catalog.keystone import Keystone
+from catalog.providers.base import Provider, single_master
 from catalog.routing import environment_urls
 from catalog.store import Store
 from catalog.validation import parse_json
@@ -45,6 +46,7 @@ PAGE_DEFAULT = 100
 PAGE_MAX = 1000
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 KEYSTONE: web.AppKey[Keystone] = web.AppKey("keystone", Keystone)
+PROVIDER: web.AppKey[Provider] = web.AppKey("provider", Provider)
 
 
 def reply_json(data: Any, status: int = 200) -> web.Response:
@@ -53,6 +55,13 @@ def reply_json(data: Any, status: int = 200) -> web.Response:
 
 def store_of(request: web.Request) -> Store:
     return request.app[STORE]
+
+
+def single_master_of(request: web.Request) -> str | None:
+    """The provider's name when it runs one master only (none known: no limit
+    here; the cluster's deploy refuses what its provider cannot do)."""
+    provider = request.app.get(PROVIDER)
+    return single_master(provider) if provider is not None else None
 
 
 def present_environment(doc: EnvironmentDocument) -> PresentedEnvironment:

@@ -12,7 +12,8 @@ from catalog.classes.registry import REGISTRY
 from catalog.classes.runtime import Runtime
 from catalog.engines.base import Capability, Engine, require
 from catalog.errors import ActionFailed, NotSupported
-from catalog.providers.base import Provider, ProviderCapability
+from catalog.providers.base import NEEDED as PROVIDER_NEEDS
+from catalog.providers.base import Provider
 from catalog.providers.local import Workers
 from catalog.store import Store
 from catalog.tasks import Outcome, TaskContext
@@ -41,7 +42,7 @@ class ActionRunner:
         # What no class can do without, refused when Marina starts, not mid-action.
         for capability in NEEDED:
             require(engine, capability, capability.value + " pods")
-        for needed in ProviderCapability:
+        for needed in sorted(PROVIDER_NEEDS, key=lambda c: c.value):
             if needed not in provider.capabilities:
                 raise NotSupported(provider.name, needed.value)
         self.store = store

@@ -10,9 +10,10 @@ from catalog.classes.registry import action, count_schema
 from catalog.classes.runtime import Runtime
 from catalog.documents import ClusterObject, EnvironmentDocument, NodeObject
 from catalog.engines.base import Capability, PodId, require
-from catalog.errors import ActionFailed
+from catalog.errors import ActionFailed, NotSupported
 from catalog.export import export_archive, namespace_of, pod_spec, pods_of
 from catalog.packages import get_package
+from catalog.providers.base import single_master
 from catalog.tasks import Outcome
 
 CLASS = "KubernetesCluster"
@@ -28,7 +29,14 @@ async def deploy(rt: Runtime, cluster: ClusterObject) -> Outcome:
     pending = [n["?"]["id"] for n in rt.nodes(doc, cluster) if n["state"] != "ready"]
     if not pending and cluster["state"] == "ready":
         return Outcome.noop("the cluster is already deployed")
+    masters = envs.master_count(cluster["properties"])
+    if masters > 1 and single_master(rt.provider) is not None:
+        # Refused when the cluster is added through Marina's API; a Murano
+        # session's addition reaches this far, and nothing is made.
+        raise NotSupported(rt.provider.name, f"run {masters} masters (masterCount): it runs one")
     await rt.edit_object(cluster["?"]["id"], state="deploying")
+    # Masters first, master-0 first: a later master joins the etcd and the
+    # control plane of the ones before it.
     nodes = sorted(rt.nodes(doc, cluster), key=lambda n: (ROLE_ORDER[n["role"]], n["index"]))
     for node in nodes:
         await deploy_node(rt, cluster, node["?"]["id"])

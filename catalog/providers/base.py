@@ -17,6 +17,12 @@ from catalog.documents import NodeObject
 class ProviderCapability(enum.Enum):
     CREATE_NODE = "create node"
     REMOVE_NODE = "remove node"
+    SEVERAL_MASTERS = "run several masters"
+    """Masters beyond the first join the first one's etcd and control plane."""
+
+
+NEEDED = frozenset({ProviderCapability.CREATE_NODE, ProviderCapability.REMOVE_NODE})
+"""What every provider must do; the others are asked for where they are used."""
 
 
 class Provider(Protocol):
@@ -38,3 +44,11 @@ class Provider(Protocol):
 
     async def node_running(self, cluster: str, node: NodeObject) -> bool:
         """Whether the node's agent process (or server) still exists."""
+
+
+def single_master(provider: Provider) -> str | None:
+    """The provider's name if it runs one master only (a cluster of more is
+    refused when it is added), else None."""
+    if ProviderCapability.SEVERAL_MASTERS in provider.capabilities:
+        return None
+    return provider.name

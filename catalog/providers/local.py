@@ -52,7 +52,9 @@ class Workers(Protocol):
 
 class LocalProvider:
     name = "local"
-    capabilities = frozenset(ProviderCapability)
+    # One master: every master's agent would serve the cluster's internal
+    # service addresses on this machine, and two cannot bind the same one.
+    capabilities = frozenset({ProviderCapability.CREATE_NODE, ProviderCapability.REMOVE_NODE})
 
     def __init__(
         self,

@@ -582,6 +582,12 @@ class OpenStackProvider:
         groups = self.ensure_security_groups(cluster)
         port = self._port(cluster, name, role, network, groups[role])
         address = str(port.fixed_ips[0]["ip_address"])
+        if role == "master":
+            # Every planned master's port first (masterCount): their addresses
+            # are then known to each master's certificates, the first's too.
+            for other in nodes:
+                if other["role"] == "master" and other["?"]["name"] != name:
+                    self._port(cluster, other["?"]["name"], "master", network, groups["master"])
         masters = self._masters(cluster, network)  # this one's port included
         public: list[str] = []
         # The first master (the lowest index) holds the API's floating IP.
