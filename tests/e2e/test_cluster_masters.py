@@ -4,9 +4,12 @@ OpenStack side is in tests/openstack/test_provider_e2e.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 
+from catalog import keys
 from tests.e2e.marina import Marina
 
 
@@ -79,3 +82,33 @@ def test_an_import_carries_the_masters_or_refuses_them(marina: Marina) -> None:
         "POST", "/v1/environments/import", {**snapshot, "cluster": {"name": "k", "masterCount": 4}}
     )
     assert status == 400 and fields(payload) == {"masterCount"}, payload
+
+
+def test_a_murano_sessions_cluster_of_three_masters_fails_its_deploy_making_nothing(
+    marina: Marina,
+) -> None:
+    """A session's additions are checked when they are deployed: the cluster's
+    deploy refuses what the provider cannot do, before any node is made."""
+    env = marina.ok("POST", "/v1/environments", {"name": "masters-session"})["id"]
+    session = marina.ok("POST", f"/v1/environments/{env}/configure")["id"]
+    cluster = {"?": {"type": "KubernetesCluster"}, "name": "k", "masterCount": 3, "nodeCount": 1}
+    request = urllib.request.Request(
+        f"{marina.api}/v1/environments/{env}/services",
+        data=json.dumps(cluster).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {marina.token}",
+            "X-Configuration-Session": session,
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert reply.status == 200
+    marina.ok("POST", f"/v1/environments/{env}/sessions/{session}/deploy")
+    (task,) = marina.ok("GET", f"/v1/environments/{env}/tasks")["tasks"]
+    done = marina.wait_task(task["id"])
+    assert done["state"] == "failed", done
+    assert "the local driver cannot run 3 masters (masterCount): it runs one" in done["error"]
+    nodes = [o for o in marina.objects(env).values() if o["?"]["type"].endswith("Node")]
+    assert len(nodes) == 5 and all(n["state"] == "pending" for n in nodes)
+    assert marina.etcd_keys(keys.NODES) == []

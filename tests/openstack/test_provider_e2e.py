@@ -1,10 +1,11 @@
 """`marina up --provider openstack --engine kubernetes`, end to end.
 
-The cluster's nodes are servers of the test cloud. Fake servers boot
-nothing, so the Kubernetes API test server stands for the cluster they form:
-each worker joins it as its kubelet would, with its server's address as the
-Node's InternalIP. The guestbook then goes through Marina's actions (the
-cluster's deploy, the guestbook's deploy, scaleNodesUp), and deleting the
+The cluster's nodes are servers of the test cloud: three masters
+(`masterCount`), a worker and a gateway. Fake servers boot nothing, so the
+Kubernetes API test server stands for the cluster they form: each worker
+joins it as its kubelet would, with its server's address as the Node's
+InternalIP. The guestbook then goes through Marina's actions (the cluster's
+deploy, the guestbook's deploy, scaleNodesUp, scaleNodes), and deleting the
 environment leaves nothing in the cloud.
 """
 
@@ -22,7 +23,13 @@ from catalog.providers.openstack import OpenStackProvider, OpenStackSettings
 from tests.e2e.marina import Marina
 from tests.kubeapi.harness import KubeApi
 from tests.openstack.fixtures import TestCloud
-from tests.openstack.test_provider import tagged
+from tests.openstack.test_provider import (
+    cert_ips,
+    kubeadm_config,
+    tagged,
+    user_data_of,
+    written,
+)
 from tests.support import wait_for
 
 pytestmark = [
@@ -50,6 +57,7 @@ def registered_nodes(kube: KubeApi) -> dict[str, str]:
 def test_guestbook_on_openstack_nodes_through_marinas_actions(
     openstack_cloud: TestCloud,
     os_conn: Any,
+    os_admin: Any,
     new_kube_api: Callable[[], KubeApi],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -61,17 +69,24 @@ def test_guestbook_on_openstack_nodes_through_marinas_actions(
         "--engine", "kubernetes", "--kubeconfig", str(kube.kubeconfig),
         "--provider", "openstack", "--cloud", openstack_cloud.cloud, "--register-workers",
     )  # fmt: skip
+    # Three masters apart need three hosts (the test cloud's); a smaller cloud gets one.
+    hosts = len(list(os_admin.compute.hypervisors()))
+    masters = [f"master-{i}" for i in range(3 if hosts >= 3 else 1)]
     marina = Marina(tmp_path / "state", args=args).start()
     cluster_key = ""
     try:
         env = marina.ok("POST", "/v1/environments", {"name": "osgb"})["id"]
+        properties = {
+            "name": "os",
+            "masterCount": len(masters),
+            "nodeCount": 1,
+            "gatewayCount": 1,
+            "nodeCores": 1,
+        }
         marina.ok(
             "POST",
             f"/v1/environments/{env}/services",
-            {
-                "package": "kubernetes-cluster",
-                "properties": {"name": "os", "nodeCount": 1, "gatewayCount": 1, "nodeCores": 1},
-            },
+            {"package": "kubernetes-cluster", "properties": properties},
         )
         marina.ok("POST", f"/v1/environments/{env}/services", {"package": "guestbook"})
         for action in ("os:deploy", "Guestbook:deploy"):
@@ -82,12 +97,13 @@ def test_guestbook_on_openstack_nodes_through_marinas_actions(
         )
         held = tagged(os_conn, cluster_key)
         assert sorted(held["servers"]) == sorted(
-            f"marina-{cluster_key}-{n}" for n in ("master-0", "minion-1", "gateway-1")
+            f"marina-{cluster_key}-{n}" for n in (*masters, "minion-1", "gateway-1")
         )
         servers = {
             name.removeprefix(f"marina-{cluster_key}-"): address
             for name, address in _fixed_addresses(os_conn, cluster_key).items()
         }
+        check_masters(os_conn, os_admin, cluster_key, masters, servers)
         assert registered_nodes(kube) == {"minion-1": servers["minion-1"]}
         web = marina.objects(env)["web"]
         assert web["replicas"]["ready"] >= 1, web
@@ -110,6 +126,14 @@ def test_guestbook_on_openstack_nodes_through_marinas_actions(
             "minion-2": servers["minion-2"],
         }
 
+        # Back to one worker: minion-2 is drained, its server and port go.
+        task = marina.run(env, "os:scaleNodes", {"count": 1}, timeout=SERVER_TASK)
+        assert task["state"] == "succeeded" and task["outcome"] == "changed", task
+        held = tagged(os_conn, cluster_key)
+        assert f"marina-{cluster_key}-minion-2" not in held["servers"]
+        assert f"marina-{cluster_key}-minion-2" not in held["ports"]
+        assert registered_nodes(kube) == {"minion-1": servers["minion-1"]}
+
         task = marina.ok("DELETE", f"/v1/environments/{env}")["task_id"]
         assert marina.wait_task(task, timeout=SERVER_TASK)["state"] == "succeeded"
         assert tagged(os_conn, cluster_key) == {}
@@ -124,6 +148,33 @@ def test_guestbook_on_openstack_nodes_through_marinas_actions(
             provider = OpenStackProvider(None, settings)  # type: ignore[arg-type]
             provider.remove_cluster(cluster_key)
             provider.close()
+
+
+def check_masters(
+    conn: Any, admin: Any, cluster: str, masters: list[str], servers: dict[str, str]
+) -> None:
+    """The masters in their anti-affinity group, each on a host of its own, one
+    etcd: the first begins it, each later one joins the ones before it; every
+    master's API certificate names every master's address."""
+    group = next(g for g in conn.compute.server_groups() if g.name == f"marina-{cluster}-masters")
+    assert group.policy == "anti-affinity"
+    ids = {s.name: s.id for s in conn.compute.servers(tags=f"marina-cluster={cluster}")}
+    assert sorted(group.member_ids) == sorted(ids[f"marina-{cluster}-{m}"] for m in masters)
+    hosts = {admin.compute.get_server(ids[f"marina-{cluster}-{m}"]).compute_host for m in masters}
+    assert len(hosts) == len(masters)
+    peers = {m: f"https://{servers[m]}:2380" for m in masters}
+    for k, master in enumerate(masters):
+        data = user_data_of(conn, admin, f"marina-{cluster}-{master}")
+        etcd = kubeadm_config(data)["etcd"]["local"]["extraArgs"]
+        assert etcd["initial-cluster"] == ",".join(f"{m}={peers[m]}" for m in masters[: k + 1])
+        assert etcd["initial-cluster-state"] == ("new" if k == 0 else "existing")
+        join = written(data, "/etc/marina/etcd-join.sh")
+        assert (join is None) == (k == 0), master
+        if join is not None:
+            assert f"name={master}" in join and f"peer={peers[master]}" in join
+        apiserver = written(data, "/etc/kubernetes/pki/apiserver.crt")
+        assert apiserver is not None
+        assert {servers[m] for m in masters} <= cert_ips(apiserver), master
 
 
 def public_ports(conn: Any, cluster: str) -> set[int]:
