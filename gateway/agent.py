@@ -277,7 +277,13 @@ class Agent:
         while True:
             timeout = self._next_wakeup()
             try:
-                item = await asyncio.wait_for(queue.get(), timeout)
+                # What is queued first: with a wakeup already due, waiting
+                # on the queue would time out before taking it.
+                item = (
+                    queue.get_nowait()
+                    if not queue.empty()
+                    else await asyncio.wait_for(queue.get(), timeout)
+                )
             except TimeoutError:
                 await self.reconcile()
                 continue
@@ -520,17 +526,24 @@ class Agent:
                 if proxy.pid is not None and not proxy.running():
                     await self._restart(part, proxy, proxy.pid)
         if self.layout is None or not self._running_as_planned(self.layout):
+            self.reload_wanted = None  # everything reloads now
             return await self.reload_isolating(desired, None)
         pool = self.proxies.get(POOL)
         plan = plan_changes(self.layout, desired, map_path=str(pool.map_path) if pool else "")
         planned = time.perf_counter()
         parts: set[str] = set()
         deferred = False
+        # During a burst, a static part that new ports have filled reloads
+        # at once: it takes no more of them, so it is parsed once. One with
+        # room waits for the burst to end (or to fill it), and so does the
+        # pool, whose reload hands over every listener of the range.
+        full = plan.layout.shard_routes
+        waiting = [p for p in plan.reloads if p == POOL or plan.layout.sizes.get(p, 0) < full]
+        hold = self._defer_reload() if waiting else False
+        if not waiting:
+            self.reload_wanted = None  # nothing left to put off
         for part, reason in plan.reloads.items():
-            # A static part holds a few hundred routes and reloads at once,
-            # burst or not: its cost is what changed. The pool's reload hands
-            # over every listener of the range, and waits for a burst to end.
-            if part == POOL and self._defer_reload():
+            if hold and part in waiting:
                 deferred = True
                 continue
             parts.add(part)

@@ -70,7 +70,7 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument(
         "--reload-quiet-ms",
         type=_positive,
-        default=50.0,
+        default=30.0,
         help="during a burst, a reload waits for this long without changes",
     )
     parser.add_argument(

@@ -88,13 +88,22 @@ class HAProxy:
 
         The pid file lists every process the agent started that may still run,
         newest last, written as soon as each is spawned: an agent killed in the
-        middle of a reload leaves none behind that its successor cannot find.
+        middle of a reload leaves none behind that its successor cannot find
+        (and one killed between the spawn and the record leaves a process
+        whose command line names the part's configuration).
         """
         self._end_recorded_standby()
         alive = self._recorded_alive()
+        # One spawned an instant before the agent died may not be on record
+        # yet; its command line names this part's configuration.
+        alive += [
+            p for p in _pids_running(f" -f {self.config_path} ") if p not in alive and _alive(p)
+        ]
         if not alive:
             return None
+        alive.sort(key=_start_time)  # the newest serves; the others finish
         self.pid, self.others = alive[-1], alive[:-1]
+        self._record(alive)
         log.info("adopted running haproxy pid %s", " ".join(map(str, alive)))
         return self.pid
 
@@ -556,6 +565,15 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _start_time(pid: int) -> int:
+    """When a process started, in clock ticks since boot (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _reaped(proc: asyncio.subprocess.Process) -> bool:

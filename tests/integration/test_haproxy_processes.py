@@ -108,3 +108,27 @@ def test_a_process_that_was_a_standby_is_adopted_not_ended(tmp_path: Path):
     assert adopted == serving
     assert still
     assert not alive(serving)
+
+
+def test_a_process_spawned_just_before_the_agent_died_is_adopted(tmp_path: Path):
+    """Killed between the spawn and the record: the process is found by the
+    configuration its command line names."""
+    address, port = fresh_address(), free_port()
+
+    async def scenario() -> tuple[int, int | None, list[int]]:
+        first = HAProxy(tmp_path)
+        await first.apply(config(first, address, port), "")
+        first._record([])  # as if the agent died before writing the pid file
+        assert first.pid is not None
+        successor = HAProxy(tmp_path)
+        adopted = successor.adopt()
+        recorded = successor._recorded()
+        await successor.stop()
+        for child in list(first._children):
+            await child.wait()
+        return first.pid, adopted, recorded
+
+    started, adopted, recorded = asyncio.run(scenario())
+    assert adopted == started
+    assert recorded == [started]
+    assert not alive(started)
