@@ -238,6 +238,25 @@ def test_validation_errors_are_words_not_patterns(marina, browser):
     assert_accessible(browser, "catalog form with errors")
 
 
+def test_master_count_is_a_choice_and_the_local_provider_refuses_more(marina, browser):
+    card = open_package_form(browser, "kubernetes-cluster")
+    field = Select(card.find_element(By.ID, "prop-kubernetes-cluster-masterCount"))
+    assert [o.text for o in field.options] == ["1", "3", "5"]
+    assert field.first_selected_option.text == "1"
+    name = card.find_element(By.ID, "prop-kubernetes-cluster-name")
+    name.clear()
+    name.send_keys("k3")
+    field.select_by_visible_text("3")
+    card.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    error = wait(
+        browser,
+        lambda b: b.find_element(By.ID, "prop-kubernetes-cluster-masterCount-error").text or None,
+    )
+    assert error == "the local provider runs one master"
+    assert not browser.find_elements(By.CSS_SELECTOR, 'li[data-object="k3"]')
+    field.select_by_visible_text("1")  # the next test fills the same form
+
+
 def test_catalog_form_shows_server_validation_next_to_fields(marina, browser):
     add_from_catalog(
         browser, "kubernetes-cluster", {"name": "k1", "nodeCount": "9", "maxNodes": "5"}
