@@ -143,10 +143,16 @@ def _open(session: SessionDoc) -> None:
 
 
 def _instantiate(
-    package: Package, properties: JsonObject, doc: EnvironmentDocument, obj_id: str, name: Any
+    package: Package,
+    properties: JsonObject,
+    doc: EnvironmentDocument,
+    obj_id: str,
+    name: Any,
+    *,
+    single_master: str | None = None,
 ) -> list[EnvironmentObject]:
     """The objects a recorded addition makes, its top object under the id it was given."""
-    made = envs.instantiate(package, properties, doc, name=name)
+    made = envs.instantiate(package, properties, doc, name=name, single_master=single_master)
     old = made[0]["?"]["id"]
     # Ids are random hex; renaming the top one everywhere keeps every reference to it.
     renamed: list[EnvironmentObject] = json.loads(json.dumps(made).replace(old, obj_id))
@@ -159,16 +165,24 @@ async def _packages_of(store: Store, changes: list[Change]) -> dict[str, Package
 
 
 def apply_changes(
-    doc: EnvironmentDocument, changes: list[Change], packages: dict[str, Package]
+    doc: EnvironmentDocument,
+    changes: list[Change],
+    packages: dict[str, Package],
+    *,
+    single_master: str | None = None,
 ) -> EnvironmentDocument:
-    """The document with the changes applied, in order (changes `doc` in place)."""
+    """The document with the changes applied, in order (changes `doc` in place);
+    `single_master` as `environments.instantiate` takes it."""
     for change in changes:
         if change["op"] == "add":
             body = change["body"]
             package = packages[str(body["package"])]
             properties = resolve_properties(package, body.get("properties", {}))
             name = body.get("name")
-            for obj in _instantiate(package, properties, doc, change["id"], name):
+            made = _instantiate(
+                package, properties, doc, change["id"], name, single_master=single_master
+            )
+            for obj in made:
                 doc["objects"][obj["?"]["id"]] = obj
                 doc["order"].append(obj["?"]["id"])
         else:
@@ -263,10 +277,16 @@ async def _package_for(store: Store, head: JsonObject, kind: str, where: str) ->
 
 
 async def record(
-    store: Store, session: SessionDoc, project: ProjectId, changes: list[Change]
+    store: Store,
+    session: SessionDoc,
+    project: ProjectId,
+    changes: list[Change],
+    *,
+    single_master: str | None = None,
 ) -> EnvironmentDocument:
     """Add `changes` to the session once the view they make is valid (nothing is
-    saved otherwise); the new view."""
+    saved otherwise); the new view. `single_master`: as `environments.instantiate`
+    takes it."""
     _open(session)
     env_id = session["environment_id"]
     everything = session["changes"] + changes
@@ -275,7 +295,8 @@ async def record(
             "session", [Problem("changes", f"a session holds at most {MAX_CHANGES} changes")]
         )
     doc: EnvironmentDocument = (await envs.load(store, env_id, project)).value
-    made = apply_changes(doc, everything, await _packages_of(store, everything))
+    packages = await _packages_of(store, everything)
+    made = apply_changes(doc, everything, packages, single_master=single_master)
     added = envs.count_objects(made["objects"].values())
     used = await envs.project_usage(store, project)
     before = envs.count_objects((await envs.load(store, env_id, project)).value["objects"].values())
@@ -306,7 +327,14 @@ def removal(doc: EnvironmentDocument, session: SessionDoc, obj_id: str) -> list[
 
 
 async def replace_services(
-    store: Store, env_id: str, session_id: str, project: ProjectId, given: Json, *, where: str
+    store: Store,
+    env_id: str,
+    session_id: str,
+    project: ProjectId,
+    given: Json,
+    *,
+    where: str,
+    single_master: str | None = None,
 ) -> EnvironmentDocument:
     """PUT of services: each given service replaces the one of its id (a new id
     adds one; at the root, a service left out is removed)."""
@@ -355,7 +383,7 @@ async def replace_services(
             changes += removal(doc, session, obj_id)
     if problems:
         raise ValidationFailed(where, problems)
-    return await record(store, session, project, changes)
+    return await record(store, session, project, changes, single_master=single_master)
 
 
 def _is_id(text: str) -> bool:

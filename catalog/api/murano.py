@@ -29,6 +29,7 @@ from catalog.api.handling import (
     read_json,
     read_paging,
     reply_json,
+    single_master_of,
     store_of,
 )
 from catalog.classes.registry import REGISTRY, with_actions
@@ -227,7 +228,9 @@ async def add_service(request: web.Request) -> web.Response:
         wanted = head.get("id") if isinstance(head, dict) else None
         obj_id = wanted if isinstance(wanted, str) and sessions._is_id(wanted) else None
         changes.append({"op": "add", "id": obj_id or new_id(), "body": body})
-    doc = await sessions.record(store, session, who.project, changes)
+    doc = await sessions.record(
+        store, session, who.project, changes, single_master=single_master_of(request)
+    )
     added = {c["id"] for c in changes}
     made = [s for s in _services(doc) if s["?"]["id"] in added]
     return reply_json(made if isinstance(given, list) else made[0], 200)
@@ -250,6 +253,7 @@ async def replace_services(request: web.Request) -> web.Response:
         who.project,
         given,
         where="body",
+        single_master=single_master_of(request),
     )
     found = _services(doc)
     if path:
@@ -281,7 +285,13 @@ async def patch_model(request: web.Request) -> web.Response:
     patched = apply_patch(model, await read_json(request))
     assert isinstance(patched, dict)  # the root is never replaced (apply_patch refuses)
     changed = await sessions.replace_services(
-        store, env_id, session_id, who.project, patched.get("services"), where="services"
+        store,
+        env_id,
+        session_id,
+        who.project,
+        patched.get("services"),
+        where="services",
+        single_master=single_master_of(request),
     )
     return reply_json({"services": _services(changed)})
 

@@ -31,8 +31,8 @@ async def deploy(rt: Runtime, cluster: ClusterObject) -> Outcome:
         return Outcome.noop("the cluster is already deployed")
     masters = envs.master_count(cluster["properties"])
     if masters > 1 and single_master(rt.provider) is not None:
-        # Refused when the cluster is added through Marina's API; a Murano
-        # session's addition reaches this far, and nothing is made.
+        # Refused when the cluster is added or imported; one stored by a
+        # Marina of another provider (the same etcd) reaches this far.
         raise NotSupported(rt.provider.name, f"run {masters} masters (masterCount): it runs one")
     await rt.edit_object(cluster["?"]["id"], state="deploying")
     # Masters first, master-0 first: a later master joins the etcd and the

@@ -1,15 +1,23 @@
 """`masterCount` on the local provider, through a real `marina up`: the API,
-the CLI and an import refuse more than one master, naming the field; the
+the CLI, an import and a Murano session refuse more than one master, naming
+the field, and a cluster of three stored another way fails its deploy; the
 OpenStack side is in tests/openstack/test_provider_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+from typing import Any
 
+from catalog import environments as envs
 from catalog import keys
+from catalog.documents import EnvironmentDocument
+from catalog.pki import TLSFiles
+from catalog.store import Store
 from tests.e2e.marina import Marina
 
 
@@ -84,31 +92,74 @@ def test_an_import_carries_the_masters_or_refuses_them(marina: Marina) -> None:
     assert status == 400 and fields(payload) == {"masterCount"}, payload
 
 
-def test_a_murano_sessions_cluster_of_three_masters_fails_its_deploy_making_nothing(
-    marina: Marina,
-) -> None:
-    """A session's additions are checked when they are deployed: the cluster's
-    deploy refuses what the provider cannot do, before any node is made."""
-    env = marina.ok("POST", "/v1/environments", {"name": "masters-session"})["id"]
-    session = marina.ok("POST", f"/v1/environments/{env}/configure")["id"]
-    cluster = {"?": {"type": "KubernetesCluster"}, "name": "k", "masterCount": 3, "nodeCount": 1}
+def murano_call(marina: Marina, method: str, path: str, body: Any, session: str) -> Any:
+    """A call in a Murano configuration session: (status, payload)."""
     request = urllib.request.Request(
-        f"{marina.api}/v1/environments/{env}/services",
-        data=json.dumps(cluster).encode(),
-        method="POST",
+        marina.api + path,
+        data=json.dumps(body).encode(),
+        method=method,
         headers={
             "Content-Type": "application/json",
             "Authorization": f"Bearer {marina.token}",
             "X-Configuration-Session": session,
         },
     )
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        assert reply.status == 200
-    marina.ok("POST", f"/v1/environments/{env}/sessions/{session}/deploy")
-    (task,) = marina.ok("GET", f"/v1/environments/{env}/tasks")["tasks"]
-    done = marina.wait_task(task["id"])
-    assert done["state"] == "failed", done
-    assert "the local driver cannot run 3 masters (masterCount): it runs one" in done["error"]
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_murano_session_refuses_three_masters_when_added_or_edited(marina: Marina) -> None:
+    env = marina.ok("POST", "/v1/environments", {"name": "masters-session"})["id"]
+    session = marina.ok("POST", f"/v1/environments/{env}/configure")["id"]
+    services = f"/v1/environments/{env}/services"
+    cluster = {"?": {"type": "KubernetesCluster"}, "name": "k", "nodeCount": 1}
+    status, payload = murano_call(marina, "POST", services, {**cluster, "masterCount": 3}, session)
+    assert status == 400 and rules(payload) == {
+        "masterCount": "the local provider runs one master"
+    }, payload
+    status, added = murano_call(marina, "POST", services, cluster, session)
+    assert status == 200 and added["masterCount"] == 1, added
+    status, payload = murano_call(
+        marina, "PUT", services + "/", [{**added, "masterCount": 3}], session
+    )
+    assert status == 400 and "masterCount" in fields(payload), payload
+
+
+def test_a_stored_cluster_of_three_masters_fails_its_deploy_making_nothing(
+    marina: Marina,
+) -> None:
+    """A cluster that a Marina on OpenStack stored, deployed by one on the local
+    provider (the same etcd): the deploy refuses before any node is made."""
+    env = marina.ok("POST", "/v1/environments", {"name": "masters-stored"})["id"]
+    marina.ok(
+        "POST",
+        f"/v1/environments/{env}/services",
+        {"package": "kubernetes-cluster", "properties": {"name": "k", "nodeCount": 1}},
+    )
+    pki = marina.state_dir / "pki"
+    tls = TLSFiles(pki / "ca.pem", pki / "client.pem", pki / "client-key.pem")
+
+    def three_masters(doc: EnvironmentDocument) -> None:
+        (cluster,) = envs.clusters(doc)
+        cluster["properties"]["masterCount"] = 3
+        for index in (1, 2):
+            node = envs.make_node(cluster["?"]["id"], "master", index)
+            doc["objects"][node["?"]["id"]] = node
+            doc["order"].append(node["?"]["id"])
+            cluster["nodes"].insert(index, node["?"]["id"])
+
+    async def store_three() -> None:
+        async with Store(f"https://127.0.0.1:{marina.etcd_port}", tls=tls) as store:
+            await envs.change(store, env, three_masters)
+
+    asyncio.run(store_three())
+    task = marina.run(env, "k:deploy")
+    assert task["state"] == "failed", task
+    assert "the local driver cannot run 3 masters (masterCount): it runs one" in task["error"]
     nodes = [o for o in marina.objects(env).values() if o["?"]["type"].endswith("Node")]
     assert len(nodes) == 5 and all(n["state"] == "pending" for n in nodes)
-    assert marina.etcd_keys(keys.NODES) == []
+    assert all(n["address"] is None for n in nodes)
+    assert not [k for k in marina.etcd_keys(keys.NODES) if env[:12] in k]  # no agent
