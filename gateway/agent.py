@@ -54,10 +54,10 @@ from gateway.rendering import (
 )
 from gateway.routes import (
     Route,
+    RouteSelection,
     Skipped,
     StatusDoc,
     routes_prefix,
-    select_routes,
     status_key,
 )
 from gateway.settings import Settings
@@ -101,7 +101,10 @@ class Agent:
         self.recovered: dict[Key, str] | None = None
         self.metrics = Metrics()
         self.raw: dict[str, bytes] = {}
-        self.parsed: dict[str, tuple[bytes, Route | Skipped]] = {}
+        self.selection = RouteSelection(reserved_ports=settings.blocked_ports)
+        # Services whose value changed since routes were last selected
+        # (None: after a listing, any may have).
+        self.changed: set[str] | None = None
         self.revision = 0
         self.known = False
         self.layout: Layout | None = None
@@ -132,6 +135,7 @@ class Agent:
         self.tls_loaded: dict[str, dict[str, str]] = {}
         self.tls_lists: dict[str, dict[str, set[str]]] = {}
         self.unchecked_parts: dict[str, int] = {}
+        self._tls_seen: tuple[Layout | None, bool] = (None, False)
 
     # -- the main loop ---------------------------------------------------
 
@@ -256,6 +260,7 @@ class Agent:
             }
             self.revision = item.revision
             self.known = True
+            self.changed = None
             return True
         self.last_event = time.monotonic()
         self.recent_events.append(self.last_event)
@@ -265,6 +270,8 @@ class Agent:
             self.raw.pop(service, None)
         else:
             self.raw[service] = event.value
+        if self.changed is not None:
+            self.changed.add(service)
         self.revision = max(self.revision, event.revision)
         return True
 
@@ -376,8 +383,9 @@ class Agent:
         holds the range), a static part when it has routes."""
         if POOL in self.proxies and not self.proxies[POOL].running():
             return False
-        served = {b.part for b in layout.static.values()}
-        return all(part in self.proxies and self.proxies[part].running() for part in served)
+        return all(
+            part in self.proxies and self.proxies[part].running() for part in layout.served_parts()
+        )
 
     def _recover_placement(self) -> dict[Key, str]:
         """The static part of each port that a running process of an earlier
@@ -409,9 +417,8 @@ class Agent:
     # -- applying ---------------------------------------------------------
 
     def _desired(self) -> dict[str, Route]:
-        routes, skipped = select_routes(
-            self.raw, reserved_ports=self.settings.blocked_ports, cache=self.parsed
-        )
+        routes, skipped = self.selection.select(self.raw, self.changed)
+        self.changed = set()
         now = time.monotonic()
         self.busy_ports = {
             port: entry
@@ -421,7 +428,7 @@ class Agent:
         for service, reason, _ in self.busy_ports.values():
             del routes[service]
             skipped.append(Skipped(service, reason))
-        if self.settings.port_range is not None:
+        if self.settings.port_range is not None and self.selection.with_hosts:
             low, high = self.settings.port_range
             for service, route in list(routes.items()):
                 if route.hosts and route.address is None and low <= route.port <= high:
@@ -493,7 +500,7 @@ class Agent:
                 self.metrics.applied_revision = self.revision
             self.metrics.skipped_routes = len(self.skipped)
             self.metrics.held_routes = len(self.held)
-            self.metrics.routes = len(self.layout.routes()) if self.layout else 0
+            self.metrics.routes = self.layout.route_count() if self.layout else 0
             self.status_changed.set()
 
     def _defer_reload(self) -> bool:
@@ -830,12 +837,22 @@ class Agent:
         self.tls_loaded[part] = loaded
         self.tls_lists[part] = {crt_list: set(files) for crt_list, files in wanted.items()}
 
+    def _tls_routes(self) -> bool:
+        """Whether any route served uses TLS (looked at once per layout)."""
+        layout = self.layout
+        if layout is None:
+            return False
+        if self._tls_seen[0] is not layout:
+            self._tls_seen = (
+                layout,
+                any(b.route is not None and b.route.tls for b in layout.static.values()),
+            )
+        return self._tls_seen[1]
+
     async def _apply_certificates(self) -> None:
         """Load new and replaced certificates at runtime, without a reload;
         a certificate that fails is reported and the others are served."""
-        tls_routes = self.layout is not None and any(
-            b.route is not None and b.route.tls for b in self.layout.static.values()
-        )
+        tls_routes = self._tls_routes()
         if not (tls_routes or self.cert_raw or self.cert_problems or any(self.tls_loaded.values())):
             return  # no TLS anywhere: nothing to look at
         self.tls_missing = set()

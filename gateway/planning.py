@@ -112,6 +112,9 @@ class Layout:
     """Routes per static part (ports placed for routes to come count as one)."""
     shard_routes: int = SHARD_ROUTES
     """A new port goes to the first static part with fewer routes than this."""
+    _served: dict[str, Route] | None = field(default=None, init=False, repr=False, compare=False)
+    _parts: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _full_below: int = field(default=0, init=False, repr=False, compare=False)
 
     def in_range(self, port: int) -> bool:
         return self.port_range is not None and self.port_range[0] <= port <= self.port_range[1]
@@ -131,23 +134,42 @@ class Layout:
 
     def open_part(self) -> str:
         """The part a new port goes to: the first with room, else a new one."""
-        index = 0
+        # Parts only fill as ports are placed: the ones found full stay full.
+        index = self._full_below
         while self.sizes.get(f"static-{index}", 0) >= self.shard_routes:
             index += 1
+        self._full_below = index
         return f"static-{index}"
 
     def reindex(self) -> None:
         """Placement and sizes again from the static slots."""
-        self.placement, self.sizes = {}, {}
+        self.placement, self.sizes, self._full_below = {}, {}, 0
         for slot in self.static.values():
             if slot.route is not None:
                 self.placement[key_of(slot.route)] = slot.part
                 self.sizes[slot.part] = self.sizes.get(slot.part, 0) + 1
 
     def routes(self) -> dict[str, Route]:
-        served = {s: b.route for s, b in self.static.items() if b.route}
-        served.update({b.route.service: b.route for b in self.pool if b.route})
-        return served
+        """Every route served, by service (a copy)."""
+        # Asked several times per change of a table of thousands: kept until
+        # a slot changes (only a plan's draft changes slots once built).
+        if self._served is None:
+            served = {s: b.route for s, b in self.static.items() if b.route}
+            served.update({b.route.service: b.route for b in self.pool if b.route})
+            self._served = served
+        return dict(self._served)
+
+    def served_parts(self) -> frozenset[str]:
+        """The static parts that serve a route (and so run a process)."""
+        if self._parts is None:
+            self._parts = frozenset(b.part for b in self.static.values() if b.route is not None)
+        return self._parts
+
+    def route_count(self) -> int:
+        if self._served is None:
+            self.routes()
+        assert self._served is not None
+        return len(self._served)
 
     def port_map(self) -> dict[int, str]:
         return {b.route.port: b.name for b in self.pool if b.route}
@@ -306,6 +328,8 @@ class _Draft:
             dict(current.sizes),
             current.shard_routes,
         )
+        # A plan changes no static slot's part.
+        self.layout._parts = current._parts
         self.position = {b.name: i for i, b in enumerate(current.pool)}
         self.spares: dict[Signature, list[BackendSlot]] = {}
         for slot in reversed(current.pool):
@@ -314,6 +338,7 @@ class _Draft:
 
     def assign(self, slot: BackendSlot, route: Route | None) -> None:
         copy = dataclasses.replace(slot, servers=route.backends if route else (), route=route)
+        self.layout._served = None
         if slot.name in self.position:
             self.layout.pool[self.position[slot.name]] = copy
             if route is None:

@@ -374,3 +374,103 @@ def _share_port(
     for pair in pairs:
         claims[pair] = route.service
     return None
+
+
+class RouteSelection:
+    """`select_routes` kept up to date a change at a time.
+
+    A change to one route of thousands costs that route and the ports it
+    leaves and takes: of the routes claiming a port, the first by service
+    name keeps it, as in `select_routes`. Routes with host names share ports
+    by rules that involve every route on the port: while there are any,
+    each change selects anew.
+    """
+
+    def __init__(self, *, reserved_ports: frozenset[int]) -> None:
+        self.reserved_ports = reserved_ports
+        self.cache: dict[str, tuple[bytes, Route | Skipped]] = {}
+        self.routes: dict[str, Route] = {}
+        self.skipped: dict[str, Skipped] = {}
+        # Valid routes without host names, by the address and port they claim.
+        self.claims: dict[tuple[str | None, int], set[str]] = {}
+        self.with_hosts = 0
+        self.complete = False
+
+    def select(
+        self, raw: dict[str, bytes], changed: set[str] | None
+    ) -> tuple[dict[str, Route], list[Skipped]]:
+        """What `select_routes(raw)` returns; `changed` names the services
+        whose value changed since the last call (None: anything may have)."""
+        if (
+            changed is None
+            or not self.complete
+            or self.with_hosts
+            or len(changed) > len(self.routes) // 4
+            or not self._update(raw, changed)
+        ):
+            self._select_all(raw)
+        return dict(self.routes), [self.skipped[s] for s in sorted(self.skipped)]
+
+    def _select_all(self, raw: dict[str, bytes]) -> None:
+        routes, skipped = select_routes(raw, reserved_ports=self.reserved_ports, cache=self.cache)
+        self.routes = routes
+        self.skipped = {s.service: s for s in skipped}
+        self.claims = {}
+        self.with_hosts = 0
+        for _, parsed in self.cache.values():
+            if isinstance(parsed, Route):
+                if parsed.hosts:
+                    self.with_hosts += 1
+                else:
+                    self.claims.setdefault((parsed.address, parsed.port), set()).add(parsed.service)
+        self.complete = True
+
+    def _update(self, raw: dict[str, bytes], changed: set[str]) -> bool:
+        """Apply `changed`; False when a route with host names is involved
+        (the caller then selects anew from the cache)."""
+        affected: set[tuple[str | None, int]] = set()
+        for service in changed:
+            old = self.cache.get(service)
+            if old is not None and isinstance(old[1], Route):
+                if old[1].hosts:
+                    return False
+                key = (old[1].address, old[1].port)
+                self.claims.get(key, set()).discard(service)
+                affected.add(key)
+            self.routes.pop(service, None)
+            self.skipped.pop(service, None)
+            value = raw.get(service)
+            if value is None:
+                self.cache.pop(service, None)
+                continue
+            if old is not None and old[0] == value:
+                parsed = old[1]
+            else:
+                parsed = parse_route(service, value, reserved_ports=self.reserved_ports)
+            self.cache[service] = (value, parsed)
+            if isinstance(parsed, Skipped):
+                self.skipped[service] = parsed
+                continue
+            if parsed.hosts:
+                return False
+            key = (parsed.address, parsed.port)
+            self.claims.setdefault(key, set()).add(service)
+            affected.add(key)
+        for key in affected:
+            claimants = self.claims.get(key)
+            if not claimants:
+                self.claims.pop(key, None)
+                continue
+            owner = min(claimants)
+            for service in claimants:
+                route = self.cache[service][1]
+                assert isinstance(route, Route)
+                if service == owner:
+                    self.routes[service] = route
+                    self.skipped.pop(service, None)
+                else:
+                    self.routes.pop(service, None)
+                    self.skipped[service] = Skipped(
+                        service, f"port {route.port} is already served for {owner!r}"
+                    )
+        return True

@@ -119,3 +119,44 @@ def test_bind_failures_name_address_and_port():
         "(Address already in use) [[::1]:40001]"
     )
     assert bound_ports_failing(text) == {("127.77.1.4", 40000), ("::1", 40001)}
+
+
+def test_selection_a_change_at_a_time_agrees_with_selecting_anew():
+    """Random changes, conflicts and broken values included: the selection kept
+    up to date a change at a time says what `select_routes` says of the
+    whole, and so do host names, which make it select anew."""
+    import json
+    import random
+
+    from gateway.routes import RouteSelection, select_routes
+
+    rng = random.Random(11)
+    reserved = frozenset({2379})
+    selection = RouteSelection(reserved_ports=reserved)
+    raw: dict[str, bytes] = {}
+    changed: set[str] | None = None
+    for step in range(600):
+        for _ in range(rng.choice((1, 1, 1, 3, 12))):
+            service = f"s{rng.randrange(40)}"
+            changed = None if changed is None else changed | {service}
+            kind = rng.random()
+            if kind < 0.2:
+                raw.pop(service, None)
+                continue
+            doc: dict[str, object] = {
+                "port": rng.choice((30001, 30002, 40000, 40001, 2379, 41000 + rng.randrange(30))),
+                "mode": "http",
+                "backends": [{"host": "127.0.0.1", "port": rng.randrange(1, 4)}],
+            }
+            if kind < 0.25:
+                doc["port"] = "not a port"
+            elif kind < 0.3:
+                doc["address"] = "127.0.0.9"
+            elif kind < 0.32 and step > 300:
+                doc["hosts"] = [f"h{rng.randrange(3)}.example"]
+            raw[service] = json.dumps(doc).encode()
+        if step == 0:
+            changed = set(raw)
+        ours = selection.select(raw, changed if step % 50 else None)
+        changed = set()
+        assert ours == select_routes(raw, reserved_ports=reserved), step
