@@ -3,7 +3,8 @@
 Changes are applied on the leading edge: the first change after a quiet
 period goes out at once, and changes that arrive while one is being applied
 are gathered until `quiet` passes without another one or `max_delay` since
-the first, so a burst of thousands of routes becomes one configuration.
+the first, so a burst of thousands of routes is applied in a few steps as it
+arrives, each costing what it changes.
 """
 
 from __future__ import annotations

@@ -259,9 +259,9 @@ class Plan:
     the running one with the commands applied.
 
     The parts run as separate HAProxy processes: the pool (the range frontend
-    and its pool backends) and the static shards (a frontend per port outside
-    the range), so a new port outside the range reloads one small process,
-    never the one that holds thousands of range listeners.
+    and its pool backends) and the static parts (a proxy per port outside the
+    range, a few hundred each), so a new port outside the range reloads one
+    small process, never the one that holds thousands of range listeners.
     """
 
     commands_by_part: dict[str, list[str]]

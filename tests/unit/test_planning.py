@@ -121,3 +121,25 @@ def test_a_new_port_outside_the_range_leaves_the_pool_alone():
     plan = plan_changes(layout, desired, map_path=MAP)
     assert plan.reload_static and plan.reload_pool is None
     assert any(c.startswith(f"add map {MAP} 30002 ") for c in plan.pool_commands)
+
+
+def test_ports_outside_the_range_fill_parts_in_turn_and_keep_them():
+    routes = {f"s{i}": r(f"s{i}", 40000 + i, "127.0.0.2") for i in range(5)}
+    layout = build_layout(routes, port_range=RANGE, shard_routes=2)
+    parts = [layout.static[s].part for s in sorted(routes)]
+    assert parts == ["static-0", "static-0", "static-1", "static-1", "static-2"]
+    # A new port goes to the part with room, and only that part reloads.
+    new = plan_changes(layout, {**layout.routes(), "t": r("t", 41000, "127.0.0.2")}, map_path=MAP)
+    assert set(new.reloads) == {"static-2"}
+    assert new.layout.placement[(None, 41000)] == "static-2"
+    # A route changed beyond its slots reloads the part its port is in.
+    changed = {**layout.routes(), "s0": r("s0", 40000, "127.0.0.2", balance="source")}
+    assert set(plan_changes(layout, changed, map_path=MAP).reloads) == {"static-0"}
+    # Built again from the placement, every port stays; a new one fills a hole.
+    kept = {"s1": routes["s1"], "s4": routes["s4"], "u": r("u", 42000, "127.0.0.2")}
+    again = build_layout(kept, port_range=RANGE, placement=layout.placement, shard_routes=2)
+    assert {s: b.part for s, b in again.static.items()} == {
+        "s1": "static-0",
+        "s4": "static-2",
+        "u": "static-0",
+    }
