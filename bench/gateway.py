@@ -183,8 +183,11 @@ class Target:
     """What the measurements talk to: a gateway agent or confd, one cluster
     of route keys, served on one address."""
 
-    def __init__(self, cluster: str, address: str, stop: Any, pid: int) -> None:
+    def __init__(
+        self, cluster: str, address: str, stop: Any, pid: int, ident: str | None = None
+    ) -> None:
         self.cluster, self.address, self.stop, self.pid = cluster, address, stop, pid
+        self.ident = ident  # a gateway's id in its status key
 
 
 def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway, int]:
@@ -212,7 +215,7 @@ def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway
         what="gateway's first configuration",
     )
     assert gw.proc is not None
-    return Target(cluster, address, gw.stop, gw.proc.pid), gw, mport
+    return Target(cluster, address, gw.stop, gw.proc.pid, gw.ident), gw, mport
 
 
 def start_confd(etcd: Etcd, binary: Path, cluster: str, *, tuned: bool = True) -> Target:
@@ -356,7 +359,18 @@ def table_then_change(
         figures["runtime_path_ms"] = summary(
             new_route_latency(etcd, target, backend, free, "ti", timeout=120)
         )
+    explain_missed(etcd, target, figures)
     return figures
+
+
+def explain_missed(etcd: Etcd, target: Target, figures: dict[str, Any]) -> None:
+    """A gateway reports the routes it left out, and why, in its status key:
+    with a route missed, the reasons go beside the figures."""
+    missed = any(isinstance(f, dict) and f.get("missed") for f in figures.values())
+    if not missed or target.ident is None:
+        return
+    doc = etcd.get(f"/marina/gateway/status/{target.ident}") or {}
+    figures["skipped"] = doc.get("skipped", "no status")
 
 
 def measure_gateway(
@@ -397,6 +411,7 @@ def measure_gateway(
         result["runtime_path_ms"] = summary(
             new_route_latency(etcd, target, backends[0], inside, "r")
         )
+        explain_missed(etcd, target, result)
 
         # Route changes under new-connection load; every fourth one reloads.
         changes = 40 if quick else 200
