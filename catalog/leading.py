@@ -19,6 +19,9 @@ from catalog.store import Store
 
 log = logging.getLogger(__name__)
 
+WATCHER_GRACE = 2.0
+"""Seconds a stopping loop waits for its watches to close."""
+
 
 @dataclass
 class Leadership:
@@ -92,7 +95,8 @@ class Leadership:
                 await asyncio.sleep(0.01)  # gather a burst of changes into one pass
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            # Its watches' cleanup talks to etcd; a stop does not wait on it for long.
+            await asyncio.wait([watcher], timeout=WATCHER_GRACE)
             if lease is not None:
                 with contextlib.suppress(MarinaError):
                     await self.store.revoke_lease(lease)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -51,6 +52,8 @@ STOP_GRACE = 0.3
 """Seconds the embedded etcd gets to stop on SIGTERM before SIGKILL. Its graceful
 stop waits out Go's HTTP shutdown (about a second with TLS) for nothing: every
 write it acknowledged is already in its fsynced log, so a kill loses none."""
+TASKS_GRACE = 5.0
+"""Seconds Marina's background loops get to finish after the stop event."""
 
 
 @dataclass(frozen=True)
@@ -295,15 +298,17 @@ class Server:
         )
         worker = Worker(self.store, ActionRunner(self.store, provider, engine))
         self.tasks = [
-            asyncio.create_task(worker.run(self.stop_event)),
-            asyncio.create_task(engine.run(self.stop_event)),
-            asyncio.create_task(Observer(self.store, engine).run(self.stop_event)),
+            asyncio.create_task(worker.run(self.stop_event), name="task worker"),
+            asyncio.create_task(engine.run(self.stop_event), name="engine"),
+            asyncio.create_task(Observer(self.store, engine).run(self.stop_event), name="observer"),
         ]
         follow = getattr(provider, "run", None)  # a provider's own background work
         if follow is not None:
-            self.tasks.append(asyncio.create_task(follow(self.stop_event)))
+            self.tasks.append(asyncio.create_task(follow(self.stop_event), name="provider"))
         if self.etcd is not None:
-            self.tasks.append(asyncio.create_task(self._supervise_etcd(self.etcd)))
+            self.tasks.append(
+                asyncio.create_task(self._supervise_etcd(self.etcd), name="etcd supervisor")
+            )
         self.runner = await serve(
             make_app(self.store, engine=engine, provider=provider, keystone=settings.keystone_url),
             host=settings.host,
@@ -332,7 +337,22 @@ class Server:
 
     async def stop(self, *, stop_nodes: bool) -> None:
         self.stop_event.set()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:
+            # A stop never hangs on one loop that missed the event: it is
+            # cancelled (what it was doing is resumable, as after kill -9) and
+            # named, with where it was, so that the miss can be found.
+            _, late = await asyncio.wait(self.tasks, timeout=TASKS_GRACE)
+            for task in late:
+                where = io.StringIO()
+                task.print_stack(limit=3, file=where)
+                log.warning(
+                    "%s did not stop within %.0f s; cancelled\n%s",
+                    task.get_name(),
+                    TASKS_GRACE,
+                    where.getvalue(),
+                )
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.runner is not None:
             await self.runner.cleanup()
         if stop_nodes:

@@ -36,6 +36,8 @@ from catalog.pki import TLSFiles
 
 T = TypeVar("T")
 UPDATE_RETRIES = 50
+WATCH_CANCEL_GRACE = 1.0
+"""Seconds a stopped watch waits for etcd to confirm its cancellation."""
 CHANNEL_OPTIONS = {
     # gRPC's default backoff grows to two minutes: a restarted etcd would go
     # unnoticed for that long. Retry every second at most instead.
@@ -306,9 +308,13 @@ class Store:
                     int(event.kv.mod_revision),
                 )
         finally:
-            # The stream may be gone with the connection already.
-            with contextlib.suppress(MarinaError, aetcd.exceptions.ClientError, OSError):
-                await watch.cancel()
+            # The stream may be gone with the connection already, and the
+            # client's lock may be held by a watch being created: never wait long.
+            with contextlib.suppress(
+                MarinaError, aetcd.exceptions.ClientError, OSError, TimeoutError
+            ):
+                async with asyncio.timeout(WATCH_CANCEL_GRACE):
+                    await watch.cancel()
 
     async def watch_many(self, prefixes: Sequence[str]) -> AsyncIterator[str]:
         """The keys that change under any of `prefixes`, as one stream.
