@@ -344,7 +344,10 @@ class Server:
             _, late = await asyncio.wait(self.tasks, timeout=TASKS_GRACE)
             for task in late:
                 where = io.StringIO()
-                task.print_stack(limit=3, file=where)
+                try:
+                    task.print_stack(limit=3, file=where)
+                except Exception:  # a suspended generator's frame may have no line
+                    where.write(repr(task))
                 log.warning(
                     "%s did not stop within %.0f s; cancelled\n%s",
                     task.get_name(),
