@@ -878,6 +878,7 @@ class KubernetesEngine:
         affected: dict[str, str] = {}  # pod id -> name, of this cluster's pods that were here
         refused: list[str] = []
         async with Changes(self, cluster) as changes:
+            await self._route_around(cluster, node, changes, deadline=deadline, timeout=timeout)
             while True:
                 left = await self._pods_on(node)
                 for pod in left:
@@ -912,11 +913,12 @@ class KubernetesEngine:
 
     # -- routes --------------------------------------------------------------------------
 
-    async def publish_routes(self, cluster: ClusterKey) -> None:
+    async def publish_routes(self, cluster: ClusterKey) -> set[str]:
         """Each public service's route: its port (and host names and path
         prefixes) on the gateways, to every ready node's InternalIP at the
         service's NodePort; and the certificates of its TLS hosts, from its
-        pod's Secrets (those of services gone, or without TLS now, deleted)."""
+        pod's Secrets (those of services gone, or without TLS now, deleted).
+        Returns the node addresses routed to."""
         namespace = self.namespace(cluster)
         nodes = [n for n in await self._nodes() if self._node_ready(n)]
         # Nodes being drained take no new connections while others can.
@@ -950,6 +952,55 @@ class KubernetesEngine:
         await publish_certificates(
             self.store, cluster, [(spec, secrets.get(pod, {})) for spec, pod in tls]
         )
+        return set(hosts)
+
+    async def _route_around(
+        self, cluster: ClusterKey, node: str, changes: Changes, *, deadline: float, timeout: float
+    ) -> None:
+        """Return once every gateway of the cluster applied routes that leave
+        the cordoned Node `node` out (unless no other node can serve).
+
+        Nothing on the node may stop before then: the gateways send requests
+        to every routed node's NodePort, and a node that leaves while still
+        routed fails the requests on their way to it (refused, or reset when
+        its kube-proxy stops listening with connections still queued). The
+        routes are published here, not left to `run`, which may be a pass
+        behind the cordon; and published again while one still names the
+        node (a pass of `run` that listed the nodes before the cordon)."""
+        found = await self._call(
+            self.core.read_node, node, what=f"read {node}", kind="Node", name=node
+        )
+        addresses = {
+            a["address"]
+            for a in (found.get("status") or {}).get("addresses") or []
+            if a.get("type") == "InternalIP"
+        }
+        loop = asyncio.get_running_loop()
+        while True:
+            routed = await self.publish_routes(cluster)
+            leaving = addresses - routed  # empty when no other node can serve
+            routes = await self.store.list(f"{ROUTES}{cluster}/")
+            still = [
+                r.key.rsplit("/", 1)[1]
+                for r in routes
+                if any(b["host"] in leaving for b in r.value.get("backends") or [])
+            ]
+            applied = await self._gateways_applied(cluster)
+            newest = max((r.mod_revision for r in routes), default=0)
+            if not still and (not applied or min(applied) >= newest):
+                return
+            if loop.time() > deadline:
+                raise ActionFailed(
+                    "drain",
+                    f"the gateways still route to {node} after {timeout:.0f}s: "
+                    + (
+                        f"routes {', '.join(sorted(still))} name it"
+                        if still
+                        else f"a gateway applied revision {min(applied)} of {newest}"
+                    ),
+                    retryable=True,
+                )
+            await changes.next(1.0)
 
     async def _secrets(self, namespace: str) -> dict[str, dict[str, str]]:
         """The secret values of each of Marina's pods in the namespace, by pod name."""

@@ -12,7 +12,9 @@ pages. The tests run in order on one deployment, as a user would.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import threading
@@ -144,6 +146,38 @@ def under_load(url: str, work: Callable[[], Any]) -> tuple[Any, list[int]]:
     return outcome, results
 
 
+def gateway_agents(marina: Marina) -> list[int]:
+    """The pids of the gateway nodes' agents (marina-gateway) of Marina's environments."""
+    pids = subprocess.run(
+        ["pgrep", "-f", "gateway.cli"], capture_output=True, text=True
+    ).stdout.split()
+    agents = []
+    for pid in pids:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        directory = args[args.index(b"--state-dir") + 1].decode() if b"--state-dir" in args else ""
+        if directory.startswith(str(marina.state_dir)) and "/gateway-" in directory:
+            agents.append(int(pid))
+    return agents
+
+
+def with_gateways_held(marina: Marina, seconds: float, work: Callable[[], Any]) -> Any:
+    """`work()` while the gateway agents stand still for their first `seconds` (SIGSTOP),
+    as on a loaded machine: HAProxy serves on, and applies route changes only later."""
+    agents = gateway_agents(marina)
+    assert agents, "no gateway agent found"
+    for pid in agents:
+        os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(seconds, lambda: [os.kill(pid, signal.SIGCONT) for pid in agents])
+    resume.start()
+    try:
+        return work()
+    finally:
+        resume.join()
+
+
 def test_scaling_nodes_up_and_down_fails_no_request(
     marina: Marina, deployed: dict[str, str], kube_api: KubeApi
 ) -> None:
@@ -151,7 +185,13 @@ def test_scaling_nodes_up_and_down_fails_no_request(
     up, during_up = under_load(url, lambda: marina.run(env, "kb:scaleNodesUp", timeout=300))
     assert up["state"] == "succeeded" and up["outcome"] == "changed", up
     assert workers(kube_api) == ["minion-1", "minion-2", "minion-3"]
-    down, during_down = under_load(url, lambda: marina.run(env, "kb:scaleNodesDown", timeout=300))
+    # A node leaves only once every gateway applied routes without it, however late that is.
+    down, during_down = under_load(
+        url,
+        lambda: with_gateways_held(
+            marina, 2.0, lambda: marina.run(env, "kb:scaleNodesDown", timeout=300)
+        ),
+    )
     assert down["state"] == "succeeded" and down["outcome"] == "changed", down
     removed = down["result"]["removed"]
     assert len(removed) == 1 and removed[0] not in workers(kube_api)
