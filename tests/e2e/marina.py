@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,15 @@ class Marina:
                 return [item.key for item in await store.list(prefix)]
 
         return asyncio.run(read())
+
+
+def running(state_dir: Path, *args: str) -> Iterator[Marina]:
+    """A started `marina up` for a fixture to yield; stopping it (Ctrl-C)
+    must leave no process behind: node agents, replicas and gateways included."""
+    server = Marina(state_dir, args=args).start()
+    yield server
+    server.stop()
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(server.state_dir)], capture_output=True, text=True
+    ).stdout.split()
+    assert not leftovers, f"processes left behind: {leftovers}"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.marina import Marina
+from tests.e2e.marina import Marina, running
 from tests.kubeapi.harness import KubeApi
 from tests.support import wait_for
 
@@ -33,14 +33,7 @@ TALKER = {
 @pytest.fixture(scope="module")
 def marina(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
     state = tmp_path_factory.mktemp("kube-cli") / "state"
-    args = ("--engine", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig))
-    server = Marina(state, args=args).start()
-    yield server
-    server.stop()
-    leftovers = subprocess.run(
-        ["pgrep", "-f", str(server.state_dir)], capture_output=True, text=True
-    ).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
+    yield from running(state, "--engine", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig))
 
 
 def cli(marina: Marina, *args: str) -> str:

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from catalog.quotas import Quotas
-from tests.e2e.marina import Marina
+from tests.e2e.marina import Marina, running
 from tests.e2e.test_scenario import get, sign
 from tests.kubeapi.fixtures import Kubectl, fresh_node_address
 from tests.kubeapi.harness import KubeApi
@@ -41,14 +41,7 @@ PUBLIC_PORT = 31480
 @pytest.fixture(scope="module")
 def marina(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
     state = tmp_path_factory.mktemp("kube-marina") / "state"
-    args = ("--engine", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig))
-    server = Marina(state, args=args).start()
-    yield server
-    server.stop()
-    leftovers = subprocess.run(
-        ["pgrep", "-f", str(server.state_dir)], capture_output=True, text=True
-    ).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
+    yield from running(state, "--engine", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.e2e.marina import Marina
+from tests.e2e.marina import Marina, running
 from tests.integration.test_gateway_tls import certificate
 from tests.kubeapi.harness import KubeApi
 from tests.support import wait_for
@@ -55,14 +54,7 @@ ANSWER = (
 @pytest.fixture(scope="module")
 def marina(kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
     state = tmp_path_factory.mktemp("kube-hosts") / "state"
-    args = ("--engine", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig))
-    server = Marina(state, args=args).start()
-    yield server
-    server.stop()
-    leftovers = subprocess.run(
-        ["pgrep", "-f", str(server.state_dir)], capture_output=True, text=True
-    ).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
+    yield from running(state, "--engine", "kubernetes", "--kubeconfig", str(kube_api.kubeconfig))
 
 
 def sites(pairs: dict[str, dict[str, str]]) -> dict[str, Any]:

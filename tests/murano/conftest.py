@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.marina import Marina
+from tests.e2e.marina import Marina, running
 
 client_module = pytest.importorskip("muranoclient.v1.client")
 
 
 @pytest.fixture(scope="module")
 def marina(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marina]:
-    server = Marina(tmp_path_factory.mktemp("marina") / "state").start()
-    yield server
-    server.stop()
-    leftovers = subprocess.run(
-        ["pgrep", "-f", str(server.state_dir)], capture_output=True, text=True
-    ).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
+    yield from running(tmp_path_factory.mktemp("marina") / "state")
 
 
 @pytest.fixture(scope="module")
