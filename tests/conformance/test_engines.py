@@ -26,7 +26,7 @@ from tests.conformance.engine_contract import *  # noqa: F403  (the suite's test
 from tests.conformance.engine_contract import Harness
 from tests.kubeapi.fixtures import fresh_name, fresh_node_address
 from tests.kubeapi.harness import KubeApi
-from tests.support import Etcd, Gateway, fresh_address
+from tests.support import Etcd, Gateway, fresh_address, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 _clusters = itertools.count(1)
@@ -105,6 +105,10 @@ def _kubernetes(etcd: Etcd, state_dir: Path, kube_api: KubeApi | None) -> Iterat
     gateway = Gateway(
         etcd.url, cluster, fresh_address(), state_dir / "gateway", "--port-range", "30600-30663"
     ).start()
+    # Running means reporting: until then the engine cannot know it applies routes.
+    wait_for(
+        lambda: etcd.get(f"/marina/gateway/status/{gateway.ident}"), timeout=60, what="the gateway"
+    )
     stop = asyncio.Event()
 
     async def start() -> tuple[Any, Any, Any]:
