@@ -120,6 +120,7 @@ class Agent:
         self.last_event = 0.0
         self.recent_events: collections.deque[float] = collections.deque(maxlen=BURST_EVENTS)
         self.reload_wanted: float | None = None
+        self.reload_quiet = settings.reload_quiet  # the quiet the reload put off waits for
         # Routes HAProxy refused: service -> (the value refused, HAProxy's words).
         self.refused: dict[str, tuple[bytes, str]] = {}
         self.incident: str | None = None
@@ -410,7 +411,7 @@ class Agent:
         """Seconds until a put-off reload, a held wipe or a busy port is due."""
         due = [t + BUSY_RETRY for _, _, t in self.busy_ports.values()]
         if self.reload_wanted is not None:
-            due.append(self.last_event + self.settings.reload_quiet)
+            due.append(self.last_event + self.reload_quiet)
         if self.held_since is not None:
             due.append(self.held_since + self.settings.wipe_hold)
         return max(0.0, min(due) - time.monotonic()) if due else None
@@ -504,8 +505,9 @@ class Agent:
             self.metrics.routes = self.layout.route_count() if self.layout else 0
             self.status_changed.set()
 
-    def _defer_reload(self) -> bool:
-        """Whether a reload should wait for a burst of changes to end.
+    def _defer_reload(self, quiet: float) -> bool:
+        """Whether a reload should wait for a burst of changes to end: until
+        `quiet` passes without a change.
 
         A reload of thousands of routes takes seconds; one started in the
         middle of a burst delays the one that the burst's end needs anyway.
@@ -514,7 +516,8 @@ class Agent:
         while self.recent_events and self.recent_events[0] < now - BURST_WINDOW:
             self.recent_events.popleft()
         in_burst = len(self.recent_events) >= BURST_EVENTS
-        if not in_burst or now - self.last_event >= self.settings.reload_quiet:
+        self.reload_quiet = quiet
+        if not in_burst or now - self.last_event >= quiet:
             self.reload_wanted = None
             return False
         self.reload_wanted = self.reload_wanted or now
@@ -547,7 +550,10 @@ class Agent:
         # pool, whose reload hands over every listener of the range.
         full = plan.layout.shard_routes
         waiting = [p for p in plan.reloads if p == POOL or plan.layout.sizes.get(p, 0) < full]
-        hold = self._defer_reload() if waiting else False
+        # A static part only gains listeners: it waits for the quiet that
+        # ends a burst of changes, not for the longer one of the pool.
+        quiet = self.settings.reload_quiet if POOL in waiting else self.settings.quiet
+        hold = self._defer_reload(quiet) if waiting else False
         if not waiting:
             self.reload_wanted = None  # nothing left to put off
         for part, reason in plan.reloads.items():

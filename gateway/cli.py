@@ -71,7 +71,7 @@ def parse_settings(argv: list[str]) -> Settings:
         "--reload-quiet-ms",
         type=_positive,
         default=30.0,
-        help="during a burst, a reload waits for this long without changes",
+        help="during a burst, a reload of the range's process waits for this long without changes",
     )
     parser.add_argument(
         "--max-reload-delay-ms",

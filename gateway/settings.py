@@ -29,7 +29,7 @@ class Settings:
     max_delay: float = 0.03
     """A burst is applied at the latest this long after it began (seconds)."""
     reload_quiet: float = 0.03
-    """During a burst, a reload waits until no change arrived for this long (seconds)..."""
+    """During a burst, a reload of the pool waits until no change came for this long (seconds)..."""
     max_reload_delay: float = 2.0
     """...but no longer than this after it was first needed (seconds)."""
     shard_routes: int = 256
