@@ -136,8 +136,14 @@ def current_task(browser: webdriver.Chrome) -> str:
 
 
 def click_action(browser: webdriver.Chrome, obj: str, action: str) -> None:
-    row = wait(browser, lambda b: object_row(b, obj))
-    row.find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
+    """Press the button, found afresh if live updates redrew its row first
+    (a click on a replaced element is refused before it happens)."""
+
+    def press(b: webdriver.Chrome) -> bool:
+        object_row(b, obj).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
+        return True
+
+    wait(browser, press)
 
 
 def wait_result(browser: webdriver.Chrome, before: str) -> str:

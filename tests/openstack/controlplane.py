@@ -616,8 +616,8 @@ class ControlPlane:
             [
                 *manage,
                 "bootstrap",
-                "--bootstrap-password",
-                self.admin_password,
+                # One word: a password may begin with "-", which argparse takes for an option.
+                f"--bootstrap-password={self.admin_password}",
                 "--bootstrap-public-url",
                 self.keystone_url,
                 "--bootstrap-region-id",
