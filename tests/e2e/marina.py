@@ -194,10 +194,10 @@ class Marina:
         return asyncio.run(read())
 
 
-def running(state_dir: Path, *args: str) -> Iterator[Marina]:
+def running(state_dir: Path, *args: str, etcd: str | None = None) -> Iterator[Marina]:
     """A started `marina up` for a fixture to yield; stopping it (Ctrl-C)
     must leave no process behind: node agents, replicas and gateways included."""
-    server = Marina(state_dir, args=args).start()
+    server = Marina(state_dir, etcd=etcd, args=args).start()
     yield server
     server.stop()
     leftovers = subprocess.run(

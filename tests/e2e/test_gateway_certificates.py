@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 
 from gateway.etcd import prefix_end
-from tests.e2e.marina import Marina
+from tests.e2e.marina import Marina, running
 from tests.integration.test_gateway_tls import certificate
 from tests.support import Etcd, wait_for
 
@@ -36,13 +36,7 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
 @pytest.fixture(scope="module")
 def marina(tmp_path_factory: pytest.TempPathFactory, etcd: Etcd) -> Iterator[Marina]:
     """`marina up` on an etcd the test reads too, to see the certificate keys."""
-    server = Marina(tmp_path_factory.mktemp("marina") / "state", etcd=etcd.url).start()
-    yield server
-    server.stop()
-    leftovers = subprocess.run(
-        ["pgrep", "-f", str(server.state_dir)], capture_output=True, text=True
-    ).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
+    yield from running(tmp_path_factory.mktemp("marina") / "state", etcd=etcd.url)
 
 
 def shop(pair: dict[str, str], *, hosts: list[str] | None = None) -> dict[str, Any]:
