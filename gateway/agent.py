@@ -5,6 +5,13 @@ period goes out at once, and changes that arrive while one is being applied
 are gathered until `quiet` passes without another one or `max_delay` since
 the first, so a burst of thousands of routes is applied in a few steps as it
 arrives, each costing what it changes.
+
+A static part's reload is a flight: its new HAProxy starts in the background
+while the agent goes on taking changes, planning and starting other parts,
+so a burst that fills part after part has them parse side by side instead of
+one after the other. A part in flight is left alone (no runtime command, no
+other reload) until its new process is confirmed or refused; then the agent
+looks again, and what changed meanwhile follows.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,7 @@ from gateway.planning import (
     Key,
     Layout,
     build_layout,
+    key_of,
     plan_changes,
 )
 from gateway.ports import foreign_holders
@@ -77,6 +86,20 @@ BURST_WINDOW = 1.0
 WATCHDOG_INTERVAL = 0.1
 # Stopping never waits longer than this for etcd to take the status down.
 WITHDRAW_TIMEOUT = 0.3
+
+
+@dataclass
+class Flight:
+    """A static part's new HAProxy being started in the background."""
+
+    task: asyncio.Task[float]
+    layout: Layout
+    """What the part serves once the new process is confirmed."""
+    routes: dict[str, Route]
+    config: str
+    budget: Budget
+    revision: int
+    render_ms: float
 
 
 class Agent:
@@ -138,6 +161,8 @@ class Agent:
         self.tls_lists: dict[str, dict[str, set[str]]] = {}
         self.unchecked_parts: dict[str, int] = {}
         self._tls_seen: tuple[Layout | None, bool] = (None, False)
+        self.flights: dict[str, Flight] = {}
+        self._queue: asyncio.Queue[Item | None] | None = None
 
     # -- the main loop ---------------------------------------------------
 
@@ -148,6 +173,7 @@ class Agent:
             self._claim()
             runner = await self._start_up()
             queue: asyncio.Queue[Item | None] = asyncio.Queue()
+            self._queue = queue
             tasks = [
                 asyncio.create_task(self._watch(queue)),
                 asyncio.create_task(self._report()),
@@ -165,7 +191,10 @@ class Agent:
                 stopper.cancel()
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                flying = [flight.task for flight in self.flights.values()]
+                for flight_task in flying:
+                    flight_task.cancel()
+                await asyncio.gather(*tasks, *flying, return_exceptions=True)
                 # HAProxy first: whatever etcd does, the ports are free at once.
                 await asyncio.gather(*(proxy.stop() for proxy in list(self.proxies.values())))
                 await self._withdraw_status()
@@ -229,7 +258,8 @@ class Agent:
             queue.put_nowait(item)
 
     async def _watch_certs(self, queue: asyncio.Queue[Item | None]) -> None:
-        """Follow the certificates; `None` on the queue says they changed."""
+        """Follow the certificates; `None` on the queue says they changed
+        (or that a flight landed: either way, look again)."""
         prefix = certs_prefix(self.settings.cluster).encode()
         async for item in follow_routes(self.etcd, prefix):
             if isinstance(item, Unreachable):
@@ -249,7 +279,7 @@ class Agent:
     def _take(self, item: Item | None) -> bool:
         """Fold one watch item into the known routes; True if routes may change."""
         if item is None:
-            return True  # certificates changed
+            return True  # certificates changed, or a flight landed
         if isinstance(item, Unreachable):
             self.metrics.etcd_errors += 1
             if self.last_error != item.error:
@@ -326,6 +356,8 @@ class Agent:
                 pid = proxy.pid
                 if pid is None or proxy.running() or self.applying.locked():
                     continue
+                if part in self.flights:
+                    continue  # its old process ends as the new one takes over
                 async with self.applying:
                     if proxy.pid != pid or proxy.running():
                         continue  # a reload replaced it meanwhile
@@ -386,7 +418,8 @@ class Agent:
         if POOL in self.proxies and not self.proxies[POOL].running():
             return False
         return all(
-            part in self.proxies and self.proxies[part].running() for part in layout.served_parts()
+            part in self.flights or (part in self.proxies and self.proxies[part].running())
+            for part in layout.served_parts()
         )
 
     def _recover_placement(self) -> dict[Key, str]:
@@ -479,6 +512,8 @@ class Agent:
             if self.layout is not None:
                 wanted.add(self.layout.open_part())
             for part in sorted(wanted | self.proxies.keys()):
+                if part in self.flights:
+                    continue  # its standby is the process being started
                 proxy = self._proxy(part)
                 if part not in wanted:
                     proxy.drop_standby()
@@ -527,20 +562,28 @@ class Agent:
         return True
 
     async def _reconcile(self) -> bool:
-        """Apply what is known; False when a reload was put off for now."""
+        """Apply what is known; False when a reload was put off for now or
+        is still in flight."""
         started = time.perf_counter()
+        await self._land()
         desired = self._desired()
         if self.layout is not None:
             # A process found dead here rather than by the watchdog is
             # restarted and reported the same way.
             for part, proxy in list(self.proxies.items()):
+                if part in self.flights:
+                    continue
                 if proxy.pid is not None and not proxy.running():
                     await self._restart(part, proxy, proxy.pid)
         if self.layout is None or not self._running_as_planned(self.layout):
             self.reload_wanted = None  # everything reloads now
+            await self._land(wait=True)
+            desired = self._desired()
             return await self.reload_isolating(desired, None)
         pool = self.proxies.get(POOL)
-        plan = plan_changes(self.layout, desired, map_path=str(pool.map_path) if pool else "")
+        plan = plan_changes(
+            self.layout, self._frozen(desired), map_path=str(pool.map_path) if pool else ""
+        )
         planned = time.perf_counter()
         parts: set[str] = set()
         deferred = False
@@ -557,7 +600,8 @@ class Agent:
         if not waiting:
             self.reload_wanted = None  # nothing left to put off
         for part, reason in plan.reloads.items():
-            if hold and part in waiting:
+            # A part in flight is looked at again once it lands.
+            if part in self.flights or (hold and part in waiting):
                 deferred = True
                 continue
             parts.add(part)
@@ -584,9 +628,109 @@ class Agent:
                 (planned - started) * 1000,
                 (time.perf_counter() - planned) * 1000,
             )
-        if parts and not await self.reload_isolating(desired, parts):
+        if parts - {POOL}:
+            self._launch(parts - {POOL}, desired)
+        if POOL in parts and not await self.reload_isolating(desired, {POOL}):
             return False
-        return not deferred
+        return not deferred and not self.flights
+
+    def _frozen(self, desired: dict[str, Route]) -> dict[str, Route]:
+        """`desired` with the routes of each part in flight as the running
+        layout has them, so that a plan leaves those parts alone."""
+        if not self.flights or self.layout is None:
+            return desired
+        view = dict(desired)
+        for part, flight in self.flights.items():
+            running = self._part_layout(self.layout, part).static
+            for service in flight.routes.keys() | running.keys():
+                slot = running.get(service)
+                if slot is not None and slot.route is not None:
+                    view[service] = slot.route
+                else:
+                    view.pop(service, None)
+        return view
+
+    def _launch(self, parts: set[str], desired: dict[str, Route]) -> None:
+        """Start a new process for each static part in `parts`, in the
+        background; `_land` takes in how each went."""
+        assert self.layout is not None
+        started = time.perf_counter()
+        own = self.layout
+        routes: dict[str, dict[str, Route]] = {part: {} for part in parts}
+        for service, route in desired.items():
+            if own.in_pool(route):
+                continue
+            part = own.placement.get(key_of(route))
+            if part in routes:
+                routes[part][service] = route
+        for part in sorted(parts):
+            fresh = self._build(routes[part], spares=False, placement=own.placement)
+            config, _, budget = self._render(fresh, part)
+            render_ms = (time.perf_counter() - started) * 1000
+            task = asyncio.create_task(self._fly(part, config))
+            self.flights[part] = Flight(
+                task, fresh, routes[part], config, budget, self.revision, render_ms
+            )
+            started = time.perf_counter()
+        self.metrics.render_count += 1
+
+    async def _fly(self, part: str, config: str) -> float:
+        """Swap in `config` for `part`, then wake the agent to land it."""
+        try:
+            if not self._part_layout(self.flights[part].layout, part).static:
+                await self._proxy(part).retire()  # no route of its own, so no process
+                return 0.0
+            return await self._proxy(part).apply(config, None)
+        finally:
+            if self._queue is not None:
+                self._queue.put_nowait(None)
+
+    async def _land(self, *, wait: bool = False) -> None:
+        """Take in the flights that ended (all of them, if `wait`): the parts
+        confirmed join the layout; a refused one keeps its running process,
+        and the routes to blame are left out of the next try."""
+        if wait and self.flights:
+            await asyncio.gather(*(f.task for f in self.flights.values()), return_exceptions=True)
+        failure: HAProxyError | None = None
+        for part, flight in list(self.flights.items()):
+            if not flight.task.done():
+                continue
+            del self.flights[part]
+            if flight.task.cancelled():
+                continue
+            exc = flight.task.exception()
+            if exc is None:
+                self._take_flight(part, flight)
+                continue
+            if not isinstance(exc, HAProxyError):
+                raise exc
+            self.metrics.reload_failures += 1
+            self.candidate = flight.config
+            if not await self._isolate(dict(flight.routes), exc):
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _take_flight(self, part: str, flight: Flight) -> None:
+        current = self.layout or Layout(
+            self.settings.port_range, placement=dict(self.recovered or {})
+        )
+        self.layout = self._merge(current, flight.layout, {part})
+        seconds = flight.task.result()
+        self.metrics.render_seconds_sum += flight.render_ms / 1000
+        if self._part_layout(flight.layout, part).static:
+            self.metrics.reloads += 1
+            self.metrics.reload_seconds_sum += seconds
+            self.unchecked_parts[part] = flight.budget.unchecked_servers
+        else:
+            self.unchecked_parts.pop(part, None)
+        log.info(
+            "revision %d: reloaded %s (render %.0f ms, swap %.0f ms)",
+            flight.revision,
+            part,
+            flight.render_ms,
+            seconds * 1000,
+        )
 
     async def reload_isolating(self, desired: dict[str, Route], parts: set[str] | None) -> bool:
         """Reload `parts` (None: every part) with `desired`, leaving out each
@@ -598,32 +742,36 @@ class Agent:
                 return True
             except HAProxyError as exc:
                 self.metrics.reload_failures += 1
-                busy = bound_ports_failing(exc.detail)
-                here = self.settings.address
-                owners = {
-                    r.port: s for s, r in desired.items() if (r.address or here, r.port) in busy
-                }
-                if not owners:
-                    refused = await self._find_refused(desired, exc.detail)
-                    if not refused:
-                        raise
-                    for service, reason in refused.items():
-                        self.refused[service] = (self.raw.get(service, b""), reason)
-                        del desired[service]
-                        self.skipped.append(Skipped(service, reason))
-                        log.error("route %s refused: %s", service, reason)
-                    continue
-                ours = {pid for proxy in list(self.proxies.values()) for pid in proxy.pids()}
-                for port, service in owners.items():
-                    address = desired[service].address or self.settings.address
-                    reason = f"port {port} could not be bound on {address}"
-                    holders = foreign_holders(address, {port}, ours=ours)
-                    if holders:
-                        reason += f": {holders[0].describe()}"
-                    self.busy_ports[port] = (service, reason, time.monotonic())
-                    del desired[service]
-                    self.skipped.append(Skipped(service, reason))
+                if not await self._isolate(desired, exc):
+                    raise
         return False
+
+    async def _isolate(self, desired: dict[str, Route], exc: HAProxyError) -> bool:
+        """Take out of `desired` the routes a refused reload blames (a port
+        another process holds, a route HAProxy refuses), recording why;
+        False when none is to blame."""
+        busy = bound_ports_failing(exc.detail)
+        here = self.settings.address
+        owners = {r.port: s for s, r in desired.items() if (r.address or here, r.port) in busy}
+        if not owners:
+            refused = await self._find_refused(desired, exc.detail)
+            for service, reason in refused.items():
+                self.refused[service] = (self.raw.get(service, b""), reason)
+                del desired[service]
+                self.skipped.append(Skipped(service, reason))
+                log.error("route %s refused: %s", service, reason)
+            return bool(refused)
+        ours = {pid for proxy in list(self.proxies.values()) for pid in proxy.pids()}
+        for port, service in owners.items():
+            address = desired[service].address or self.settings.address
+            reason = f"port {port} could not be bound on {address}"
+            holders = foreign_holders(address, {port}, ours=ours)
+            if holders:
+                reason += f": {holders[0].describe()}"
+            self.busy_ports[port] = (service, reason, time.monotonic())
+            del desired[service]
+            self.skipped.append(Skipped(service, reason))
+        return True
 
     async def _find_refused(self, desired: dict[str, Route], detail: str) -> dict[str, str]:
         """Routes that make HAProxy refuse the configuration on their own.
@@ -866,7 +1014,7 @@ class Agent:
         problems: dict[str, str] = {}
         if self.layout is not None:
             for part, proxy in list(self.proxies.items()):
-                if part == POOL or not proxy.running():
+                if part == POOL or part in self.flights or not proxy.running():
                     continue
                 await self._apply_part_certificates(part, proxy, problems)
         for host, cached in self.cert_cache.items():
