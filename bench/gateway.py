@@ -213,7 +213,7 @@ class Target:
 def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway, int]:
     """A gateway with default settings, apart from logging and a metrics port."""
     address = fresh_address()
-    mport = free_port()
+    mport = port_for_harness()
     gw = Gateway(
         etcd.url,
         cluster,
@@ -240,7 +240,7 @@ def start_gateway(etcd: Etcd, work: Path, cluster: str) -> tuple[Target, Gateway
 
 def start_confd(etcd: Etcd, binary: Path, cluster: str, *, tuned: bool = True) -> Target:
     address = fresh_address()
-    placeholder = free_port(address)
+    placeholder = port_for_harness(address)
     confd = Confd(
         binary,
         etcd_url=etcd.url,
@@ -302,12 +302,28 @@ def interleaved_latency(
     return samples
 
 
+# Ports the bursts and tables write routes for: the gateway's range and the
+# 10,000-route table's static ports. A port the harness takes for itself (a
+# metrics port, confd's placeholder) must lie outside them: one that fell
+# inside made that route unservable (reserved by the gateway, or bound
+# twice in confd's configuration, which then never loaded).
+ROUTE_PORTS = (range(30000, 32768), range(40000, 47300))
+
+
+def port_for_harness(address: str = "127.0.0.1") -> int:
+    """A free port outside `ROUTE_PORTS`."""
+    while True:
+        port = free_port(address)
+        if not any(port in ports for ports in ROUTE_PORTS):
+            return port
+
+
 def free_ports(address: str, count: int) -> list[int]:
-    """Distinct free ports outside the gateway's range (bind(0) can repeat one)."""
+    """Distinct free ports outside `ROUTE_PORTS` (bind(0) can repeat one)."""
     ports: list[int] = []
     while len(ports) < count:
-        port = free_port(address)
-        if port not in ports and not 30000 <= port <= 32767:
+        port = port_for_harness(address)
+        if port not in ports:
             ports.append(port)
     return ports
 

@@ -44,12 +44,12 @@ from gateway.haproxy import HAProxy, bound_ports_failing
 from gateway.metrics import Metrics, serve_metrics
 from gateway.planning import (
     POOL,
-    BackendSlot,
     Key,
     Layout,
     build_layout,
     key_of,
     plan_changes,
+    routes_by_part,
 )
 from gateway.ports import foreign_holders
 from gateway.rendering import (
@@ -155,7 +155,6 @@ class Agent:
         self.cert_cache: dict[str, tuple[bytes, Certificate | BadCertificate]] = {}
         self.cert_problems: dict[str, str] = {}
         self.tls_missing: set[str] = set()
-        self._shards: tuple[Layout | None, dict[str, dict[str, BackendSlot]]] = (None, {})
         # What each process holds: certificate file -> PEM, crt-list -> files.
         self.tls_loaded: dict[str, dict[str, str]] = {}
         self.tls_lists: dict[str, dict[str, set[str]]] = {}
@@ -403,14 +402,7 @@ class Agent:
         """What one process serves: the pool, or one part of the static routes."""
         if part == POOL:
             return Layout(layout.port_range, {}, layout.pool)
-        # Asked several times per change; with thousands of routes, split once.
-        if self._shards[0] is not layout:
-            shards: dict[str, dict[str, BackendSlot]] = {}
-            for s, b in layout.static.items():
-                if b.route is not None:
-                    shards.setdefault(b.part, {})[s] = b
-            self._shards = (layout, shards)
-        return Layout(None, dict(self._shards[1].get(part, {})), [])
+        return Layout(None, layout.part_static(part), [])
 
     def _running_as_planned(self, layout: Layout) -> bool:
         """Every part that should run a process runs one: the pool always (it
@@ -482,7 +474,7 @@ class Agent:
                 skipped.append(Skipped(service, reason))
         self.skipped = skipped
         served = self.layout.routes() if self.layout else {}
-        removed = set(served) - set(routes)
+        removed = served.keys() - routes.keys()
         wipe = (
             bool(served)
             and bool(removed)
@@ -629,7 +621,7 @@ class Agent:
                 (time.perf_counter() - planned) * 1000,
             )
         if parts - {POOL}:
-            self._launch(parts - {POOL}, desired)
+            self._launch(parts - {POOL}, desired, plan.placed)
         if POOL in parts and not await self.reload_isolating(desired, {POOL}):
             return False
         return not deferred and not self.flights
@@ -641,7 +633,7 @@ class Agent:
             return desired
         view = dict(desired)
         for part, flight in self.flights.items():
-            running = self._part_layout(self.layout, part).static
+            running = self.layout.part_static(part)
             for service in flight.routes.keys() | running.keys():
                 slot = running.get(service)
                 if slot is not None and slot.route is not None:
@@ -650,19 +642,19 @@ class Agent:
                     view.pop(service, None)
         return view
 
-    def _launch(self, parts: set[str], desired: dict[str, Route]) -> None:
+    def _launch(
+        self,
+        parts: set[str],
+        desired: dict[str, Route],
+        placed: dict[str, set[str]] | None = None,
+    ) -> None:
         """Start a new process for each static part in `parts`, in the
-        background; `_land` takes in how each went."""
+        background; `_land` takes in how each went. `placed` names the routes
+        a plan sent to each part beyond those it serves (None: look at all)."""
         assert self.layout is not None
         started = time.perf_counter()
         own = self.layout
-        routes: dict[str, dict[str, Route]] = {part: {} for part in parts}
-        for service, route in desired.items():
-            if own.in_pool(route):
-                continue
-            part = own.placement.get(key_of(route))
-            if part in routes:
-                routes[part][service] = route
+        routes = routes_by_part(own, parts, desired, placed)
         for part in sorted(parts):
             fresh = self._build(routes[part], spares=False, placement=own.placement)
             config, _, budget = self._render(fresh, part)
@@ -677,7 +669,7 @@ class Agent:
     async def _fly(self, part: str, config: str) -> float:
         """Swap in `config` for `part`, then wake the agent to land it."""
         try:
-            if not self._part_layout(self.flights[part].layout, part).static:
+            if not self.flights[part].layout.members().get(part):
                 await self._proxy(part).retire()  # no route of its own, so no process
                 return 0.0
             return await self._proxy(part).apply(config, None)
@@ -718,7 +710,7 @@ class Agent:
         self.layout = self._merge(current, flight.layout, {part})
         seconds = flight.task.result()
         self.metrics.render_seconds_sum += flight.render_ms / 1000
-        if self._part_layout(flight.layout, part).static:
+        if flight.layout.members().get(part):
             self.metrics.reloads += 1
             self.metrics.reload_seconds_sum += seconds
             self.unchecked_parts[part] = flight.budget.unchecked_servers
@@ -918,23 +910,59 @@ class Agent:
             raise failure
 
     def _merge(self, current: Layout, fresh: Layout, parts: set[str]) -> Layout:
-        """`current` with the parts in `parts` taken from `fresh`."""
-        static = {
-            s: b for s, b in current.static.items() if b.route is not None and b.part not in parts
-        }
+        """`current` with the parts in `parts` taken from `fresh`; it costs
+        the parts replaced, not the table."""
+        static = dict(current.static)
+        served = current.routes()
+        members = dict(current.members())
+        fresh_members = fresh.members()
         for part in parts - {POOL}:
-            static.update(self._part_layout(fresh, part).static)
-        pool = fresh.pool if POOL in parts else current.pool
+            for service in members.pop(part, frozenset()):
+                slot = static[service]
+                if slot.part != part:
+                    continue  # it moved to a part merged before
+                del static[service]
+                if served.get(service) is slot.route:  # else the pool serves it now
+                    del served[service]
+            own = fresh_members.get(part)
+            if own:
+                members[part] = own
+                for service in own:
+                    moved = static.get(service)
+                    if moved is not None and moved.part != part:
+                        members[moved.part] = members.get(moved.part, frozenset()) - {service}
+                    slot = static[service] = fresh.static[service]
+                    assert slot.route is not None
+                    served[service] = slot.route
+        pool = current.pool
+        if POOL in parts:
+            for service in current.pool_index():
+                kept = static.get(service)
+                if kept is not None and kept.route is not None:
+                    served[service] = kept.route  # on its way out of a static part
+                else:
+                    del served[service]
+            pool = fresh.pool
+            served.update((b.route.service, b.route) for b in pool if b.route is not None)
         merged = Layout(
             self.settings.port_range, static, pool, shard_routes=self.settings.shard_routes
         )
-        merged.reindex()
         # Ports placed for routes still to come (in parts not rebuilt) keep
-        # their place.
-        for key, part in current.placement.items():
-            if part not in parts and key not in merged.placement:
-                merged.placement[key] = part
-                merged.sizes[part] = merged.sizes.get(part, 0) + 1
+        # their place; a rebuilt part holds what it serves.
+        merged.placement = {k: p for k, p in current.placement.items() if p not in parts}
+        merged.sizes = {p: n for p, n in current.sizes.items() if p not in parts}
+        for part in parts - {POOL}:
+            for service in fresh_members.get(part, ()):
+                route = static[service].route
+                assert route is not None
+                merged.placement[key_of(route)] = part
+            if fresh_members.get(part):
+                merged.sizes[part] = len(fresh_members[part])
+        merged._served = served
+        merged._members = {part: own for part, own in members.items() if own}
+        if POOL not in parts:
+            merged._pool_index = current.pool_index()
+            merged._spares = current.spares()
         return merged
 
     async def _scrape_haproxy(self) -> dict[str, str]:
@@ -997,6 +1025,8 @@ class Agent:
         layout = self.layout
         if layout is None:
             return False
+        if not self.selection.with_hosts and not self.held:
+            return False  # TLS needs host names, and no route selected has any
         if self._tls_seen[0] is not layout:
             self._tls_seen = (
                 layout,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway.routes import Backend, Route
@@ -112,8 +113,17 @@ class Layout:
     """Routes per static part (ports placed for routes to come count as one)."""
     shard_routes: int = SHARD_ROUTES
     """A new port goes to the first static part with fewer routes than this."""
+    # Derived indexes, built on first use. A plan's layout inherits them
+    # updated, and a merge rebuilds only the parts it replaces, so a change
+    # to a table of thousands costs what it changes.
     _served: dict[str, Route] | None = field(default=None, init=False, repr=False, compare=False)
-    _parts: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _members: dict[str, frozenset[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _pool_index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _spares: dict[Signature, list[BackendSlot]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
     _full_below: int = field(default=0, init=False, repr=False, compare=False)
 
     def in_range(self, port: int) -> bool:
@@ -161,9 +171,39 @@ class Layout:
 
     def served_parts(self) -> frozenset[str]:
         """The static parts that serve a route (and so run a process)."""
-        if self._parts is None:
-            self._parts = frozenset(b.part for b in self.static.values() if b.route is not None)
-        return self._parts
+        return frozenset(part for part, services in self.members().items() if services)
+
+    def members(self) -> dict[str, frozenset[str]]:
+        """The services each static part serves."""
+        if self._members is None:
+            members: dict[str, set[str]] = {}
+            for service, slot in self.static.items():
+                if slot.route is not None:
+                    members.setdefault(slot.part, set()).add(service)
+            self._members = {part: frozenset(m) for part, m in members.items()}
+        return self._members
+
+    def part_static(self, part: str) -> dict[str, BackendSlot]:
+        """The static slots of one part."""
+        return {s: self.static[s] for s in self.members().get(part, ())}
+
+    def pool_index(self) -> dict[str, int]:
+        """The position in `pool` of each pool route's slot, by service."""
+        if self._pool_index is None:
+            self._pool_index = {
+                b.route.service: i for i, b in enumerate(self.pool) if b.route is not None
+            }
+        return self._pool_index
+
+    def spares(self) -> dict[Signature, list[BackendSlot]]:
+        """Free pool slots by signature, the next one to take last."""
+        if self._spares is None:
+            spares: dict[Signature, list[BackendSlot]] = {}
+            for slot in reversed(self.pool):
+                if slot.route is None:
+                    spares.setdefault(slot.signature, []).append(slot)
+            self._spares = spares
+        return self._spares
 
     def route_count(self) -> int:
         if self._served is None:
@@ -267,6 +307,8 @@ class Plan:
     commands_by_part: dict[str, list[str]]
     layout: Layout
     reloads: dict[str, str] = field(default_factory=dict)
+    placed: dict[str, set[str]] = field(default_factory=dict)
+    """Routes not yet served as they are, by the static part they go to."""
 
     @property
     def commands(self) -> list[str]:
@@ -328,24 +370,36 @@ class _Draft:
             dict(current.sizes),
             current.shard_routes,
         )
-        # A plan changes no static slot's part.
-        self.layout._parts = current._parts
-        self.position = {b.name: i for i, b in enumerate(current.pool)}
-        self.spares: dict[Signature, list[BackendSlot]] = {}
-        for slot in reversed(current.pool):
-            if slot.route is None:
-                self.spares.setdefault(slot.signature, []).append(slot)
+        # A plan changes no static slot's part, nor the order of the pool.
+        self.layout._members = current.members()
+        self.served = current.routes()
+        self.index = dict(current.pool_index())
+        self.spares = {sig: list(stack) for sig, stack in current.spares().items()}
 
     def assign(self, slot: BackendSlot, route: Route | None) -> None:
         copy = dataclasses.replace(slot, servers=route.backends if route else (), route=route)
-        self.layout._served = None
-        if slot.name in self.position:
-            self.layout.pool[self.position[slot.name]] = copy
+        if slot.part == POOL:
+            position = int(slot.name.removeprefix("pool_")) - 1
+            self.layout.pool[position] = copy
+            if slot.route is not None:
+                self.served.pop(slot.route.service, None)
+                self.index.pop(slot.route.service, None)
             if route is None:
                 self.spares.setdefault(slot.signature, []).append(copy)
+            else:
+                self.served[route.service] = route
+                self.index[route.service] = position
         else:
             assert route is not None
             self.layout.static[route.service] = copy
+            if route.service not in self.index:  # the pool's slot wins while both have it
+                self.served[route.service] = route
+
+    def done(self) -> Layout:
+        self.layout._served = self.served
+        self.layout._pool_index = self.index
+        self.layout._spares = self.spares
+        return self.layout
 
     def take_spare(self, route: Route) -> BackendSlot | None:
         stack = self.spares.get(signature_of(route), [])
@@ -372,41 +426,50 @@ def plan_changes(
     draft = _Draft(current)
     commands: dict[str, list[str]] = {}
     reloads: dict[str, str] = {}
+    placed: dict[str, set[str]] = {}
 
     def part(route: Route) -> str:
         return part_of(route, layout=draft.layout)
 
     served = current.routes()
-    for service, slot in current.static.items():
+    # Unchanged routes are the very objects served (the parse cache hands
+    # out the same object): only the others can change anything.
+    changed = {s for s, r in desired.items() if served.get(s) is not r}
+    touched = sorted(changed | (served.keys() - desired.keys()))
+    for service in touched:
+        slot = current.static.get(service)
+        if slot is None:
+            continue
         route = desired.get(service)
-        if route is not None and route is slot.route:
-            continue  # unchanged: the parse cache hands out the same object
         old = slot.part
         if route is None:
             reloads.setdefault(old, f"route {service} on port {served[service].port} removed")
         elif not _fits(slot, route) or key_of(route) != key_of(served[service]):
             reloads.setdefault(old, f"route {service} changed beyond its listener or slots")
     pool_by_service: dict[str, BackendSlot] = {}
-    for slot in current.pool:
-        if slot.route is None:
+    index = current.pool_index()
+    for service in touched:
+        position = index.get(service)
+        if position is None:
             continue
-        route = desired.get(slot.route.service)
-        if route is not None and route is slot.route:
-            pool_by_service[route.service] = slot
-            continue
+        slot = current.pool[position]
+        assert slot.route is not None
+        route = desired.get(service)
         if route is None or not _fits(slot, route) or not current.in_pool(route):
             pool = commands.setdefault(POOL, [])
             pool.append(f"del map {map_path} {slot.route.port}")
             pool += _server_commands(slot, ())
             draft.assign(slot, None)
         else:
-            pool_by_service[route.service] = slot
-    for service in sorted(desired):
+            pool_by_service[service] = slot
+    for service in sorted(changed):
         route = desired[service]
         known = served.get(service)
-        if known is route or known == route:
+        if known == route:
             continue
         target = part(route)
+        if target != POOL:
+            placed.setdefault(target, set()).add(service)
         if any(not is_ip(b.host) for b in route.backends):
             reloads.setdefault(target, f"route {service} names a host to resolve")
             continue
@@ -431,4 +494,32 @@ def plan_changes(
         pool += _server_commands(spare, route.backends)
         pool.append(f"add map {map_path} {route.port} {spare.name}")
         draft.assign(spare, route)
-    return Plan(commands, draft.layout, reloads)
+    return Plan(commands, draft.done(), reloads, placed)
+
+
+def routes_by_part(
+    layout: Layout,
+    parts: set[str],
+    desired: dict[str, Route],
+    placed: dict[str, set[str]] | None = None,
+) -> dict[str, dict[str, Route]]:
+    """The desired routes each static part in `parts` is to serve: those
+    whose port `layout` places there. `placed` (a plan's) names the routes
+    sent to each part beyond those it serves, so only they and the part's
+    own are looked at; None looks at every route."""
+    routes: dict[str, dict[str, Route]] = {part: {} for part in parts}
+    if placed is None:
+        candidates: Iterable[str] = desired
+    else:
+        members = layout.members()
+        candidates = {
+            s for part in parts for s in members.get(part, frozenset()) | placed.get(part, set())
+        }
+    for service in candidates:
+        route = desired.get(service)
+        if route is None or layout.in_pool(route):
+            continue
+        part = layout.placement.get(key_of(route))
+        if part in routes:
+            routes[part][service] = route
+    return routes
