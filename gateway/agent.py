@@ -544,7 +544,10 @@ class Agent:
             self.recent_events.popleft()
         in_burst = len(self.recent_events) >= BURST_EVENTS
         self.reload_quiet = quiet
-        if not in_burst or now - self.last_event >= quiet:
+        # Changes waiting to be taken mean the burst goes on, however long
+        # taking the last ones took.
+        pending = self._queue is not None and not self._queue.empty()
+        if not in_burst or (now - self.last_event >= quiet and not pending):
             self.reload_wanted = None
             return False
         self.reload_wanted = self.reload_wanted or now
