@@ -624,7 +624,7 @@ class Agent:
                 (time.perf_counter() - planned) * 1000,
             )
         if parts - {POOL}:
-            self._launch(parts - {POOL}, desired, plan.placed)
+            await self._launch(parts - {POOL}, desired, plan.placed)
         if POOL in parts and not await self.reload_isolating(desired, {POOL}):
             return False
         return not deferred and not self.flights
@@ -645,7 +645,7 @@ class Agent:
                     view.pop(service, None)
         return view
 
-    def _launch(
+    async def _launch(
         self,
         parts: set[str],
         desired: dict[str, Route],
@@ -666,6 +666,10 @@ class Agent:
             self.flights[part] = Flight(
                 task, fresh, routes[part], config, budget, self.revision, render_ms
             )
+            # Its process starts reading while the next part renders (and
+            # before the agent prepares standbys): HAProxy parses on the
+            # other core.
+            await asyncio.sleep(0)
             started = time.perf_counter()
         self.metrics.render_count += 1
 

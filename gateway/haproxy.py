@@ -560,6 +560,13 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    # A zombie answers kill(0) too. A child of this agent is asked without
+    # reaping it (one system call, where reading /proc costs a file open
+    # per process and look, dozens per change with as many parts).
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"

@@ -45,7 +45,7 @@ async def get(url: str) -> tuple[int, str]:
     return await asyncio.to_thread(http_get, url)
 
 
-def test_a_change_to_a_part_in_flight_follows_once_it_lands(tmp_path: Path):
+def test_a_change_to_a_part_in_flight_follows_once_it_lands(tmp_path: Path) -> None:
     address = fresh_address()
     one, two = HTTPBackend("one"), HTTPBackend("two")
     agent = make_agent(tmp_path, address)
@@ -95,7 +95,7 @@ def test_a_change_to_a_part_in_flight_follows_once_it_lands(tmp_path: Path):
     assert seen == {"a": (200, "two"), "b": (200, "one"), "served": ["a", "b"]}
 
 
-def test_a_refused_flight_keeps_the_part_serving_and_leaves_out_the_route(tmp_path: Path):
+def test_a_refused_flight_keeps_the_part_serving_and_leaves_out_the_route(tmp_path: Path) -> None:
     address = fresh_address()
     good = HTTPBackend("good")
     agent = make_agent(tmp_path, address)
@@ -114,7 +114,7 @@ def test_a_refused_flight_keeps_the_part_serving_and_leaves_out_the_route(tmp_pa
             agent.layout = plan.layout
             parts = set(plan.reloads) - {POOL}
             assert len(parts) == 1
-            agent._launch(parts, desired)
+            await agent._launch(parts, desired)
             await agent._land(wait=True)
             # Refused: the process that served keeps serving what it did.
             after_refusal = {
@@ -126,7 +126,7 @@ def test_a_refused_flight_keeps_the_part_serving_and_leaves_out_the_route(tmp_pa
             del desired["evil"]
             plan = plan_changes(agent.layout, desired, map_path="")
             agent.layout = plan.layout
-            agent._launch(set(plan.reloads) - {POOL}, desired)
+            await agent._launch(set(plan.reloads) - {POOL}, desired)
             await agent._land(wait=True)
             return {
                 **after_refusal,
