@@ -15,6 +15,12 @@ namespaces with nsenter and drops to the replica's uid, limits and
 capabilities as the replica did, so the check sees the replica's `/tmp`,
 `/pod/work` and processes and reaches nothing the replica cannot.
 
+Nothing of a sandbox outlives the process that started it, at any moment of its
+start: bwrap sets its own parent-death signal in the sandbox's init only once
+the sandbox is set up, so `KEEPER` runs bwrap as the init of a PID namespace
+that dies with the keeper, and the kernel then ends every process in it, at
+any depth and whatever its credentials.
+
 bwrap, prlimit, nsenter and setpriv run as root: a container's variables
 (`LD_PRELOAD` among them, and its secrets) never reach them, nor any command
 line. They are written to a descriptor that `LAUNCHER`, run after the drop to
@@ -58,6 +64,58 @@ TOOLS_ENV = {"PATH": SANDBOX_PATH}
 """The whole environment of the tools that run as root: nothing of a tenant's."""
 LAUNCHER_PYTHON = "/usr/bin/python3"
 """The system's Python (under /usr, so inside every sandbox) runs `LAUNCHER`."""
+KEEPER = r"""
+import ctypes, os, select, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def fail(what, error):
+    print(f"marina sandbox: {what}: {os.strerror(error)}", file=sys.stderr, flush=True)
+    os._exit(125)
+if os.geteuid() != 0:
+    # Unprivileged: a user namespace of its own (its uid and gid mapped to themselves)
+    # grants the right to make the PID namespace; bwrap nests the sandbox's in it.
+    uid, gid = os.geteuid(), os.getegid()
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        fail("cannot create a user namespace", ctypes.get_errno())
+    for name, line in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(line)
+if libc.unshare(0x20000000) != 0:  # CLONE_NEWPID: the next child is its init
+    fail("cannot create a PID namespace", ctypes.get_errno())
+me = os.pidfd_open(os.getpid())
+bwrap = os.fork()
+if bwrap == 0:
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    # Its parent is outside its namespace (getppid() is 0): the pidfd tells
+    # whether the keeper ended before prctl, when no signal comes.
+    if select.select([me], [], [], 0)[0]:
+        os._exit(1)
+    # bwrap gets the environment the keeper was given, not Python's (which may
+    # have added LC_CTYPE to coerce a C locale).
+    with open("/proc/self/environ", "rb") as f:
+        env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    try:
+        os.execve(sys.argv[1], sys.argv[1:], env)
+    except OSError as exc:
+        fail(sys.argv[1], exc.errno or 0)
+os.closerange(3, 1 << 16)  # bwrap's descriptors are bwrap's
+status = os.waitpid(bwrap, 0)[1]
+if os.WIFSIGNALED(status):
+    if os.WTERMSIG(status) != signal.SIGKILL:
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(128 + os.WTERMSIG(status))
+os._exit(os.WEXITSTATUS(status))
+"""
+"""The first stage of every sandbox, in the process its starter made (its
+parent-death signal set, see `catalog.processes.die_with_parent`): it makes a
+PID namespace whose init is bwrap, tied to the keeper by PR_SET_PDEATHSIG with
+the fork race checked, and ends as bwrap does (its exit code or signal). The
+sandbox bwrap sets up is nested in that namespace, so when the keeper ends, at
+any moment, bwrap ends and the kernel ends every process of the sandbox with
+it: bwrap's own parent-death signal reaches the sandbox's init only after the
+set-up, and one ended earlier used to leave that init running. Its argv:
+bwrap's."""
 LAUNCHER = r"""
 import errno, os, sys
 with os.fdopen(int(sys.argv[1]), "rb") as f:
@@ -257,6 +315,7 @@ def confine(argv: list[str], confinement: Confinement) -> list[str]:
     """
     bwrap, setpriv, prlimit, _ = tools()
     args = [
+        LAUNCHER_PYTHON, "-I", "-S", "-c", KEEPER,
         bwrap,
         "--die-with-parent",
         "--new-session",
@@ -440,26 +499,34 @@ def end_joined(pid: int) -> bool:
 
 
 def _sandboxed_command(sandbox_pid: int, confinement: Confinement) -> int:
-    """The host pid of the command bwrap runs in the sandbox: bwrap -> its init -> command.
+    """The host pid of the command bwrap runs in the sandbox: keeper -> bwrap -> its init
+    -> command.
 
     bwrap's init forks the command only once the sandbox is set up, so a command
-    found means the mounts are final.
+    found means the mounts are final. `sandbox_pid` is `KEEPER`, bwrap its one
+    child once that has executed bwrap (its command line is then no longer the
+    keeper's).
     """
     marker = f"\0{confinement.work_dir}\0{WORK_MOUNT}\0".encode()
-    try:
-        with open(f"/proc/{sandbox_pid}/cmdline", "rb") as f:
-            named = marker in b"\0" + f.read()
-    except OSError:
-        named = False
+    cmdline = _cmdline(sandbox_pid)
     if _parent(sandbox_pid) != os.getpid():
         raise SandboxGone(f"the container's sandbox is gone (bwrap, pid {sandbox_pid}, ended)")
-    if not named:  # forked, bwrap not executed yet
+    if cmdline is None or marker not in b"\0" + cmdline:  # forked, not executed yet
         raise SandboxStarting("the container's sandbox is not started yet")
-    inits = _children(sandbox_pid)
+    bwraps = [pid for pid in _children(sandbox_pid) if _cmdline(pid) not in (None, cmdline)]
+    inits = _children(bwraps[0]) if len(bwraps) == 1 else []
     commands = _children(inits[0]) if len(inits) == 1 else []
     if len(commands) != 1:
         raise SandboxStarting("the container's sandbox is not running its command yet")
     return commands[0]
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _parent(pid: int) -> int | None:

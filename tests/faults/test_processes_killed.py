@@ -142,8 +142,9 @@ def test_node_agent_killed_while_scaling_up(deployment: Deployment) -> None:
     task_id = deployment.start("web:scalePodUp")
     deployment.wait_log(task_id, "placed on")
     node = placed_on(deployment, task_id)
-    # Once the agent has started the new replica: an agent killed while it
-    # forks one can orphan it (see the report on die_with_parent).
+    # As soon as the new replica's first process runs, while its sandbox is
+    # being set up: nothing of it may outlive the agent killed then
+    # (tests/faults/test_replica_start_killed.py tries every moment of a start).
     wait_for(
         lambda: (
             len(pids_of(deployment.marina.state_dir, "replica", "web", deployment.pods)) == want

@@ -5,7 +5,9 @@ lease is), runs the replicas assigned to it as process groups on their own
 loopback address, restarts a crashed replica with backoff, and reports each
 replica's state under the same lease, so a dead agent's replicas vanish from
 the reports with it. Replica processes are tied to the agent with
-PR_SET_PDEATHSIG: when the agent dies they die too and nothing is orphaned.
+PR_SET_PDEATHSIG, each sandbox through the init of a PID namespace of its own
+(see `sandbox.KEEPER`): when the agent dies, at any moment of a replica's
+start, they die too and nothing is orphaned.
 Gateway nodes run `marina-gateway` for the cluster's public routes; the
 master runs one for the internal service addresses.
 
@@ -122,8 +124,8 @@ class NodeAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        # Sandboxes a killed predecessor left (one forked as it died has no
-        # parent-death signal) would hold their addresses and run unsupervised.
+        # Sandboxes a killed predecessor left would hold their addresses and run
+        # unsupervised: none should (they die with it), this makes sure.
         leftovers = processes_naming(str(self.state_dir / "replicas"))
         if leftovers:
             log.warning("ending %d replica processes left by an earlier agent", len(leftovers))
@@ -506,8 +508,8 @@ class NodeAgent:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        # A sandbox whose outer process died while it was being set up has no
-        # parent-death signal: it is found by its own directory and ended.
+        # What is left of the sandbox (its PID namespace's init is ending with
+        # the keeper) is found by its own directory and ended at once.
         kill_all(processes_naming(str(self._replica_dir(replica.ident))))
         replica.procs = []
         replica.ready = False
