@@ -161,6 +161,9 @@ class Agent:
         self.unchecked_parts: dict[str, int] = {}
         self._tls_seen: tuple[Layout | None, bool] = (None, False)
         self.flights: dict[str, Flight] = {}
+        # Revisions applied once the flights named beside them land (flights
+        # launched later do not hold them back).
+        self.awaiting: list[tuple[int, set[str]]] = []
         self._queue: asyncio.Queue[Item | None] | None = None
 
     # -- the main loop ---------------------------------------------------
@@ -527,6 +530,7 @@ class Agent:
             self.last_apply = time.monotonic()
             if applied:
                 self.metrics.applied_revision = self.revision
+                self.awaiting = []
             self.metrics.skipped_routes = len(self.skipped)
             self.metrics.held_routes = len(self.held)
             self.metrics.routes = self.layout.route_count() if self.layout else 0
@@ -627,6 +631,8 @@ class Agent:
             await self._launch(parts - {POOL}, desired, plan.placed)
         if POOL in parts and not await self.reload_isolating(desired, {POOL}):
             return False
+        if not deferred and self.flights:
+            self.awaiting.append((self.revision, set(self.flights)))
         return not deferred and not self.flights
 
     def _frozen(self, desired: dict[str, Route]) -> dict[str, Route]:
@@ -703,6 +709,8 @@ class Agent:
                 continue
             if not isinstance(exc, HAProxyError):
                 raise exc
+            # What waited for it is applied only by a later try.
+            self.awaiting = [(r, p) for r, p in self.awaiting if part not in p]
             self.metrics.reload_failures += 1
             self.candidate = flight.config
             if not await self._isolate(dict(flight.routes), exc):
@@ -715,6 +723,13 @@ class Agent:
             self.settings.port_range, placement=dict(self.recovered or {})
         )
         self.layout = self._merge(current, flight.layout, {part})
+        for _, waiting in self.awaiting:
+            waiting.discard(part)
+        done = [revision for revision, waiting in self.awaiting if not waiting]
+        if done:
+            self.metrics.applied_revision = max(self.metrics.applied_revision, *done)
+            self.awaiting = [(r, p) for r, p in self.awaiting if p]
+            self.status_changed.set()
         seconds = flight.task.result()
         self.metrics.render_seconds_sum += flight.render_ms / 1000
         if flight.layout.members().get(part):

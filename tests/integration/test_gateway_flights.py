@@ -10,7 +10,10 @@ would arrive from a watch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 
 from gateway.agent import Agent
@@ -152,3 +155,88 @@ def test_a_refused_flight_keeps_the_part_serving_and_leaves_out_the_route(tmp_pa
         "more": (200, "good"),
         "served after": ["more", "web"],
     }
+
+
+def test_the_applied_revision_follows_each_landing_not_the_last_flight(tmp_path: Path) -> None:
+    """A revision counts as applied once the flights it started have landed,
+    even while a later one is still in the air, so a steady stream of new
+    ports does not hold the status back."""
+    address = fresh_address()
+    one = HTTPBackend("one")
+    agent = Agent(
+        Settings(
+            etcd=["http://127.0.0.1:9"],
+            cluster="flights",
+            address=address,
+            state_dir=tmp_path / "gw",
+            port_range=(30000, 30063),
+            shard_routes=1,  # every new port opens a part of its own
+        )
+    )
+    ports = [free_port(address) for _ in range(3)]
+
+    async def change(revision: int, service: str, port: int) -> None:
+        agent.revision = revision
+        agent.raw[service] = value(port, one)
+        agent.changed = {service}
+        await agent.reconcile()
+
+    async def waiting_on_fifo(pid: int) -> None:
+        # The standby must wait on its FIFO before it is frozen, so that the
+        # flight can hand it the configuration.
+        for _ in range(500):
+            if Path(f"/proc/{pid}/wchan").read_text() == "wait_for_partner":
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the standby never opened its FIFO")
+
+    async def freeze_standby(part: str) -> int:
+        """Freeze the process waiting to become `part`'s next one: the
+        flight that hands it a configuration cannot land until it thaws."""
+        standby = agent.proxies[part]._standby
+        assert standby is not None
+        pid = standby[0].pid
+        await waiting_on_fifo(pid)
+        os.kill(pid, signal.SIGSTOP)
+        frozen.append(pid)
+        return pid
+
+    frozen: list[int] = []
+
+    async def scenario() -> list[int]:
+        seen = []
+        try:
+            agent.known = True
+            agent.changed = None
+            await change(1, "a", ports[0])
+            await agent._land(wait=True)
+            await agent.reconcile()
+            seen.append(agent.metrics.applied_revision)
+            first = await freeze_standby("static-1")
+            await change(2, "b", ports[1])
+            second = await freeze_standby("static-2")
+            await change(3, "c", ports[2])
+            assert set(agent.flights) == {"static-1", "static-2"}
+            assert agent.metrics.applied_revision == 1
+            os.kill(first, signal.SIGCONT)
+            await agent.flights["static-1"].task
+            await agent.reconcile()
+            seen.append(agent.metrics.applied_revision)
+            assert set(agent.flights) == {"static-2"}
+            os.kill(second, signal.SIGCONT)
+            await agent._land(wait=True)
+            await agent.reconcile()
+            seen.append(agent.metrics.applied_revision)
+            seen.append((await get(f"http://{address}:{ports[2]}/"))[0])
+            return seen
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            for proxy in list(agent.proxies.values()):
+                await proxy.stop()
+
+    try:
+        assert asyncio.run(scenario()) == [1, 2, 3, 200]
+    finally:
+        one.stop()
