@@ -227,8 +227,9 @@ def test_no_variable_of_the_container_reaches_the_tools_that_set_up_its_sandbox(
     command = processes[-1]
     assert command["name"] == "python3" and "time.sleep(3600)" in command["cmdline"]
     tools = processes[:-1]
-    # bwrap, and its init as the sandbox's pid 1: the ones left once the rest exec'd.
-    assert [p["name"] for p in tools] == ["bwrap", "bwrap"], processes
+    # The keeper, bwrap as its namespace's init, and bwrap's init as the
+    # sandbox's pid 1: the ones left once the rest exec'd.
+    assert [p["name"] for p in tools] == ["python3", "bwrap", "bwrap"], processes
     for tool in tools:
         if user == "root":
             assert tool["euid"] == 0
