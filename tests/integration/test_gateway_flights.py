@@ -20,13 +20,12 @@ from gateway.agent import Agent
 from gateway.planning import POOL, plan_changes
 from gateway.routes import Backend, Route
 from gateway.settings import Settings
+from tests.integration.test_gateway_refusal import BROKEN
 from tests.support import Backend as HTTPBackend
 from tests.support import free_port, fresh_address, http_get
 
-BROKEN = Backend("127.0.0.1\n    no-such-keyword", 80)
 
-
-def make_agent(tmp_path: Path, address: str) -> Agent:
+def make_agent(tmp_path: Path, address: str, *, shard_routes: int = 256) -> Agent:
     return Agent(
         Settings(
             etcd=["http://127.0.0.1:9"],  # never contacted here
@@ -34,8 +33,14 @@ def make_agent(tmp_path: Path, address: str) -> Agent:
             address=address,
             state_dir=tmp_path / "gw",
             port_range=(30000, 30063),
+            shard_routes=shard_routes,
         )
     )
+
+
+async def stop_all(agent: Agent) -> None:
+    for proxy in list(agent.proxies.values()):
+        await proxy.stop()
 
 
 def value(port: int, backend: HTTPBackend) -> bytes:
@@ -87,8 +92,7 @@ def test_a_change_to_a_part_in_flight_follows_once_it_lands(tmp_path: Path) -> N
                 "served": sorted(agent.layout.routes()) if agent.layout else [],
             }
         finally:
-            for proxy in list(agent.proxies.values()):
-                await proxy.stop()
+            await stop_all(agent)
 
     try:
         seen = asyncio.run(scenario())
@@ -138,8 +142,7 @@ def test_a_refused_flight_keeps_the_part_serving_and_leaves_out_the_route(tmp_pa
                 "reason": agent.refused["evil"][1],
             }
         finally:
-            for proxy in list(agent.proxies.values()):
-                await proxy.stop()
+            await stop_all(agent)
 
     try:
         seen = asyncio.run(scenario())
@@ -163,16 +166,7 @@ def test_the_applied_revision_follows_each_landing_not_the_last_flight(tmp_path:
     ports does not hold the status back."""
     address = fresh_address()
     one = HTTPBackend("one")
-    agent = Agent(
-        Settings(
-            etcd=["http://127.0.0.1:9"],
-            cluster="flights",
-            address=address,
-            state_dir=tmp_path / "gw",
-            port_range=(30000, 30063),
-            shard_routes=1,  # every new port opens a part of its own
-        )
-    )
+    agent = make_agent(tmp_path, address, shard_routes=1)  # a part per new port
     ports = [free_port(address) for _ in range(3)]
 
     async def change(revision: int, service: str, port: int) -> None:
@@ -233,8 +227,7 @@ def test_the_applied_revision_follows_each_landing_not_the_last_flight(tmp_path:
             for pid in frozen:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
-            for proxy in list(agent.proxies.values()):
-                await proxy.stop()
+            await stop_all(agent)
 
     try:
         assert asyncio.run(scenario()) == [1, 2, 3, 200]
