@@ -271,11 +271,12 @@ class Agent:
                     k[len(prefix) :].decode(errors="replace"): v for k, v in item.values.items()
                 }
             else:
-                host = item.event.key[len(prefix) :].decode(errors="replace")
-                if item.event.value is None:
-                    self.cert_raw.pop(host, None)
-                else:
-                    self.cert_raw[host] = item.event.value
+                for event in item.events:
+                    host = event.key[len(prefix) :].decode(errors="replace")
+                    if event.value is None:
+                        self.cert_raw.pop(host, None)
+                    else:
+                        self.cert_raw[host] = event.value
             queue.put_nowait(None)
 
     def _take(self, item: Item | None) -> bool:
@@ -297,16 +298,17 @@ class Agent:
             self.changed = None
             return True
         self.last_event = time.monotonic()
-        self.recent_events.append(self.last_event)
-        event = item.event
-        service = event.key[len(self.prefix) :].decode(errors="replace")
-        if event.value is None:
-            self.raw.pop(service, None)
-        else:
-            self.raw[service] = event.value
-        if self.changed is not None:
-            self.changed.add(service)
-        self.revision = max(self.revision, event.revision)
+        self.recent_events.extend([self.last_event] * min(len(item.events), BURST_EVENTS))
+        cut = len(self.prefix)
+        for event in item.events:
+            service = event.key[cut:].decode(errors="replace")
+            if event.value is None:
+                self.raw.pop(service, None)
+            else:
+                self.raw[service] = event.value
+            if self.changed is not None:
+                self.changed.add(service)
+            self.revision = max(self.revision, event.revision)
         return True
 
     async def _consume(self, queue: asyncio.Queue[Item | None]) -> None:

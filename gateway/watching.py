@@ -30,7 +30,9 @@ class Listed:
 
 @dataclass(frozen=True)
 class Changed:
-    event: Event
+    """Changes in the order etcd made them (one watch message's)."""
+
+    events: tuple[Event, ...]
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,10 @@ async def follow_routes(
                 yielded += 1
                 delay = backoff[0]
                 continue
-            async for event in client.watch_prefix(prefix, start_revision=revision + 1):
+            async for events in client.watch_prefix(prefix, start_revision=revision + 1):
                 delay = backoff[0]
-                revision = max(revision, event.revision)
-                yield Changed(event)
+                revision = max(revision, *(event.revision for event in events))
+                yield Changed(tuple(events))
                 yielded += 1
                 if limit is not None and yielded >= limit:
                     return

@@ -31,9 +31,26 @@ def test_lists_once_then_yields_changes(etcd, cluster):
 
     listed, put, deleted = asyncio.run(scenario())
     assert isinstance(listed, Listed) and listed.values == {prefix.encode() + b"a": b"1"}
-    assert isinstance(put, Changed) and put.event.value == b"2"
-    assert isinstance(deleted, Changed) and deleted.event.value is None
-    assert deleted.event.revision > put.event.revision > listed.revision
+    assert isinstance(put, Changed) and [e.value for e in put.events] == [b"2"]
+    assert isinstance(deleted, Changed) and [e.value for e in deleted.events] == [None]
+    assert deleted.events[0].revision > put.events[0].revision > listed.revision
+
+
+def test_changes_made_together_come_together(etcd, cluster):
+    """A transaction's changes come in one item, in the order they were made."""
+    prefix = f"/w/{cluster}/"
+
+    async def scenario() -> list[object]:
+        task = asyncio.create_task(collect(etcd.url, prefix.encode(), 2))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(etcd.put_many, [(f"{prefix}k{i}", str(i)) for i in range(100)])
+        return await asyncio.wait_for(task, 10)
+
+    listed, changed = asyncio.run(scenario())
+    assert isinstance(listed, Listed) and listed.values == {}
+    assert isinstance(changed, Changed)
+    assert [e.value for e in changed.events] == [str(i).encode() for i in range(100)]
+    assert len({e.revision for e in changed.events}) == 1
 
 
 def test_unreachable_etcd_is_reported_not_raised():
