@@ -151,14 +151,6 @@ class Layout:
         self._full_below = index
         return f"static-{index}"
 
-    def reindex(self) -> None:
-        """Placement and sizes again from the static slots."""
-        self.placement, self.sizes, self._full_below = {}, {}, 0
-        for slot in self.static.values():
-            if slot.route is not None:
-                self.placement[key_of(slot.route)] = slot.part
-                self.sizes[slot.part] = self.sizes.get(slot.part, 0) + 1
-
     def routes(self) -> dict[str, Route]:
         """Every route served, by service (a copy)."""
         # Asked several times per change of a table of thousands: kept until

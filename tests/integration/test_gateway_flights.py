@@ -16,31 +16,11 @@ import os
 import signal
 from pathlib import Path
 
-from gateway.agent import Agent
 from gateway.planning import POOL, plan_changes
 from gateway.routes import Backend, Route
-from gateway.settings import Settings
-from tests.integration.test_gateway_refusal import BROKEN
+from tests.integration.test_gateway_refusal import BROKEN, make_agent, stop_all
 from tests.support import Backend as HTTPBackend
 from tests.support import free_port, fresh_address, http_get
-
-
-def make_agent(tmp_path: Path, address: str, *, shard_routes: int = 256) -> Agent:
-    return Agent(
-        Settings(
-            etcd=["http://127.0.0.1:9"],  # never contacted here
-            cluster="flights",
-            address=address,
-            state_dir=tmp_path / "gw",
-            port_range=(30000, 30063),
-            shard_routes=shard_routes,
-        )
-    )
-
-
-async def stop_all(agent: Agent) -> None:
-    for proxy in list(agent.proxies.values()):
-        await proxy.stop()
 
 
 def value(port: int, backend: HTTPBackend) -> bytes:

@@ -13,6 +13,7 @@ import asyncio
 from pathlib import Path
 
 from gateway.agent import Agent
+from gateway.planning import SHARD_ROUTES
 from gateway.routes import Backend, Route
 from gateway.settings import Settings
 from tests.support import Backend as HTTPBackend
@@ -22,16 +23,23 @@ from tests.support import free_port, fresh_address, http_get
 BROKEN = Backend("127.0.0.1\n    no-such-keyword", 80)
 
 
-def make_agent(tmp_path: Path, address: str) -> Agent:
+def make_agent(tmp_path: Path, address: str, *, shard_routes: int = SHARD_ROUTES) -> Agent:
+    """An agent driven directly: its etcd is never contacted."""
     return Agent(
         Settings(
-            etcd=["http://127.0.0.1:9"],  # never contacted here
+            etcd=["http://127.0.0.1:9"],
             cluster="refusal",
             address=address,
             state_dir=tmp_path / "gw",
             port_range=(30000, 30063),
+            shard_routes=shard_routes,
         )
     )
+
+
+async def stop_all(agent: Agent) -> None:
+    for proxy in list(agent.proxies.values()):
+        await proxy.stop()
 
 
 def test_refused_route_is_isolated_and_reported(tmp_path: Path):
@@ -50,8 +58,7 @@ def test_refused_route_is_isolated_and_reported(tmp_path: Path):
             applied = await agent.reload_isolating(dict(desired), None)
             return applied, agent.status()
         finally:
-            for proxy in list(agent.proxies.values()):
-                await proxy.stop()
+            await stop_all(agent)
 
     try:
         applied, status = asyncio.run(scenario())
@@ -84,8 +91,7 @@ def test_served_while_running(tmp_path: Path):
             await agent.reload_isolating(dict(desired), None)
             return await asyncio.to_thread(http_get, f"http://{address}:{static}/")
         finally:
-            for proxy in list(agent.proxies.values()):
-                await proxy.stop()
+            await stop_all(agent)
 
     try:
         assert asyncio.run(scenario()) == (200, "good")
