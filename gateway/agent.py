@@ -546,9 +546,7 @@ class Agent:
         middle of a burst delays the one that the burst's end needs anyway.
         """
         now = time.monotonic()
-        while self.recent_events and self.recent_events[0] < now - BURST_WINDOW:
-            self.recent_events.popleft()
-        in_burst = len(self.recent_events) >= BURST_EVENTS
+        in_burst = self._in_burst()
         self.reload_quiet = quiet
         # Changes waiting to be taken mean the burst goes on, however long
         # taking the last ones took.
@@ -561,6 +559,21 @@ class Agent:
             self.reload_wanted = None
             return False
         return True
+
+    def _in_burst(self) -> bool:
+        """Whether changes come in a burst: many within `BURST_WINDOW`."""
+        now = time.monotonic()
+        while self.recent_events and self.recent_events[0] < now - BURST_WINDOW:
+            self.recent_events.popleft()
+        return len(self.recent_events) >= BURST_EVENTS
+
+    def _shard_routes(self) -> int:
+        """How full new ports fill a static part now: big during a burst
+        (fewer processes to start), small for a port alone (a small process
+        to restart, whatever the table holds)."""
+        if self._in_burst():
+            return self.settings.shard_routes
+        return min(self.settings.quiet_shard_routes, self.settings.shard_routes)
 
     async def _reconcile(self) -> bool:
         """Apply what is known; False when a reload was put off for now or
@@ -582,6 +595,7 @@ class Agent:
             desired = self._desired()
             return await self.reload_isolating(desired, None)
         pool = self.proxies.get(POOL)
+        self.layout.shard_routes = self._shard_routes()
         plan = plan_changes(
             self.layout, self._frozen(desired), map_path=str(pool.map_path) if pool else ""
         )
@@ -848,7 +862,7 @@ class Agent:
             port_range=self.settings.port_range,
             spares=spares,
             placement=placement,
-            shard_routes=self.settings.shard_routes,
+            shard_routes=self._shard_routes(),
         )
 
     def _render(self, layout: Layout, part: str) -> tuple[str, str | None, Budget]:
@@ -968,9 +982,7 @@ class Agent:
                     del served[service]
             pool = fresh.pool
             served.update((b.route.service, b.route) for b in pool if b.route is not None)
-        merged = Layout(
-            self.settings.port_range, static, pool, shard_routes=self.settings.shard_routes
-        )
+        merged = Layout(self.settings.port_range, static, pool, shard_routes=current.shard_routes)
         # Ports placed for routes still to come (in parts not rebuilt) keep
         # their place; a rebuilt part holds what it serves.
         merged.placement = {k: p for k, p in current.placement.items() if p not in parts}

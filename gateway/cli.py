@@ -88,7 +88,14 @@ def parse_settings(argv: list[str]) -> Settings:
         "--shard-routes",
         type=int,
         default=256,
-        help="routes on ports of their own per HAProxy process (a new port reloads one)",
+        help="routes on ports of their own per HAProxy process, as a burst fills them",
+    )
+    parser.add_argument(
+        "--quiet-shard-routes",
+        type=int,
+        default=64,
+        help="the same, as ports that come alone fill them (a new port reloads one "
+        "process); never more than --shard-routes",
     )
     parser.add_argument(
         "--wipe-share",
@@ -127,6 +134,8 @@ def parse_settings(argv: list[str]) -> Settings:
         parser.error(f"--metrics-port {args.metrics_port} lies inside --port-range")
     if args.shard_routes < 1:
         parser.error("--shard-routes must be at least 1")
+    if args.quiet_shard_routes < 1:
+        parser.error("--quiet-shard-routes must be at least 1")
     if args.wipe_share > 1:
         parser.error("--wipe-share must be between 0 and 1")
     tls_files = (args.etcd_cacert, args.etcd_cert, args.etcd_key)
@@ -151,6 +160,7 @@ def parse_settings(argv: list[str]) -> Settings:
         reload_quiet=args.reload_quiet_ms / 1000,
         max_reload_delay=args.max_reload_delay_ms / 1000,
         shard_routes=args.shard_routes,
+        quiet_shard_routes=args.quiet_shard_routes,
         wipe_share=args.wipe_share,
         wipe_hold=args.wipe_hold,
         etcd_tls=tls_files if all(tls_files) else None,

@@ -10,12 +10,14 @@ backend of its kind is left) becomes runtime API commands. Anything else, a
 port outside the range, a changed balance, too few slots, a host name, is
 applied by rendering a new layout and reloading.
 
-Routes on ports of their own run in static parts of at most `SHARD_ROUTES`
-routes each. A port keeps its part for as long as a route uses it (a port
-moved between processes would be refused by the one still holding it), and
-a new port goes to the first part with room: a burst fills new parts, so a
-reload parses only the routes that arrived since the last one, and a single
-new port on a table of 10,000 restarts a process of a few hundred routes.
+Routes on ports of their own run in static parts. A port keeps its part for
+as long as a route uses it (a port moved between processes would be refused
+by the one still holding it), and a new port goes to the first part with
+room. Room depends on the moment: a burst fills parts to `SHARD_ROUTES`, so
+few processes start and each reload parses only the routes that arrived
+since the last one; a port that comes alone fills parts to
+`QUIET_SHARD_ROUTES`, so a single new port, on a table of 10,000 as on one
+of ten, restarts a process of at most a few dozen routes.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from gateway.routes import Backend, Route
 
 POOL = "pool"
 # Routes on ports of their own run in HAProxy processes of at most this many
-# routes: a reload parses one of them (a start costs about 80 us per route).
+# routes: a reload starts one of them (about 46 us per route, and 7 ms for
+# the process). A burst fills parts to the first figure (fewer processes to
+# start), a port that comes alone to the second (a small process to restart).
 SHARD_ROUTES = 256
+QUIET_SHARD_ROUTES = 64
 MIN_SLOTS = 4
 # A pool route that outgrows its slots moves to a spare at runtime, so its
 # own backend can be small; with 10,000 routes the server lines dominate
@@ -112,7 +117,8 @@ class Layout:
     sizes: dict[str, int] = field(default_factory=dict)
     """Routes per static part (ports placed for routes to come count as one)."""
     shard_routes: int = SHARD_ROUTES
-    """A new port goes to the first static part with fewer routes than this."""
+    """A new port goes to the first static part with fewer routes than this
+    (the agent sets it by the moment: a burst or a port alone)."""
     # Derived indexes, built on first use. A plan's layout inherits them
     # updated, and a merge rebuilds only the parts it replaces, so a change
     # to a table of thousands costs what it changes.
@@ -124,7 +130,7 @@ class Layout:
     _spares: dict[Signature, list[BackendSlot]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    _full_below: int = field(default=0, init=False, repr=False, compare=False)
+    _full_below: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def in_range(self, port: int) -> bool:
         return self.port_range is not None and self.port_range[0] <= port <= self.port_range[1]
@@ -145,10 +151,10 @@ class Layout:
     def open_part(self) -> str:
         """The part a new port goes to: the first with room, else a new one."""
         # Parts only fill as ports are placed: the ones found full stay full.
-        index = self._full_below
+        index = self._full_below.get(self.shard_routes, 0)
         while self.sizes.get(f"static-{index}", 0) >= self.shard_routes:
             index += 1
-        self._full_below = index
+        self._full_below[self.shard_routes] = index
         return f"static-{index}"
 
     def routes(self) -> dict[str, Route]:

@@ -33,7 +33,11 @@ class Settings:
     max_reload_delay: float = 2.0
     """...but no longer than this after it was first needed (seconds)."""
     shard_routes: int = 256
-    """Routes on ports of their own per HAProxy process: a new port reloads one of them."""
+    """Routes on ports of their own per HAProxy process, as a burst fills them."""
+    quiet_shard_routes: int = 64
+    """The same, as ports that come alone fill them: a new port reloads one process
+    of at most this many routes, however many are held (never more than
+    `shard_routes`)."""
     wipe_share: float = 0.5
     """A change removing more than this share of the served routes is held."""
     wipe_hold: float = 30.0

@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 
 from gateway.agent import Agent
-from gateway.planning import SHARD_ROUTES
+from gateway.planning import QUIET_SHARD_ROUTES, SHARD_ROUTES
 from gateway.routes import Backend, Route
 from gateway.settings import Settings
 from tests.support import Backend as HTTPBackend
@@ -23,7 +23,13 @@ from tests.support import free_port, fresh_address, http_get
 BROKEN = Backend("127.0.0.1\n    no-such-keyword", 80)
 
 
-def make_agent(tmp_path: Path, address: str, *, shard_routes: int = SHARD_ROUTES) -> Agent:
+def make_agent(
+    tmp_path: Path,
+    address: str,
+    *,
+    shard_routes: int = SHARD_ROUTES,
+    quiet_shard_routes: int = QUIET_SHARD_ROUTES,
+) -> Agent:
     """An agent driven directly: its etcd is never contacted."""
     return Agent(
         Settings(
@@ -33,6 +39,7 @@ def make_agent(tmp_path: Path, address: str, *, shard_routes: int = SHARD_ROUTES
             state_dir=tmp_path / "gw",
             port_range=(30000, 30063),
             shard_routes=shard_routes,
+            quiet_shard_routes=quiet_shard_routes,
         )
     )
 
