@@ -47,6 +47,7 @@ from gateway.planning import (
     Key,
     Layout,
     build_layout,
+    differences,
     key_of,
     plan_changes,
     routes_by_part,
@@ -82,6 +83,9 @@ BUSY_RETRY = 30.0
 # This many changes within the window make a burst, which puts reloads off.
 BURST_EVENTS = 20
 BURST_WINDOW = 1.0
+# Set in tests: every plan also compares the whole table, and a service left
+# out of `Agent.unsettled` stops the agent.
+SELF_CHECK = "MARINA_GATEWAY_SELF_CHECK"
 # How often the agent looks whether its HAProxy still runs.
 WATCHDOG_INTERVAL = 0.1
 # Stopping never waits longer than this for etcd to take the status down.
@@ -132,6 +136,10 @@ class Agent:
         self.revision = 0
         self.known = False
         self.layout: Layout | None = None
+        # Services whose desired route may not be the one served (None: any
+        # may differ): a change to a table of thousands looks at these alone.
+        self.unsettled: set[str] | None = None
+        self.self_check = os.environ.get(SELF_CHECK) == "1"
         self.skipped: list[Skipped] = []
         # Ports another process holds: port -> (service, reason, when found).
         self.busy_ports: dict[int, tuple[str, str, float]] = {}
@@ -451,6 +459,9 @@ class Agent:
     def _desired(self) -> dict[str, Route]:
         routes, skipped = self.selection.select(self.raw, self.changed)
         self.changed = set()
+        # Services left out or held back before this selection: whether
+        # they still are is decided below.
+        aside = {e[0] for e in self.busy_ports.values()} | self.refused.keys() | self.held.keys()
         now = time.monotonic()
         self.busy_ports = {
             port: entry
@@ -478,8 +489,13 @@ class Agent:
             if routes.pop(service, None) is not None:
                 skipped.append(Skipped(service, reason))
         self.skipped = skipped
-        served = self.layout.routes() if self.layout else {}
-        removed = served.keys() - routes.keys()
+        touched = self.selection.touched
+        if touched is None or self.selection.with_hosts or self.unsettled is None:
+            self.unsettled = None  # routes with host names: any may have moved
+        else:
+            self.unsettled |= touched | aside | {e[0] for e in self.busy_ports.values()}
+        served = self.layout.served() if self.layout else {}
+        _, removed = differences(served, routes, self.unsettled)
         wipe = (
             bool(served)
             and bool(removed)
@@ -596,8 +612,13 @@ class Agent:
             return await self.reload_isolating(desired, None)
         pool = self.proxies.get(POOL)
         self.layout.shard_routes = self._shard_routes()
+        view = self._frozen(desired)
+        hint = self._hint()
+        if self.self_check and hint is not None:
+            missed = set().union(*differences(self.layout.served(), view)) - hint
+            assert not missed, f"revision {self.revision}: services left unsettled {missed}"
         plan = plan_changes(
-            self.layout, self._frozen(desired), map_path=str(pool.map_path) if pool else ""
+            self.layout, view, map_path=str(pool.map_path) if pool else "", hint=hint
         )
         planned = time.perf_counter()
         parts: set[str] = set()
@@ -634,6 +655,9 @@ class Agent:
             log.warning("runtime update failed, reloading instead: %s", exc)
             return await self.reload_isolating(desired, None)
         self.layout = plan.layout
+        # What the plan left differing (reloads put off or in flight) is
+        # looked at again next time.
+        self.unsettled = set().union(*differences(self.layout.served(), desired, hint))
         if sends:
             self.metrics.runtime_updates += 1
             log.info(
@@ -650,6 +674,19 @@ class Agent:
         if not deferred and self.flights:
             self.awaiting.append((self.revision, set(self.flights)))
         return not deferred and not self.flights
+
+    def _hint(self) -> set[str] | None:
+        """The services a plan must look at: the unsettled ones, and those
+        of the parts in flight (seen as they are served)."""
+        if self.unsettled is None or self.layout is None:
+            return None
+        hint = set(self.unsettled)
+        for flight in self.flights.values():
+            hint |= flight.routes.keys()
+        members = self.layout.members()
+        for part in self.flights:
+            hint |= members.get(part, frozenset())
+        return hint
 
     def _frozen(self, desired: dict[str, Route]) -> dict[str, Route]:
         """`desired` with the routes of each part in flight as the running
@@ -813,7 +850,7 @@ class Agent:
         blamed = routes_blamed(self.candidate, detail) & desired.keys()
         if blamed:
             return {s: f"haproxy refused this route: {detail}" for s in sorted(blamed)}
-        served = self.layout.routes() if self.layout else {}
+        served = self.layout.served() if self.layout else {}
         changed = sorted(s for s in desired if served.get(s) != desired[s])
         base = {s: r for s, r in desired.items() if s not in changed}
         found: dict[str, str] = {}
@@ -890,6 +927,7 @@ class Agent:
         their running layout) and start a new process for each, all at once."""
         started = time.perf_counter()
         if parts is None or self.layout is None:
+            self.unsettled = None  # the next plan looks at every route once
             fresh = self._build(desired, spares=True)
             parts = {p for p, size in fresh.sizes.items() if size} | set(self.proxies)
         else:
@@ -948,10 +986,13 @@ class Agent:
             raise failure
 
     def _merge(self, current: Layout, fresh: Layout, parts: set[str]) -> Layout:
-        """`current` with the parts in `parts` taken from `fresh`; it costs
-        the parts replaced, not the table."""
-        static = dict(current.static)
-        served = current.routes()
+        """`current` with the parts in `parts` taken from `fresh`. It is
+        changed in place (the running layout, which nothing else holds), so
+        a merge costs the parts replaced, not the table."""
+        static, placement, sizes = current.static, current.placement, current.sizes
+        served = current._served_index()
+        # A plan's layout shares the parts' member sets with the one it came
+        # from: replaced, never changed.
         members = dict(current.members())
         fresh_members = fresh.members()
         for part in parts - {POOL}:
@@ -960,19 +1001,26 @@ class Agent:
                 if slot.part != part:
                     continue  # it moved to a part merged before
                 del static[service]
+                assert slot.route is not None
+                if placement.get(key_of(slot.route)) == part:
+                    del placement[key_of(slot.route)]
                 if served.get(service) is slot.route:  # else the pool serves it now
                     del served[service]
             own = fresh_members.get(part)
-            if own:
-                members[part] = own
-                for service in own:
-                    moved = static.get(service)
-                    if moved is not None and moved.part != part:
-                        members[moved.part] = members.get(moved.part, frozenset()) - {service}
-                    slot = static[service] = fresh.static[service]
-                    assert slot.route is not None
-                    served[service] = slot.route
-        pool = current.pool
+            sizes.pop(part, None)
+            if not own:
+                continue
+            members[part] = own
+            sizes[part] = len(own)
+            for service in own:
+                moved = static.get(service)
+                if moved is not None and moved.part != part:
+                    members[moved.part] = members.get(moved.part, frozenset()) - {service}
+                slot = static[service] = fresh.static[service]
+                assert slot.route is not None
+                served[service] = slot.route
+                # Ports placed for routes still to come keep their place.
+                placement[key_of(slot.route)] = part
         if POOL in parts:
             for service in current.pool_index():
                 kept = static.get(service)
@@ -980,26 +1028,12 @@ class Agent:
                     served[service] = kept.route  # on its way out of a static part
                 else:
                     del served[service]
-            pool = fresh.pool
-            served.update((b.route.service, b.route) for b in pool if b.route is not None)
-        merged = Layout(self.settings.port_range, static, pool, shard_routes=current.shard_routes)
-        # Ports placed for routes still to come (in parts not rebuilt) keep
-        # their place; a rebuilt part holds what it serves.
-        merged.placement = {k: p for k, p in current.placement.items() if p not in parts}
-        merged.sizes = {p: n for p, n in current.sizes.items() if p not in parts}
-        for part in parts - {POOL}:
-            for service in fresh_members.get(part, ()):
-                route = static[service].route
-                assert route is not None
-                merged.placement[key_of(route)] = part
-            if fresh_members.get(part):
-                merged.sizes[part] = len(fresh_members[part])
-        merged._served = served
-        merged._members = {part: own for part, own in members.items() if own}
-        if POOL not in parts:
-            merged._pool_index = current.pool_index()
-            merged._spares = current.spares()
-        return merged
+            current.pool = fresh.pool
+            served.update((b.route.service, b.route) for b in current.pool if b.route is not None)
+            current._pool_index = current._spares = None
+        current._members = {part: own for part, own in members.items() if own}
+        current._full_below = {}  # parts rebuilt may have room again
+        return current
 
     async def _scrape_haproxy(self) -> dict[str, str]:
         """Each running HAProxy process's own metrics, by part."""

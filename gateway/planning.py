@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.routes import Backend, Route
@@ -159,13 +159,21 @@ class Layout:
 
     def routes(self) -> dict[str, Route]:
         """Every route served, by service (a copy)."""
+        return dict(self.served())
+
+    def served(self) -> Mapping[str, Route]:
+        """Every route served, by service: the layout's own index, not to be
+        changed."""
+        return self._served_index()
+
+    def _served_index(self) -> dict[str, Route]:
         # Asked several times per change of a table of thousands: kept until
-        # a slot changes (only a plan's draft changes slots once built).
+        # a slot changes (a plan's draft and a merge keep it up to date).
         if self._served is None:
             served = {s: b.route for s, b in self.static.items() if b.route}
             served.update({b.route.service: b.route for b in self.pool if b.route})
             self._served = served
-        return dict(self._served)
+        return self._served
 
     def served_parts(self) -> frozenset[str]:
         """The static parts that serve a route (and so run a process)."""
@@ -204,10 +212,7 @@ class Layout:
         return self._spares
 
     def route_count(self) -> int:
-        if self._served is None:
-            self.routes()
-        assert self._served is not None
-        return len(self._served)
+        return len(self.served())
 
     def port_map(self) -> dict[int, str]:
         return {b.route.port: b.name for b in self.pool if b.route}
@@ -412,8 +417,12 @@ def plan_changes(
     desired: dict[str, Route],
     *,
     map_path: str,
+    hint: Iterable[str] | None = None,
 ) -> Plan:
     """Commands for what fits the running layout; per part, the reason to reload.
+
+    `hint` names every service whose desired route may not be the one
+    served (None: any may differ); a plan looks at those alone.
 
     Pool backends are released before any is assigned, so a port that one
     route frees can be taken by another in the same change. Routes that fit
@@ -429,11 +438,11 @@ def plan_changes(
     def part(route: Route) -> str:
         return part_of(route, layout=draft.layout)
 
-    served = current.routes()
+    served = current.served()
     # Unchanged routes are the very objects served (the parse cache hands
     # out the same object): only the others can change anything.
-    changed = {s for s, r in desired.items() if served.get(s) is not r}
-    touched = sorted(changed | (served.keys() - desired.keys()))
+    changed, removed = differences(served, desired, hint)
+    touched = sorted(changed | removed)
     for service in touched:
         slot = current.static.get(service)
         if slot is None:
@@ -493,6 +502,25 @@ def plan_changes(
         pool.append(f"add map {map_path} {route.port} {spare.name}")
         draft.assign(spare, route)
     return Plan(commands, draft.done(), reloads, placed)
+
+
+def differences(
+    served: Mapping[str, Route], desired: Mapping[str, Route], hint: Iterable[str] | None = None
+) -> tuple[set[str], set[str]]:
+    """The services whose desired route is not the very one served, and the
+    ones served but no longer desired; among `hint` only, when given."""
+    if hint is None:
+        changed = {s for s, r in desired.items() if served.get(s) is not r}
+        return changed, set(served.keys() - desired.keys())
+    changed, removed = set(), set()
+    for service in hint:
+        route = desired.get(service)
+        if route is None:
+            if service in served:
+                removed.add(service)
+        elif served.get(service) is not route:
+            changed.add(service)
+    return changed, removed
 
 
 def routes_by_part(

@@ -395,6 +395,8 @@ class RouteSelection:
         self.claims: dict[tuple[str | None, int], set[str]] = {}
         self.with_hosts = 0
         self.complete = False
+        self.touched: set[str] | None = None
+        """Services whose selection the last call may have changed (None: any)."""
 
     def select(
         self, raw: dict[str, bytes], changed: set[str] | None
@@ -409,6 +411,7 @@ class RouteSelection:
             or not self._update(raw, changed)
         ):
             self._select_all(raw)
+            self.touched = None
         return dict(self.routes), [self.skipped[s] for s in sorted(self.skipped)]
 
     def _select_all(self, raw: dict[str, bytes]) -> None:
@@ -429,6 +432,7 @@ class RouteSelection:
         """Apply `changed`; False when a route with host names is involved
         (the caller then selects anew from the cache)."""
         affected: set[tuple[str | None, int]] = set()
+        touched = set(changed)
         for service in changed:
             old = self.cache.get(service)
             if old is not None and isinstance(old[1], Route):
@@ -462,6 +466,7 @@ class RouteSelection:
                 self.claims.pop(key, None)
                 continue
             owner = min(claimants)
+            touched |= claimants
             for service in claimants:
                 route = self.cache[service][1]
                 assert isinstance(route, Route)
@@ -473,4 +478,5 @@ class RouteSelection:
                     self.skipped[service] = Skipped(
                         service, f"port {route.port} is already served for {owner!r}"
                     )
+        self.touched = touched
         return True

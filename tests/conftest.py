@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.agent import SELF_CHECK
 from tests.kubeapi.fixtures import kube_api, kubectl, new_kube_api  # noqa: F401  (for every suite)
 from tests.openstack.fixtures import openstack_cloud, os_admin, os_conn  # noqa: F401  (one per session)
 from tests.support import Backend, Etcd, Gateway, fresh_address
 
 _clusters = itertools.count(1)
+
+# Every gateway the tests start, in this process or another, checks what it
+# plans a change at a time against the whole table.
+os.environ[SELF_CHECK] = "1"
 
 
 @pytest.fixture(scope="session")
