@@ -519,11 +519,13 @@ class Agent:
             await self._reconcile_locked()
             await self._apply_certificates()
             # After the change, not before it: ready for the next one. The
-            # pool and the part a new port would go to wait with a standby;
-            # other parts change rarely, and each standby is a process.
+            # pool and the part a new port would go to wait with a standby
+            # (alone or in a burst: the two differ just after one); other
+            # parts change rarely, and each standby is a process.
             wanted = {POOL} & self.proxies.keys()
             if self.layout is not None:
                 wanted.add(self.layout.open_part())
+                wanted.add(self.layout.open_part(self._quiet_shard_routes()))
             for part in sorted(wanted | self.proxies.keys()):
                 if part in self.flights:
                     continue  # its standby is the process being started
@@ -587,8 +589,9 @@ class Agent:
         """How full new ports fill a static part now: big during a burst
         (fewer processes to start), small for a port alone (a small process
         to restart, whatever the table holds)."""
-        if self._in_burst():
-            return self.settings.shard_routes
+        return self.settings.shard_routes if self._in_burst() else self._quiet_shard_routes()
+
+    def _quiet_shard_routes(self) -> int:
         return min(self.settings.quiet_shard_routes, self.settings.shard_routes)
 
     async def _reconcile(self) -> bool:

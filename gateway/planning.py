@@ -148,13 +148,15 @@ class Layout:
             self.sizes[part] = self.sizes.get(part, 0) + 1
         return part
 
-    def open_part(self) -> str:
-        """The part a new port goes to: the first with room, else a new one."""
+    def open_part(self, shard_routes: int | None = None) -> str:
+        """The part a new port goes to: the first with room (fewer routes
+        than `shard_routes`, by default the layout's), else a new one."""
+        room = shard_routes or self.shard_routes
         # Parts only fill as ports are placed: the ones found full stay full.
-        index = self._full_below.get(self.shard_routes, 0)
-        while self.sizes.get(f"static-{index}", 0) >= self.shard_routes:
+        index = self._full_below.get(room, 0)
+        while self.sizes.get(f"static-{index}", 0) >= room:
             index += 1
-        self._full_below[self.shard_routes] = index
+        self._full_below[room] = index
         return f"static-{index}"
 
     def routes(self) -> dict[str, Route]:

@@ -77,6 +77,10 @@ def test_a_burst_fills_big_parts_and_a_port_alone_a_small_one(tmp_path: Path) ->
             await agent.reconcile()
             await change(agent, {f"b{i:03}": value(p, backend) for i, p in enumerate(burst)})
             after_burst = routes_per_part(agent)
+            # The part the next port alone goes to has its process waiting.
+            waiting = (
+                "static-3" in agent.proxies and agent.proxies["static-3"].standby_pid_path.exists()
+            )
             time.sleep(BURST_WINDOW + 0.1)  # the burst is over
             singles = []
             for i, port in enumerate(alone):
@@ -85,7 +89,12 @@ def test_a_burst_fills_big_parts_and_a_port_alone_a_small_one(tmp_path: Path) ->
                 part = agent.layout.placement[(None, port)]
                 singles.append((part, configured_routes(agent, part)))
             served = [await asyncio.to_thread(http_get, f"http://{address}:{p}/") for p in ports]
-            return {"after_burst": after_burst, "singles": singles, "served": served}
+            return {
+                "after_burst": after_burst,
+                "waiting": waiting,
+                "singles": singles,
+                "served": served,
+            }
         finally:
             await stop_all(agent)
 
@@ -95,6 +104,7 @@ def test_a_burst_fills_big_parts_and_a_port_alone_a_small_one(tmp_path: Path) ->
         backend.stop()
     # The burst filled parts of 16: 43 routes in three processes.
     assert seen["after_burst"] == {"static-0": 16, "static-1": 16, "static-2": BURST - 32}
+    assert seen["waiting"]
     # Ports that came alone went to new parts of at most 3, not to the
     # burst's last part with room: each restarted a process of 1 to 3 routes.
     assert seen["singles"] == [
