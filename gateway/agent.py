@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -456,8 +457,10 @@ class Agent:
 
     # -- applying ---------------------------------------------------------
 
-    def _desired(self) -> dict[str, Route]:
-        routes, skipped = self.selection.select(self.raw, self.changed)
+    def _desired(self) -> Mapping[str, Route]:
+        """The routes to serve. Most changes leave nothing to filter: then it
+        is the selection's own table, valid until the next call."""
+        selected, skipped = self.selection.select(self.raw, self.changed)
         self.changed = set()
         # Services left out or held back before this selection: whether
         # they still are is decided below.
@@ -466,8 +469,17 @@ class Agent:
         self.busy_ports = {
             port: entry
             for port, entry in self.busy_ports.items()
-            if now - entry[2] < BUSY_RETRY and entry[0] in routes and routes[entry[0]].port == port
+            if now - entry[2] < BUSY_RETRY
+            and entry[0] in selected
+            and selected[entry[0]].port == port
         }
+        self.refused = {s: v for s, v in self.refused.items() if self.raw.get(s) == v[0]}
+        hosts_in_range = self.settings.port_range is not None and self.selection.with_hosts
+        if not (self.busy_ports or self.refused or hosts_in_range or self.held):
+            self.skipped = skipped
+            self._note_unsettled(aside)
+            return self._hold_wipe(selected, now)
+        routes = dict(selected)
         for service, reason, _ in self.busy_ports.values():
             del routes[service]
             skipped.append(Skipped(service, reason))
@@ -484,16 +496,25 @@ class Agent:
                         )
                     )
         # A refused route stays out until its value changes.
-        self.refused = {s: v for s, v in self.refused.items() if self.raw.get(s) == v[0]}
         for service, (_, reason) in self.refused.items():
             if routes.pop(service, None) is not None:
                 skipped.append(Skipped(service, reason))
         self.skipped = skipped
+        self._note_unsettled(aside)
+        return self._hold_wipe(routes, now)
+
+    def _note_unsettled(self, aside: set[str]) -> None:
+        """Add what the last selection touched, and what was or is set
+        aside, to the services a plan must look at."""
         touched = self.selection.touched
         if touched is None or self.selection.with_hosts or self.unsettled is None:
             self.unsettled = None  # routes with host names: any may have moved
         else:
             self.unsettled |= touched | aside | {e[0] for e in self.busy_ports.values()}
+
+    def _hold_wipe(self, routes: Mapping[str, Route], now: float) -> Mapping[str, Route]:
+        """`routes`, or with the served routes it removes held back when it
+        removes most of them (`--wipe-share`), for `--wipe-hold` seconds."""
         served = self.layout.served() if self.layout else {}
         _, removed = differences(served, routes, self.unsettled)
         wipe = (
@@ -505,10 +526,13 @@ class Agent:
             self.held_since = self.held_since or now
             if now - self.held_since < self.settings.wipe_hold:
                 self.held = {s: served[s] for s in removed}
+                kept = dict(routes)
+                ports = {r.port for r in routes.values()}
                 for service, route in self.held.items():
-                    if all(r.port != route.port for r in routes.values()):
-                        routes[service] = route
-                return routes
+                    if route.port not in ports:
+                        kept[service] = route
+                        ports.add(route.port)
+                return kept
         self.held_since = None
         self.held = {}
         return routes
@@ -691,7 +715,7 @@ class Agent:
             hint |= members.get(part, frozenset())
         return hint
 
-    def _frozen(self, desired: dict[str, Route]) -> dict[str, Route]:
+    def _frozen(self, desired: Mapping[str, Route]) -> Mapping[str, Route]:
         """`desired` with the routes of each part in flight as the running
         layout has them, so that a plan leaves those parts alone."""
         if not self.flights or self.layout is None:
@@ -710,7 +734,7 @@ class Agent:
     async def _launch(
         self,
         parts: set[str],
-        desired: dict[str, Route],
+        desired: Mapping[str, Route],
         placed: dict[str, set[str]] | None = None,
     ) -> None:
         """Start a new process for each static part in `parts`, in the
@@ -802,10 +826,11 @@ class Agent:
             seconds * 1000,
         )
 
-    async def reload_isolating(self, desired: dict[str, Route], parts: set[str] | None) -> bool:
+    async def reload_isolating(self, desired: Mapping[str, Route], parts: set[str] | None) -> bool:
         """Reload `parts` (None: every part) with `desired`, leaving out each
         route that HAProxy refuses or whose port another process holds, and
         reporting why."""
+        desired = dict(desired)  # what is left out goes from this copy
         for _ in range(BIND_RETRIES):
             try:
                 await self._reload(desired, parts)
@@ -1036,6 +1061,7 @@ class Agent:
             current._pool_index = current._spares = None
         current._members = {part: own for part, own in members.items() if own}
         current._full_below = {}  # parts rebuilt may have room again
+        self._tls_seen = (None, False)  # the same layout, other routes
         return current
 
     async def _scrape_haproxy(self) -> dict[str, str]:

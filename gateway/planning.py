@@ -363,42 +363,73 @@ def _fits(slot: BackendSlot, route: Route) -> bool:
 
 
 class _Draft:
-    """The layout being planned: slots are copied only when they change, so a
-    plan over thousands of routes costs what it changes, not what it holds."""
+    """The layout being planned. It shares the running layout's tables and
+    copies each only when it first changes it, so a plan over thousands of
+    routes costs what it changes, not what it holds; the running layout is
+    never changed."""
 
     def __init__(self, current: Layout) -> None:
         self.layout = Layout(
             current.port_range,
-            dict(current.static),
-            list(current.pool),
-            dict(current.placement),
-            dict(current.sizes),
+            current.static,
+            current.pool,
+            current.placement,
+            current.sizes,
             current.shard_routes,
         )
         # A plan changes no static slot's part, nor the order of the pool.
         self.layout._members = current.members()
-        self.served = current.routes()
-        self.index = dict(current.pool_index())
-        self.spares = {sig: list(stack) for sig, stack in current.spares().items()}
+        self.served = current._served_index()
+        self.index = current.pool_index()
+        self.spares = current.spares()
+        self.copied: set[str] = set()
+
+    def _copy(self, table: str) -> bool:
+        """Whether `table` is still shared (and is to be copied now)."""
+        if table in self.copied:
+            return False
+        self.copied.add(table)
+        return True
+
+    def part(self, route: Route) -> str:
+        """`part_of` on the draft: placing a new port copies the placements."""
+        layout = self.layout
+        if layout.in_pool(route) or key_of(route) in layout.placement:
+            return part_of(route, layout=layout)
+        if self._copy("placement"):
+            layout.placement, layout.sizes = dict(layout.placement), dict(layout.sizes)
+        return part_of(route, layout=layout)
 
     def assign(self, slot: BackendSlot, route: Route | None) -> None:
         copy = dataclasses.replace(slot, servers=route.backends if route else (), route=route)
+        if self._copy("served"):
+            self.served = dict(self.served)
         if slot.part == POOL:
+            if self._copy("pool"):
+                self.layout.pool = list(self.layout.pool)
+                self.index = dict(self.index)
             position = int(slot.name.removeprefix("pool_")) - 1
             self.layout.pool[position] = copy
             if slot.route is not None:
                 self.served.pop(slot.route.service, None)
                 self.index.pop(slot.route.service, None)
             if route is None:
-                self.spares.setdefault(slot.signature, []).append(copy)
+                self._own_spares().setdefault(slot.signature, []).append(copy)
             else:
                 self.served[route.service] = route
                 self.index[route.service] = position
         else:
             assert route is not None
+            if self._copy("static"):
+                self.layout.static = dict(self.layout.static)
             self.layout.static[route.service] = copy
             if route.service not in self.index:  # the pool's slot wins while both have it
                 self.served[route.service] = route
+
+    def _own_spares(self) -> dict[Signature, list[BackendSlot]]:
+        if self._copy("spares"):
+            self.spares = {sig: list(stack) for sig, stack in self.spares.items()}
+        return self.spares
 
     def done(self) -> Layout:
         self.layout._served = self.served
@@ -410,13 +441,13 @@ class _Draft:
         stack = self.spares.get(signature_of(route), [])
         for index in range(len(stack) - 1, -1, -1):
             if stack[index].slots >= len(route.backends):
-                return stack.pop(index)
+                return self._own_spares()[signature_of(route)].pop(index)
         return None
 
 
 def plan_changes(
     current: Layout,
-    desired: dict[str, Route],
+    desired: Mapping[str, Route],
     *,
     map_path: str,
     hint: Iterable[str] | None = None,
@@ -437,8 +468,7 @@ def plan_changes(
     reloads: dict[str, str] = {}
     placed: dict[str, set[str]] = {}
 
-    def part(route: Route) -> str:
-        return part_of(route, layout=draft.layout)
+    part = draft.part
 
     served = current.served()
     # Unchanged routes are the very objects served (the parse cache hands
@@ -528,7 +558,7 @@ def differences(
 def routes_by_part(
     layout: Layout,
     parts: set[str],
-    desired: dict[str, Route],
+    desired: Mapping[str, Route],
     placed: dict[str, set[str]] | None = None,
 ) -> dict[str, dict[str, Route]]:
     """The desired routes each static part in `parts` is to serve: those

@@ -13,7 +13,7 @@ import functools
 import ipaddress
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
@@ -400,9 +400,11 @@ class RouteSelection:
 
     def select(
         self, raw: dict[str, bytes], changed: set[str] | None
-    ) -> tuple[dict[str, Route], list[Skipped]]:
+    ) -> tuple[Mapping[str, Route], list[Skipped]]:
         """What `select_routes(raw)` returns; `changed` names the services
-        whose value changed since the last call (None: anything may have)."""
+        whose value changed since the last call (None: anything may have).
+        The routes are the selection's own table, not to be changed: the
+        next call changes them."""
         if (
             changed is None
             or not self.complete
@@ -412,7 +414,7 @@ class RouteSelection:
         ):
             self._select_all(raw)
             self.touched = None
-        return dict(self.routes), [self.skipped[s] for s in sorted(self.skipped)]
+        return self.routes, [self.skipped[s] for s in sorted(self.skipped)]
 
     def _select_all(self, raw: dict[str, bytes]) -> None:
         routes, skipped = select_routes(raw, reserved_ports=self.reserved_ports, cache=self.cache)

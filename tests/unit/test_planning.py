@@ -168,6 +168,17 @@ def _rebuilt(layout):
     return fresh.routes(), fresh.members(), fresh.pool_index(), spares
 
 
+def _tables(layout):
+    """A copy of everything a layout holds, its indexes included."""
+    return (
+        dict(layout.static),
+        list(layout.pool),
+        dict(layout.placement),
+        dict(layout.sizes),
+        _kept(layout),
+    )
+
+
 def _kept(layout):
     spares = {sig: sorted(b.name for b in stack) for sig, stack in layout.spares().items()}
     return layout.routes(), layout.members(), layout.pool_index(), spares
@@ -203,7 +214,11 @@ def test_indexes_kept_through_plans_and_merges_match_ones_built_afresh(tmp_path,
                 continue
             backends = tuple(Backend("127.0.0.1", 8000 + rng.randint(0, 3)) for _ in range(2))
             desired[service] = Route(service, port, "http", backends[: rng.randint(1, 2)])
+        before = _tables(layout)
         plan = plan_changes(layout, desired, map_path=MAP)
+        # A plan shares the running layout's tables until it changes them,
+        # and never changes the running layout.
+        assert _tables(layout) == before, f"step {step}: the running layout changed"
         layout = plan.layout
         assert _kept(layout) == _rebuilt(layout), f"step {step}: plan"
         static_parts = set(plan.reloads) - {POOL}

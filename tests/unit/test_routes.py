@@ -157,6 +157,11 @@ def test_selection_a_change_at_a_time_agrees_with_selecting_anew():
             raw[service] = json.dumps(doc).encode()
         if step == 0:
             changed = set(raw)
+        before = dict(selection.routes)
         ours = selection.select(raw, changed if step % 50 else None)
         changed = set()
         assert ours == select_routes(raw, reserved_ports=reserved), step
+        # What the selection says it touched covers every route it changed.
+        if selection.touched is not None:
+            moved = {s for s in before.keys() | ours[0].keys() if before.get(s) != ours[0].get(s)}
+            assert moved <= selection.touched, step
