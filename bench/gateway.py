@@ -19,7 +19,10 @@ about that than about either agent.
   (the median of five rounds, each sample listed, and the ratio of each
   round to confd's burst taken right after it);
 - `table_10000`: one route added to a table of 10,000 (2,700 in the range,
-  the rest on ports of their own), on both paths;
+  the rest on ports of their own), on both paths, against the same with a
+  few routes (`vs_few_routes_p50`); `table_10000_held_unchecked` the same
+  with no health checks on the held routes (the new ones keep theirs), to
+  show what checking 10,000 routes every 2 s costs the machine;
 - `changes_under_load`, `backend_changes`: requests lost and reloads while
   routes change under new-connection load from wrk.
 
@@ -84,14 +87,15 @@ def fresh_address() -> str:
             return address
 
 
-def route(port: int, *backends: FastBackend, mode: str = "http") -> str:
-    return json.dumps(
-        {
-            "port": port,
-            "mode": mode,
-            "backends": [{"host": b.host, "port": b.port} for b in backends],
-        }
-    )
+def route(port: int, *backends: FastBackend, mode: str = "http", check: bool = True) -> str:
+    doc: dict[str, object] = {
+        "port": port,
+        "mode": mode,
+        "backends": [{"host": b.host, "port": b.port} for b in backends],
+    }
+    if not check:
+        doc["check"] = False
+    return json.dumps(doc)
 
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
@@ -326,7 +330,13 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 
 def burst(
-    etcd: Etcd, target: Target, backend: FastBackend, ports: list[int], name: str
+    etcd: Etcd,
+    target: Target,
+    backend: FastBackend,
+    ports: list[int],
+    name: str,
+    *,
+    check: bool = True,
 ) -> dict[str, object]:
     """Write routes for `ports` at once; seconds until every sampled one serves.
 
@@ -340,7 +350,7 @@ def burst(
     checked after the clock stops.
     """
     items = [
-        (f"/marina/gateway/routes/{target.cluster}/{name}{i}", route(port, backend))
+        (f"/marina/gateway/routes/{target.cluster}/{name}{i}", route(port, backend, check=check))
         for i, port in enumerate(ports)
     ]
     sample = ports[:: max(1, len(ports) // 100)]
@@ -378,11 +388,14 @@ def table_then_change(
     outside: int,
     changes: int,
     runtime_path: bool,
+    check: bool = True,
 ) -> dict[str, object]:
-    """A table of `in_range` + `outside` routes, then single new routes."""
+    """A table of `in_range` + `outside` routes (health-checked unless
+    `check` is false), then single new routes (checked, as by default)."""
     ports = [30000 + i for i in range(in_range)] + [40000 + i for i in range(outside)]
-    loaded = burst(etcd, target, backend, ports, "t")
+    loaded = burst(etcd, target, backend, ports, "t", check=check)
     figures: dict[str, object] = {"routes": len(ports), "table_seconds": loaded["seconds"]}
+    figures["busy_cpu_share_while_held"] = busy_cpu_share(1.0)
     spare = free_ports(target.address, changes)
     figures["reload_path_ms"] = summary(
         new_route_latency(etcd, target, backend, spare, "tx", timeout=120)
@@ -394,6 +407,20 @@ def table_then_change(
         )
     explain_missed(etcd, target, figures)
     return figures
+
+
+def busy_cpu_share(seconds: float) -> float:
+    """The share of the machine's processor time in use over `seconds`."""
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    total, idle = times()
+    time.sleep(seconds)
+    total2, idle2 = times()
+    return round(1 - (idle2 - idle) / max(1, total2 - total), 2)
 
 
 def explain_missed(etcd: Etcd, target: Target, figures: dict[str, Any]) -> None:
@@ -558,6 +585,21 @@ def measure_gateway(
             path: round(held[f"{path}_ms"]["p50"] / result[f"{path}_ms"]["p50"], 2)
             for path in ("reload_path", "runtime_path")
         }
+    finally:
+        target.stop()
+    # The same without health checks on the held routes: 10,000 routes
+    # checked every 2 s against one local backend keep the machine busy,
+    # and that is most of what a change costs more with them held.
+    target, _, _ = start_gateway(etcd, work, "gw-table-unchecked")
+    try:
+        unchecked = table_then_change(
+            etcd, target, backends[2], **table, runtime_path=True, check=False
+        )
+        unchecked["vs_few_routes_p50"] = {
+            path: round(unchecked[f"{path}_ms"]["p50"] / result[f"{path}_ms"]["p50"], 2)
+            for path in ("reload_path", "runtime_path")
+        }
+        result["table_10000_held_unchecked"] = unchecked
     finally:
         target.stop()
 

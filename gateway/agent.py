@@ -419,12 +419,13 @@ class Agent:
         return Layout(None, layout.part_static(part), [])
 
     def _running_as_planned(self, layout: Layout) -> bool:
-        """Every part that should run a process runs one: the pool always (it
-        holds the range), a static part when it has routes."""
-        if POOL in self.proxies and not self.proxies[POOL].running():
+        """Every part that should run a process has one: the pool always (it
+        holds the range), a static part when it has routes. Called once the
+        processes recorded were found alive or restarted."""
+        if POOL in self.proxies and self.proxies[POOL].pid is None:
             return False
         return all(
-            part in self.flights or (part in self.proxies and self.proxies[part].running())
+            part in self.flights or (part in self.proxies and self.proxies[part].pid is not None)
             for part in layout.served_parts()
         )
 
