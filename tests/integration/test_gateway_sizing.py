@@ -10,24 +10,17 @@ would arrive from a watch, so bursts are told apart as in service.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from pathlib import Path
 
 from gateway.agent import BURST_EVENTS, BURST_WINDOW, Agent
 from gateway.etcd import Event
 from gateway.watching import Changed
+from tests.integration.test_gateway_flights import value
 from tests.integration.test_gateway_refusal import make_agent, stop_all
 from tests.support import Backend as HTTPBackend
 from tests.support import free_port, fresh_address, http_get
 
 BURST = 2 * BURST_EVENTS + 3
-
-
-def value(port: int, backend: HTTPBackend) -> bytes:
-    return json.dumps(
-        {"port": port, "mode": "http", "backends": [{"host": backend.host, "port": backend.port}]}
-    ).encode()
 
 
 async def change(agent: Agent, values: dict[str, bytes]) -> None:
@@ -51,6 +44,13 @@ async def change(agent: Agent, values: dict[str, bytes]) -> None:
     raise AssertionError(f"revision {agent.revision} never applied")
 
 
+async def start_empty(agent: Agent) -> None:
+    agent.known = True
+    agent.raw = {}
+    agent.changed = None
+    await agent.reconcile()
+
+
 def routes_per_part(agent: Agent) -> dict[str, int]:
     assert agent.layout is not None
     return {part: len(members) for part, members in agent.layout.members().items()}
@@ -71,17 +71,14 @@ def test_a_burst_fills_big_parts_and_a_port_alone_a_small_one(tmp_path: Path) ->
 
     async def scenario() -> dict[str, object]:
         try:
-            agent.known = True
-            agent.raw = {}
-            agent.changed = None
-            await agent.reconcile()
+            await start_empty(agent)
             await change(agent, {f"b{i:03}": value(p, backend) for i, p in enumerate(burst)})
             after_burst = routes_per_part(agent)
             # The part the next port alone goes to has its process waiting.
             waiting = (
                 "static-3" in agent.proxies and agent.proxies["static-3"].standby_pid_path.exists()
             )
-            time.sleep(BURST_WINDOW + 0.1)  # the burst is over
+            await asyncio.sleep(BURST_WINDOW + 0.1)  # the burst is over
             singles = []
             for i, port in enumerate(alone):
                 await change(agent, {f"s{i}": value(port, backend)})
@@ -127,14 +124,11 @@ def test_a_port_alone_fills_a_small_part_left_by_a_burst(tmp_path: Path) -> None
 
     async def scenario() -> list[str]:
         try:
-            agent.known = True
-            agent.raw = {}
-            agent.changed = None
-            await agent.reconcile()
+            await start_empty(agent)
             await change(
                 agent, {f"b{i:03}": value(p, backend) for i, p in enumerate(ports[:BURST])}
             )
-            time.sleep(BURST_WINDOW + 0.1)
+            await asyncio.sleep(BURST_WINDOW + 0.1)
             parts = []
             for i, port in enumerate(ports[BURST:]):
                 await change(agent, {f"s{i}": value(port, backend)})
