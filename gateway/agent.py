@@ -152,6 +152,8 @@ class Agent:
         self.last_event = 0.0
         self.recent_events: collections.deque[float] = collections.deque(maxlen=BURST_EVENTS)
         self.reload_wanted: float | None = None
+        # A standby put off until a burst ends (see `reconcile`).
+        self.standby_after_burst = False
         self.reload_quiet = settings.reload_quiet  # the quiet the reload put off waits for
         # Routes HAProxy refused: service -> (the value refused, HAProxy's words).
         self.refused: dict[str, tuple[bytes, str]] = {}
@@ -448,8 +450,11 @@ class Agent:
         return placement
 
     def _next_wakeup(self) -> float | None:
-        """Seconds until a put-off reload, a held wipe or a busy port is due."""
+        """Seconds until a put-off reload, a held wipe, a busy port or the
+        end of a burst (with a standby to start then) is due."""
         due = [t + BUSY_RETRY for _, _, t in self.busy_ports.values()]
+        if self.standby_after_burst and self.recent_events:
+            due.append(self.recent_events[0] + BURST_WINDOW)
         if self.reload_wanted is not None:
             due.append(self.last_event + self.reload_quiet)
         if self.held_since is not None:
@@ -544,13 +549,18 @@ class Agent:
             await self._reconcile_locked()
             await self._apply_certificates()
             # After the change, not before it: ready for the next one. The
-            # pool and the part a new port would go to wait with a standby
-            # (alone or in a burst: the two differ just after one); other
-            # parts change rarely, and each standby is a process.
+            # pool and the part a new port would go to wait with a standby;
+            # other parts change rarely, and each standby is a process.
             wanted = {POOL} & self.proxies.keys()
             if self.layout is not None:
                 wanted.add(self.layout.open_part())
-                wanted.add(self.layout.open_part(self._quiet_shard_routes()))
+                # The part a port alone would go to differs from the one a
+                # burst fills: its standby waits for the burst to end, as
+                # starting a process takes from what the burst needs.
+                alone = self.layout.open_part(self._quiet_shard_routes())
+                self.standby_after_burst = alone not in wanted and self._in_burst()
+                if not self.standby_after_burst:
+                    wanted.add(alone)
             for part in sorted(wanted | self.proxies.keys()):
                 if part in self.flights:
                     continue  # its standby is the process being started

@@ -74,10 +74,22 @@ def test_a_burst_fills_big_parts_and_a_port_alone_a_small_one(tmp_path: Path) ->
             await start_empty(agent)
             await change(agent, {f"b{i:03}": value(p, backend) for i, p in enumerate(burst)})
             after_burst = routes_per_part(agent)
-            # The part the next port alone goes to has its process waiting.
-            waiting = (
-                "static-3" in agent.proxies and agent.proxies["static-3"].standby_pid_path.exists()
-            )
+
+            def waiting() -> bool:
+                """Whether the part the next port alone goes to has its
+                process started, waiting."""
+                proxy = agent.proxies.get("static-3")
+                return proxy is not None and proxy.standby_pid_path.exists()
+
+            # Not while the burst goes on (starting a process takes from
+            # it), but the agent is due to look again when it ends, and then
+            # it starts one.
+            during = waiting()
+            due = agent._next_wakeup()
+            assert due is not None and due <= BURST_WINDOW
+            await asyncio.sleep(due + 0.01)
+            await agent.reconcile()
+            after = waiting()
             await asyncio.sleep(BURST_WINDOW + 0.1)  # the burst is over
             singles = []
             for i, port in enumerate(alone):
@@ -88,7 +100,7 @@ def test_a_burst_fills_big_parts_and_a_port_alone_a_small_one(tmp_path: Path) ->
             served = [await asyncio.to_thread(http_get, f"http://{address}:{p}/") for p in ports]
             return {
                 "after_burst": after_burst,
-                "waiting": waiting,
+                "waiting": (during, after),
                 "singles": singles,
                 "served": served,
             }
@@ -101,7 +113,7 @@ def test_a_burst_fills_big_parts_and_a_port_alone_a_small_one(tmp_path: Path) ->
         backend.stop()
     # The burst filled parts of 16: 43 routes in three processes.
     assert seen["after_burst"] == {"static-0": 16, "static-1": 16, "static-2": BURST - 32}
-    assert seen["waiting"]
+    assert seen["waiting"] == (False, True)
     # Ports that came alone went to new parts of at most 3, not to the
     # burst's last part with room: each restarted a process of 1 to 3 routes.
     assert seen["singles"] == [
