@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -74,11 +75,11 @@ class HAProxy:
         self.fifo_path = state_dir / f"{name}.cfg.fifo"
         self.standby_pid_path = state_dir / f"standby-{name}.pid"
         # The standby and the processes its `-sf` names, fixed when it started.
-        self._standby: tuple[asyncio.subprocess.Process, list[int]] | None = None
+        self._standby: tuple[Child, list[int]] | None = None
         self.every_pid = every_pid
         self.pid: int | None = None
         self.others: list[int] = []  # adopted older processes, told to finish at the next reload
-        self._children: set[asyncio.subprocess.Process] = set()
+        self._children: set[Child] = set()
         self._exits: dict[int, int] = {}  # exit status of children already reaped
 
     # -- process state -------------------------------------------------
@@ -259,14 +260,17 @@ class HAProxy:
             args += ["-x", str(self.socket_path), "-sf", *map(str, old)]
         return args
 
-    async def _spawn(self, args: list[str]) -> asyncio.subprocess.Process:
+    async def _spawn(self, args: list[str]) -> Child:
         with open(self.log_path, "ab") as logfile:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=logfile,
-                start_new_session=True,
+            proc = Child(
+                await asyncio.to_thread(
+                    subprocess.Popen,
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=logfile,
+                    start_new_session=True,
+                )
             )
         self._children.add(proc)
         return proc
@@ -303,7 +307,7 @@ class HAProxy:
         self.standby_pid_path.unlink(missing_ok=True)
         self._publish_every_pid()
 
-    async def _use_standby(self, old: list[int], config: str) -> asyncio.subprocess.Process | None:
+    async def _use_standby(self, old: list[int], config: str) -> Child | None:
         """Hand the configuration to the standby, if it waits for these old
         processes; None when there is none to use."""
         if self._standby is None:
@@ -380,7 +384,7 @@ class HAProxy:
         self._record([proc.pid])
         asyncio.get_running_loop().create_task(self._reap_later(proc))
 
-    async def _reap_later(self, proc: asyncio.subprocess.Process) -> None:
+    async def _reap_later(self, proc: Child) -> None:
         with contextlib.suppress(Exception):
             await proc.wait()
         self._children.discard(proc)
@@ -519,6 +523,53 @@ class HAProxy:
                     raise HAProxyError("runtime", line.strip())
 
 
+class Child:
+    """A HAProxy process this agent started, from a worker thread: starting
+    one (fork and exec) waits for the child to run, which on a busy machine
+    took 10-30 ms, all of it with the agent's event loop stopped when
+    started in line. It is reaped only by `wait` (or by `returncode` once
+    it has exited), so a dead child stays a zombie that `_alive` can tell
+    from a live one until then."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited (reaping it), else None."""
+        return self._popen.poll()
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    async def wait(self) -> int:
+        """Wait for the process to exit, without blocking the event loop
+        (its pidfd becomes readable when it does), and reap it."""
+        loop = asyncio.get_running_loop()
+        while (code := self._popen.poll()) is None:
+            try:
+                fd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                continue  # gone between the two looks: poll reaps it
+            try:
+                exited = loop.create_future()
+                loop.add_reader(fd, _settle, exited)
+                try:
+                    if self._popen.poll() is None:
+                        await exited
+                finally:
+                    loop.remove_reader(fd)
+            finally:
+                os.close(fd)
+        return code
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def socket_path_for(state_dir: Path, name: str = "haproxy") -> Path:
     """The stats socket: in the state directory unless its path is too long for
     a UNIX socket; then in a private folder under the temporary directory,
@@ -583,7 +634,7 @@ def _start_time(pid: int) -> int:
         return 0
 
 
-def _reaped(proc: asyncio.subprocess.Process) -> bool:
+def _reaped(proc: Child) -> bool:
     return not _alive(proc.pid)
 
 
