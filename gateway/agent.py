@@ -152,6 +152,7 @@ class Agent:
         self.last_event = 0.0
         self.recent_events: collections.deque[float] = collections.deque(maxlen=BURST_EVENTS)
         self.reload_wanted: float | None = None
+        self.looked_at = 0.0  # when the agent last stopped taking changes
         # A standby put off until a burst ends (see `reconcile`).
         self.standby_after_burst = False
         self.reload_quiet = settings.reload_quiet  # the quiet the reload put off waits for
@@ -601,10 +602,12 @@ class Agent:
         now = time.monotonic()
         in_burst = self._in_burst()
         self.reload_quiet = quiet
-        # Changes waiting to be taken mean the burst goes on, however long
-        # taking the last ones took.
+        # Quiet is counted up to when the agent last listened (this look
+        # began): changes sent while it plans are not read yet. Changes
+        # waiting to be taken mean the burst goes on, however long taking
+        # the last ones took.
         pending = self._queue is not None and not self._queue.empty()
-        if not in_burst or (now - self.last_event >= quiet and not pending):
+        if not in_burst or (self.looked_at - self.last_event >= quiet and not pending):
             self.reload_wanted = None
             return False
         self.reload_wanted = self.reload_wanted or now
@@ -633,6 +636,7 @@ class Agent:
         """Apply what is known; False when a reload was put off for now or
         is still in flight."""
         started = time.perf_counter()
+        self.looked_at = time.monotonic()
         await self._land()
         desired = self._desired()
         if self.layout is not None:
