@@ -345,8 +345,11 @@ class Agent:
             dirty = self._take(item)
             first = time.monotonic()
             # Leading edge: a change after a quiet spell goes out at once;
-            # otherwise wait for the burst to settle, up to max_delay.
-            if first - self.last_apply < self.settings.quiet:
+            # otherwise wait for the burst to settle, up to max_delay. In a
+            # burst, what is taken goes out at once too: a part that new
+            # ports filled starts now, and one with room waits for the
+            # burst's end anyway (`_defer_reload`).
+            if first - self.last_apply < self.settings.quiet and not self._in_burst():
                 while True:
                     remaining = first + self.settings.max_delay - time.monotonic()
                     if remaining <= 0:
