@@ -20,6 +20,7 @@ instead of 10-12).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -261,17 +262,14 @@ class HAProxy:
         return args
 
     async def _spawn(self, args: list[str]) -> Child:
-        with open(self.log_path, "ab") as logfile:
-            proc = Child(
-                await asyncio.to_thread(
-                    subprocess.Popen,
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logfile,
-                    stderr=logfile,
-                    start_new_session=True,
-                )
-            )
+        starting = _STARTER.submit(_start_child, args, self.log_path)
+        try:
+            proc = Child(await asyncio.shield(asyncio.wrap_future(starting)))
+        except asyncio.CancelledError:
+            # The start goes on in its thread whatever happens here: a child
+            # that comes of it is ended, not left to run unrecorded.
+            starting.add_done_callback(_end_unwanted)
+            raise
         self._children.add(proc)
         return proc
 
@@ -563,6 +561,30 @@ class Child:
             finally:
                 os.close(fd)
         return code
+
+
+# Starts HAProxy processes off the event loop (see `Child`); a start that
+# was given up on still finishes here, so its child can be ended.
+_STARTER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="haproxy-start")
+
+
+def _start_child(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as logfile:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=logfile,
+            start_new_session=True,
+        )
+
+
+def _end_unwanted(starting: concurrent.futures.Future[subprocess.Popen[bytes]]) -> None:
+    if starting.exception() is not None:
+        return
+    popen = starting.result()
+    popen.kill()
+    popen.wait()  # killed: at once
 
 
 def _settle(future: asyncio.Future[None]) -> None:

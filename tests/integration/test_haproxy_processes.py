@@ -132,3 +132,42 @@ def test_a_process_spawned_just_before_the_agent_died_is_adopted(tmp_path: Path)
     assert adopted == started
     assert recorded == [started]
     assert not alive(started)
+
+
+def test_a_start_given_up_on_leaves_no_process(tmp_path: Path):
+    """Processes start from a worker thread; an agent that stops while one
+    starts (its flight cancelled) must not leave that process running
+    unrecorded. Each round cancels a start at a different moment."""
+    haproxy = HAProxy(tmp_path)
+    fifo = tmp_path / "never-written.fifo"
+    os.mkfifo(fifo)  # a process reading it waits for ever
+
+    def waiting() -> list[int]:
+        found = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    line = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if str(fifo).encode() in line and alive(int(entry.name)):
+                    found.append(int(entry.name))
+        return found
+
+    async def scenario() -> int:
+        started = 0
+        for pause in (0, 0.0005, 0.001, 0.002, 0.005):
+            spawn = asyncio.create_task(haproxy._spawn([haproxy.binary, "-f", str(fifo)]))
+            await asyncio.sleep(pause)
+            spawn.cancel()
+            try:
+                child = await spawn
+            except asyncio.CancelledError:
+                continue
+            started += 1  # too late to cancel: the caller has it and ends it
+            child.kill()
+            await child.wait()
+        return started
+
+    asyncio.run(scenario())
+    wait_for(lambda: not waiting(), timeout=5, what="the processes given up on to end")
