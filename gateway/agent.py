@@ -468,8 +468,8 @@ class Agent:
     # -- applying ---------------------------------------------------------
 
     def _desired(self) -> Mapping[str, Route]:
-        """The routes to serve. Most changes leave nothing to filter: then it
-        is the selection's own table, valid until the next call."""
+        """The routes to serve: when nothing is filtered, the selection's own
+        table, valid until the next call."""
         selected, skipped = self.selection.select(self.raw, self.changed)
         self.changed = set()
         # Services left out or held back before this selection: whether
@@ -484,11 +484,18 @@ class Agent:
             and selected[entry[0]].port == port
         }
         self.refused = {s: v for s, v in self.refused.items() if self.raw.get(s) == v[0]}
-        hosts_in_range = self.settings.port_range is not None and self.selection.with_hosts
-        if not (self.busy_ports or self.refused or hosts_in_range or self.held):
-            self.skipped = skipped
-            self._note_unsettled(aside)
-            return self._hold_wipe(selected, now)
+        routes: Mapping[str, Route] = selected
+        # Most changes leave nothing to filter: then no copy of the table.
+        if self.busy_ports or self.refused or self.selection.with_hosts:
+            routes = self._filtered(selected, skipped)
+        self.skipped = skipped
+        self._note_unsettled(aside)
+        return self._hold_wipe(routes, now)
+
+    def _filtered(self, selected: Mapping[str, Route], skipped: list[Skipped]) -> dict[str, Route]:
+        """`selected` without the routes whose port another process holds,
+        those HAProxy refused, and those with host names on a port of the
+        range; each is added to `skipped` with the reason."""
         routes = dict(selected)
         for service, reason, _ in self.busy_ports.values():
             del routes[service]
@@ -509,9 +516,7 @@ class Agent:
         for service, (_, reason) in self.refused.items():
             if routes.pop(service, None) is not None:
                 skipped.append(Skipped(service, reason))
-        self.skipped = skipped
-        self._note_unsettled(aside)
-        return self._hold_wipe(routes, now)
+        return routes
 
     def _note_unsettled(self, aside: set[str]) -> None:
         """Add what the last selection touched, and what was or is set

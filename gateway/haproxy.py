@@ -278,7 +278,7 @@ class HAProxy:
         configuration, unless one already waits for the running process."""
         if self._standby is not None:
             proc, old = self._standby
-            if proc.returncode is None and not _reaped(proc) and old == self._handover():
+            if proc.returncode is None and old == self._handover():
                 return
             self._end_standby()
         if not self.fifo_path.is_fifo():
@@ -322,7 +322,7 @@ class HAProxy:
                 fd = os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK)
                 break
             except OSError:
-                if proc.returncode is not None or _reaped(proc) or time.monotonic() > deadline:
+                if proc.returncode is not None or time.monotonic() > deadline:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     asyncio.get_running_loop().create_task(self._reap_later(proc))
@@ -356,7 +356,7 @@ class HAProxy:
         fresh = not old
         pause = 0.002
         while True:
-            if proc.returncode is not None or _reaped(proc):
+            if proc.returncode is not None:
                 self._children.discard(proc)
                 self._record(old)
                 with contextlib.suppress(TimeoutError):
@@ -654,10 +654,6 @@ def _start_time(pid: int) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def _reaped(proc: Child) -> bool:
-    return not _alive(proc.pid)
 
 
 def _pids_running(fragment: str) -> list[int]:
