@@ -40,6 +40,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct free ports: bind(0) can hand out one twice."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def wait_for(
     predicate: Callable[[], Any],
     *,

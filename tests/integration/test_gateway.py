@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from tests.support import Backend, Etcd, Gateway, free_port, http_get, wait_for
+from tests.support import Backend, Etcd, Gateway, free_port, free_ports, http_get, wait_for
 
 
 def route(port: int, *backends: Backend, mode: str = "http", **extra: object) -> dict[str, object]:
@@ -327,7 +327,7 @@ def test_reloads_under_load_lose_no_request(etcd, cluster, gateways):
         etcd.put(f"/marina/gateway/routes/{cluster}/web", route(30070, *servers))
         wait_for(serves(gw, 30070, "f0"), what="route under test")
         load = Hammer(gw.address, 30070, seconds=4, rate=400)
-        ports = [free_port(gw.address) for _ in range(10)]
+        ports = free_ports(gw.address, 10)
         reloads = 0
         for i, port in enumerate(ports):
             # Each new port outside the range is a reload.

@@ -20,7 +20,7 @@ from gateway.planning import POOL, plan_changes
 from gateway.routes import Backend, Route
 from tests.integration.test_gateway_refusal import BROKEN, make_agent, stop_all
 from tests.support import Backend as HTTPBackend
-from tests.support import free_port, fresh_address, http_get
+from tests.support import free_port, free_ports, fresh_address, http_get
 
 
 def value(port: int, backend: HTTPBackend) -> bytes:
@@ -86,7 +86,7 @@ def test_a_refused_flight_keeps_the_part_serving_and_leaves_out_the_route(tmp_pa
     address = fresh_address()
     good = HTTPBackend("good")
     agent = make_agent(tmp_path, address)
-    ports = [free_port(address) for _ in range(3)]
+    ports = free_ports(address, 3)
     web = Route("web", ports[0], "http", (Backend(good.host, good.port),))
     more = Route("more", ports[1], "http", (Backend(good.host, good.port),))
     evil = Route("evil", ports[2], "http", (BROKEN,))
@@ -147,7 +147,7 @@ def test_the_applied_revision_follows_each_landing_not_the_last_flight(tmp_path:
     address = fresh_address()
     one = HTTPBackend("one")
     agent = make_agent(tmp_path, address, shard_routes=1)  # a part per new port
-    ports = [free_port(address) for _ in range(3)]
+    ports = free_ports(address, 3)
 
     async def change(revision: int, service: str, port: int) -> None:
         agent.revision = revision

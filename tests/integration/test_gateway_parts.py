@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from tests.integration.test_gateway import route, serves, status
-from tests.support import Gateway, free_port, wait_for
+from tests.support import Gateway, free_port, free_ports, wait_for
 
 
 def pids(gw: Gateway, pattern: str) -> list[int]:
@@ -38,7 +38,7 @@ def test_each_part_reloads_alone(etcd, cluster, backends, gateways):
     settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/in", route(30001, a)))
     wait_for(serves(gw, 30001, "a"), what="range route")
     range_pids = pids(gw, "range")
-    outside = [free_port(gw.address) for _ in range(3)]
+    outside = free_ports(gw.address, 3)
     for i, port in enumerate(outside):
         settle(etcd, gw, etcd.put(f"/marina/gateway/routes/{cluster}/out{i}", route(port, b)))
         wait_for(serves(gw, port, "b"), what=f"static route {i}")
